@@ -1,0 +1,68 @@
+"""PyTorch checkpoint -> Orbax conversion for every model family.
+
+    params, config = convert_params('randar_0.3b_llamagen_360k_bs_1024_lr_0.0004.safetensors')
+    convert_checkpoint('randar_l.safetensors', 'ckpt/randar_l')        # what `randar-jax convert` runs
+    model = checkpoint.load_model('ckpt/randar_l')
+
+Each family registers how to recognise its state dict, how to infer its config from tensor shapes, and its
+strict key map (``convert/<family>.py``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Callable, Sequence
+
+from randar_jax import checkpoint
+from randar_jax.convert import randar
+from randar_jax.convert.core import ConversionError, Rule, TensorSource, convert
+from randar_jax.convert.sources import open_source
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+  name: str
+  detect: Callable[[list[str]], bool]
+  infer_config: Callable[..., Any]
+  rules: Sequence[Rule]
+  ignore: Sequence[str] = ()
+
+
+FAMILIES = (
+    Family("randar", randar.is_randar, randar.infer_config, randar.RULES, randar.IGNORE),
+)
+
+
+def detect_family(source: TensorSource) -> Family:
+  keys = source.keys()
+  found = [f for f in FAMILIES if f.detect(keys)]
+  if len(found) != 1:
+    raise ConversionError(f"{source.path}: cannot tell which model this state dict belongs to "
+                          f"(matches {[f.name for f in found]} of {[f.name for f in FAMILIES]}); "
+                          f"first keys: {keys[:5]}")
+  return found[0]
+
+
+def convert_params(path: str | os.PathLike, config=None, *, progress: bool = True) -> tuple[dict, Any]:
+  """Reads a PyTorch checkpoint into (params, typed config). Without ``config`` it is inferred from shapes."""
+  source = open_source(path)
+  family = detect_family(source)
+  if config is None:
+    config = family.infer_config(source)
+  elif config.to_dict()["family"] != family.name:
+    raise ConversionError(f"{path} is a {family.name} checkpoint but the config is for "
+                          f"{config.to_dict()['family']}")
+  params = convert(source, family.rules, checkpoint.abstract_params(config), ignore=family.ignore,
+                   progress=progress)
+  return params, config
+
+
+def convert_checkpoint(path: str | os.PathLike, out_dir: str | os.PathLike, config=None, *,
+                       progress: bool = True) -> str:
+  """Converts a PyTorch checkpoint into an Orbax checkpoint directory that ``checkpoint.load_model`` reads."""
+  params, config = convert_params(path, config, progress=progress)
+  return checkpoint.save_params(out_dir, params, config.to_dict())
+
+
+__all__ = ["ConversionError", "convert_checkpoint", "convert_params", "detect_family"]

@@ -1,0 +1,316 @@
+"""RandAR: a decoder-only transformer that generates VQ image tokens in any order (Pang et al., CVPR 2025).
+
+Faithful to ``RandAR/model/randar_gpt.py`` (see ``shared/spec/randar.md``): LLaMA pre-norm blocks (RMSNorm,
+SwiGLU, no biases), 2D RoPE on q/k, a class token whose RoPE rows are zero, and *position-instruction tokens*:
+one shared vector rotated per head by the RoPE of the cell to generate next. The training sequence is
+
+    [cls, p_0, x_0, p_1, x_1, ..., p_{N-1}, x_{N-1}]     p_k: instruction for cell order[k], x_k: its token
+
+with plain causal attention; logits at the p_k slots predict the tokens. Usage:
+
+    cfg = RandARConfig.variant('L', tokenizer='llamagen')
+    with sharding.model_context():
+      model = RandAR(cfg, rngs=nnx.Rngs(0))
+    logits = model(tokens, labels, order)                  # (B, N, V), generation order
+    loss, logits = model.loss(tokens, labels, order, dropout_rng=key)
+
+Layers are stacked on a leading axis (``nnx.vmap`` at creation) and applied with ``lax.scan`` (optionally
+rematerialised). The same ``run_layers`` serves teacher-forced training and KV-cached decoding.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from randar_jax import sharding
+from randar_jax.models import rope
+from randar_jax.models.attention import KVCache, attend, slot_mask
+from randar_jax.models.layers import RMSNorm, SwiGLU, cross_entropy, dropout, find_multiple, normal, param, zeros
+
+# Published sizes (RandAR configs/randar/*.yaml; XXL = LlamaGen GPT-XXL shape, no public weights).
+VARIANTS: dict[str, dict[str, int]] = {
+    "tiny": dict(dim=128, n_layer=2, n_head=4),
+    "B": dict(dim=768, n_layer=12, n_head=12),
+    "L": dict(dim=1024, n_layer=24, n_head=16),
+    "XL": dict(dim=1280, n_layer=36, n_head=20),
+    "XXL": dict(dim=1536, n_layer=48, n_head=24),
+}
+TOKENIZER_VOCAB = {"llamagen": 16384, "maskgit": 1024}
+
+
+@dataclasses.dataclass(frozen=True)
+class RandARConfig:
+  """Architecture and numerics of a RandAR transformer. Defaults are RandAR-L with the LlamaGen tokenizer."""
+  vocab_size: int = 16384
+  dim: int = 1024
+  n_layer: int = 24
+  n_head: int = 16
+  n_kv_head: int | None = None          # None: plain multi-head attention
+  multiple_of: int = 256                # SwiGLU hidden rounding
+  ffn_dim_multiplier: float | None = None
+  grid_size: int = 16                   # tokens per side; the sequence has grid_size**2 image tokens
+  num_classes: int = 1000
+  class_dropout_prob: float = 0.1       # > 0 adds the null-class row used for CFG
+  rope_base: float = 10000.0
+  norm_eps: float = 1e-5
+  token_dropout: float = 0.1            # on image-token embeddings only
+  resid_dropout: float = 0.1            # after the attention output projection
+  ffn_dropout: float = 0.1              # after w2
+  dtype: str = "float32"                # compute dtype; parameters, norms, RoPE, logits stay float32
+  remat: bool = True                    # rematerialise each block in the backward pass
+  remat_policy: str = "nothing_saveable"  # a jax.checkpoint_policies name
+  attention_impl: str | None = "xla"    # 'xla' | 'cudnn' | None (JAX picks)
+
+  def __post_init__(self):
+    if self.dim % self.n_head:
+      raise ValueError(f"dim {self.dim} is not divisible by n_head {self.n_head}")
+    if self.n_head % self.kv_heads:
+      raise ValueError(f"n_head {self.n_head} is not a multiple of n_kv_head {self.kv_heads}")
+    if self.head_dim % 4:
+      raise ValueError(f"2D RoPE needs head_dim divisible by 4, got {self.head_dim}")
+    if not hasattr(jax.checkpoint_policies, self.remat_policy):
+      raise ValueError(f"unknown remat_policy {self.remat_policy!r}; use a jax.checkpoint_policies name")
+
+  @property
+  def head_dim(self) -> int:
+    return self.dim // self.n_head
+
+  @property
+  def kv_heads(self) -> int:
+    return self.n_kv_head or self.n_head
+
+  @property
+  def num_tokens(self) -> int:
+    return self.grid_size ** 2
+
+  @property
+  def ffn_hidden(self) -> int:
+    hidden = int(2 * 4 * self.dim / 3)
+    if self.ffn_dim_multiplier is not None:
+      hidden = int(self.ffn_dim_multiplier * hidden)
+    return find_multiple(hidden, self.multiple_of)
+
+  @property
+  def class_rows(self) -> int:
+    return self.num_classes + (1 if self.class_dropout_prob > 0 else 0)
+
+  @property
+  def null_class(self) -> int:
+    """The class id that means 'unconditional' (classifier-free guidance)."""
+    if self.class_dropout_prob <= 0:
+      raise ValueError("this model has no null-class row (class_dropout_prob == 0), so it cannot run CFG")
+    return self.num_classes
+
+  @classmethod
+  def variant(cls, name: str, tokenizer: str = "llamagen", **overrides: Any) -> "RandARConfig":
+    """A published size ('tiny', 'B', 'L', 'XL', 'XXL') with a tokenizer vocabulary ('llamagen' | 'maskgit')."""
+    if name not in VARIANTS:
+      raise ValueError(f"unknown RandAR variant {name!r}; choose from {sorted(VARIANTS)}")
+    if tokenizer not in TOKENIZER_VOCAB:
+      raise ValueError(f"unknown tokenizer {tokenizer!r}; choose from {sorted(TOKENIZER_VOCAB)}")
+    return cls(**{"vocab_size": TOKENIZER_VOCAB[tokenizer], **VARIANTS[name], **overrides})
+
+  @classmethod
+  def from_dict(cls, values: Mapping[str, Any]) -> "RandARConfig":
+    """From a plain dict (a ConfigDict's ``to_dict()`` or a checkpoint's JSON); unknown keys are an error."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(values) - names - {"family"}
+    if unknown:
+      raise ValueError(f"unknown RandAR config keys {sorted(unknown)}; known: {sorted(names)}")
+    return cls(**{k: v for k, v in values.items() if k in names})
+
+  def to_dict(self) -> dict[str, Any]:
+    return {"family": "randar", **dataclasses.asdict(self)}
+
+  @classmethod
+  def from_torch_args(cls, args: Mapping[str, Any], **overrides: Any) -> "RandARConfig":
+    """From the original ``RandARTransformer.__init__`` keyword arguments (e.g. a fixture's constructor_args)."""
+    grid = math.isqrt(int(args["block_size"]))
+    checks = {"block_size is a square": grid * grid == int(args["block_size"]),
+              "cls_token_num == 1": args.get("cls_token_num", 1) == 1,
+              "model_type == 'c2i'": args.get("model_type", "c2i") == "c2i",
+              "attn_dropout_p == 0": args.get("attn_dropout_p", 0.0) == 0.0,
+              "drop_path_rate == 0": args.get("drop_path_rate", 0.0) == 0.0}
+    failed = [name for name, ok in checks.items() if not ok]
+    if failed:
+      raise ValueError(f"unsupported RandAR constructor arguments: need {', '.join(failed)}")
+    return cls(vocab_size=args["vocab_size"], dim=args["dim"], n_layer=args["n_layer"], n_head=args["n_head"],
+               n_kv_head=args.get("n_kv_head"), multiple_of=args.get("multiple_of", 256),
+               ffn_dim_multiplier=args.get("ffn_dim_multiplier"), grid_size=grid,
+               num_classes=args.get("num_classes", 1000), class_dropout_prob=args.get("class_dropout_prob", 0.1),
+               rope_base=args.get("rope_base", 10000), norm_eps=args.get("norm_eps", 1e-5),
+               token_dropout=args.get("token_dropout_p", 0.1), resid_dropout=args.get("resid_dropout_p", 0.1),
+               ffn_dropout=args.get("ffn_dropout_p", 0.1), **overrides)
+
+
+@functools.lru_cache(maxsize=16)
+def _rope_table(grid_size: int, head_dim: int, base: float) -> np.ndarray:
+  return rope.rope_table(grid_size, head_dim, base)
+
+
+class Attention(nnx.Module):
+  """Multi-head (or grouped-query) attention with 2D RoPE; q (D, H, hd), k/v (D, Hkv, hd), o (H, hd, D)."""
+
+  def __init__(self, cfg: RandARConfig, *, rngs: nnx.Rngs):
+    init, d, hd = normal(0.02), cfg.dim, cfg.head_dim
+    self.wq = param(rngs, init, (d, cfg.n_head, hd), ("embed", "heads", "head_dim"))
+    self.wk = param(rngs, init, (d, cfg.kv_heads, hd), ("embed", "kv_heads", "head_dim"))
+    self.wv = param(rngs, init, (d, cfg.kv_heads, hd), ("embed", "kv_heads", "head_dim"))
+    self.wo = param(rngs, init, (cfg.n_head, hd, d), ("heads", "head_dim", "embed"))
+
+  def __call__(self, x: jax.Array, rows: jax.Array, cfg: RandARConfig, cache: KVCache | None,
+               layer: jax.Array, start: jax.Array | None) -> tuple[jax.Array, KVCache | None]:
+    """x (B, S, D); rows (B, S, hd/2, 2) RoPE per slot. With a cache, x sits at slots start..start+S-1."""
+    dtype = jnp.dtype(cfg.dtype)
+    x = x.astype(dtype)
+    q = rope.apply_rope(jnp.einsum("bsd,dhk->bshk", x, self.wq[...].astype(dtype)), rows)
+    k = rope.apply_rope(jnp.einsum("bsd,dhk->bshk", x, self.wk[...].astype(dtype)), rows)
+    v = jnp.einsum("bsd,dhk->bshk", x, self.wv[...].astype(dtype))
+    if cache is None:
+      out = attend(q, k, v, causal=True, implementation=cfg.attention_impl)
+    else:
+      cache, k, v = cache.update(layer, start, k, v)
+      out = attend(q, k.astype(dtype), v.astype(dtype), mask=slot_mask(start, x.shape[1], cache.slots))
+    return jnp.einsum("bshk,hkd->bsd", out, self.wo[...].astype(dtype)), cache
+
+
+class Block(nnx.Module):
+  """Pre-norm transformer block: x + Attn(RMSNorm(x)), then h + FFN(RMSNorm(h)). Residual stream in float32."""
+
+  def __init__(self, cfg: RandARConfig, *, rngs: nnx.Rngs):
+    self.attention_norm = RMSNorm(cfg.dim, cfg.norm_eps, rngs=rngs)
+    self.attention = Attention(cfg, rngs=rngs)
+    self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps, rngs=rngs)
+    self.feed_forward = SwiGLU(cfg.dim, cfg.ffn_hidden, init=normal(0.02), rngs=rngs)
+
+  def __call__(self, x, rows, cfg: RandARConfig, *, cache=None, layer=None, start=None, dropout_key=None):
+    keys = jax.random.split(dropout_key) if dropout_key is not None else (None, None)
+    h, cache = self.attention(self.attention_norm(x), rows, cfg, cache, layer, start)
+    x = x + dropout(h.astype(jnp.float32), cfg.resid_dropout, keys[0])
+    h = self.feed_forward(self.ffn_norm(x), jnp.dtype(cfg.dtype))
+    x = x + dropout(h.astype(jnp.float32), cfg.ffn_dropout, keys[1])
+    return sharding.constrain(x, ("batch", None, None)), cache
+
+
+class RandAR(nnx.Module):
+  """The RandAR transformer. Parameter names follow the PyTorch state dict (see convert/randar.py)."""
+
+  def __init__(self, cfg: RandARConfig, *, rngs: nnx.Rngs):
+    self.config = cfg
+    self.cls_embedding = param(rngs, normal(0.02), (cfg.class_rows, cfg.dim), ("classes", "embed"))
+    self.tok_embeddings = param(rngs, normal(0.02), (cfg.vocab_size, cfg.dim), ("vocab", "embed"))
+    self.pos_instruct_embeddings = param(rngs, normal(0.02), (1, cfg.dim), (None, "embed"))
+
+    @nnx.split_rngs(splits=cfg.n_layer)
+    @nnx.vmap(in_axes=(0,), out_axes=0, transform_metadata={nnx.PARTITION_NAME: "layers"})
+    def make_layers(rngs: nnx.Rngs) -> Block:
+      return Block(cfg, rngs=rngs)
+
+    self.layers = make_layers(rngs)
+    self.norm = RMSNorm(cfg.dim, cfg.norm_eps, rngs=rngs)
+    self.output = param(rngs, zeros, (cfg.dim, cfg.vocab_size), ("embed", "vocab"))  # zero-init head
+
+  # ---- embeddings and the interleaved sequence -------------------------------------------------------------
+
+  def rope_table(self) -> np.ndarray:
+    """The model's 2D RoPE table (grid_size**2, head_dim / 2, 2), without the class row."""
+    cfg = self.config
+    return _rope_table(cfg.grid_size, cfg.head_dim, float(cfg.rope_base))
+
+  def instruction_tokens(self, cells: jax.Array, table: np.ndarray | None = None) -> jax.Array:
+    """Position-instruction tokens for raster cells (B, N) -> (B, N, D) float32: the shared vector, per head,
+    rotated by each cell's RoPE (it is rotated again inside attention, as in the original)."""
+    cfg = self.config
+    rows = rope.gather_rows(self.rope_table() if table is None else table, cells)
+    shared = self.pos_instruct_embeddings[...].reshape(1, 1, cfg.n_head, cfg.head_dim)
+    tokens = rope.apply_rope(jnp.broadcast_to(shared, cells.shape + shared.shape[2:]), rows)
+    return tokens.reshape(cells.shape + (cfg.dim,))
+
+  def class_embeddings(self, labels: jax.Array, dropout_key: jax.Array | None = None) -> jax.Array:
+    """Class rows (B, D); during training each label becomes the null class with prob class_dropout_prob."""
+    if dropout_key is not None and self.config.class_dropout_prob > 0:
+      drop = jax.random.uniform(dropout_key, labels.shape) < self.config.class_dropout_prob
+      labels = jnp.where(drop, self.config.null_class, labels)
+    return self.cls_embedding[...][labels]
+
+  def training_sequence(self, tokens: jax.Array, labels: jax.Array, order: jax.Array, *,
+                        include_last: bool = False, dropout_rng: jax.Array | None = None
+                        ) -> tuple[jax.Array, jax.Array]:
+    """Builds [cls, p_0, x_0, ..., p_{N-1}(, x_{N-1})] and the RoPE cell of every slot (-1 for cls).
+
+    tokens (B, N) in raster order; order (B, N) raster cell of each generation step. The last image token
+    predicts nothing, so it is left out unless ``include_last`` (length 2N instead of 2N + 1).
+    Returns x (B, S, D) float32 and cells (B, S) int32.
+    """
+    label_key, token_key = jax.random.split(dropout_rng) if dropout_rng is not None else (None, None)
+    batch, n = order.shape
+    cls = self.class_embeddings(labels, label_key)[:, None]
+    image = self.tok_embeddings[...][jnp.take_along_axis(tokens, order, axis=1)]
+    image = dropout(image, self.config.token_dropout, token_key)
+    pairs = jnp.stack([self.instruction_tokens(order), image], axis=2).reshape(batch, 2 * n, -1)
+    cells = jnp.repeat(order, 2, axis=1)
+    if not include_last:
+      pairs, cells = pairs[:, :-1], cells[:, :-1]
+    x = jnp.concatenate([cls, pairs], axis=1)
+    cells = jnp.concatenate([jnp.full((batch, 1), -1, cells.dtype), cells], axis=1)
+    return x, cells.astype(jnp.int32)
+
+  # ---- the transformer --------------------------------------------------------------------------------------
+
+  def run_layers(self, x: jax.Array, cells: jax.Array, *, table: np.ndarray | None = None,
+                 cache: KVCache | None = None, start: jax.Array | None = None,
+                 dropout_rng: jax.Array | None = None, return_hidden: bool = False):
+    """Runs every block over x (B, S, D) whose slots have RoPE cells (B, S) (-1 = class token).
+
+    Without a cache: causal attention over the S slots. With a cache: the slots are start..start+S-1 and
+    attend to every cached slot <= their own. Returns (h (B, S, D) float32, cache, hidden (L, B, S, D) | None).
+    """
+    cfg = self.config
+    rows = rope.gather_rows(self.rope_table() if table is None else table, cells)
+    graphdef, layer_state = nnx.split(self.layers)
+    keys = jax.random.split(dropout_rng, cfg.n_layer) if dropout_rng is not None else None
+
+    def body(carry, xs):
+      h, cache = carry
+      state, layer, key = xs
+      h, cache = nnx.merge(graphdef, state)(h, rows, cfg, cache=cache, layer=layer, start=start, dropout_key=key)
+      return (h, cache), (h if return_hidden else None)
+
+    if cfg.remat:
+      body = jax.checkpoint(body, policy=getattr(jax.checkpoint_policies, cfg.remat_policy), prevent_cse=False)
+    x = sharding.constrain(x.astype(jnp.float32), ("batch", None, None))
+    (h, cache), hidden = jax.lax.scan(body, (x, cache), (layer_state, jnp.arange(cfg.n_layer), keys))
+    return h, cache, hidden
+
+  def head(self, h: jax.Array) -> jax.Array:
+    """Final RMSNorm and output projection; float32 logits (..., V)."""
+    dtype = jnp.dtype(self.config.dtype)
+    return (self.norm(h).astype(dtype) @ self.output[...].astype(dtype)).astype(jnp.float32)
+
+  def __call__(self, tokens: jax.Array, labels: jax.Array, order: jax.Array, *,
+               dropout_rng: jax.Array | None = None, return_hidden: bool = False):
+    """Teacher-forced logits (B, N, V) in generation order: logits[b, k] predicts tokens[b, order[b, k]].
+
+    tokens (B, N) raster; labels (B,) class ids (num_classes = null); order (B, N) a permutation per row.
+    ``dropout_rng`` turns on training-time dropouts (label, token, residual, FFN). With ``return_hidden``
+    also returns the per-layer residual streams (L, B, S, D) over the full 2N + 1 slots.
+    """
+    x, cells = self.training_sequence(tokens, labels, order, include_last=return_hidden, dropout_rng=dropout_rng)
+    layer_rng = jax.random.fold_in(dropout_rng, 1) if dropout_rng is not None else None
+    h, _, hidden = self.run_layers(x, cells, dropout_rng=layer_rng, return_hidden=return_hidden)
+    logits = self.head(h[:, 1::2][:, : order.shape[1]])  # the instruction slots 1, 3, ..., 2N - 1
+    return (logits, hidden) if return_hidden else logits
+
+  def loss(self, tokens: jax.Array, labels: jax.Array, order: jax.Array, *,
+           dropout_rng: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+    """Mean cross-entropy over the instruction slots (float32) and the logits (B, N, V)."""
+    logits = self(tokens, labels, order, dropout_rng=dropout_rng)
+    return cross_entropy(logits, jnp.take_along_axis(tokens, order, axis=1)), logits
