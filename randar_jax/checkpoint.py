@@ -73,9 +73,8 @@ def load_model(directory: str | os.PathLike, *, family: str | None = None, step:
     raise ValueError(f"{directory} holds a {values.get('family')!r} checkpoint, but a {family!r} model is "
                      f"expected here")
   config = models.config_from_dict(values)
-  with sharding.model_context(mesh):
-    abstract = nnx.eval_shape(lambda: models.build(config))
-    graphdef, state = nnx.split(nnx.as_abstract(abstract))
+  with sharding.model_context(mesh) as mesh:
+    graphdef, state = nnx.get_abstract_model(lambda: models.build(config), mesh)  # shapes + NamedShardings
     target = nnx.to_pure_dict(state)
     with _manager(directory) as mngr:
       step = _latest_step(mngr, step)

@@ -81,11 +81,18 @@ def named_sharding(mesh: Mesh, names: Sequence[str | None], rules=RULES) -> Name
 
 
 def constrain(x: jax.Array, names: Sequence[str | None], rules=RULES) -> jax.Array:
-  """Sharding constraint on an activation by logical names; a no-op when no mesh is active."""
+  """Sharding constraint on an activation by logical names; a no-op when no mesh is active.
+
+  A dimension that its mesh axes do not divide (e.g. a batch of 2 on 8 devices) is left replicated.
+  """
   mesh = jax.sharding.get_abstract_mesh()
   if mesh.empty:
     return x
-  return jax.lax.with_sharding_constraint(x, logical_spec(names, rules))
+  spec = []
+  for size, axes in zip(x.shape, logical_spec(names, rules)):
+    parts = math.prod(mesh.shape[a] for a in ((axes,) if isinstance(axes, str) else axes or ()))
+    spec.append(axes if size % parts == 0 else None)
+  return jax.lax.with_sharding_constraint(x, PartitionSpec(*spec))
 
 
 def state_shardings(state: nnx.State, mesh: Mesh, rules=RULES) -> nnx.State:

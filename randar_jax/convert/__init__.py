@@ -44,8 +44,12 @@ def detect_family(source: TensorSource) -> Family:
   return found[0]
 
 
-def convert_params(path: str | os.PathLike, config=None, *, progress: bool = True) -> tuple[dict, Any]:
-  """Reads a PyTorch checkpoint into (params, typed config). Without ``config`` it is inferred from shapes."""
+def convert_params(path: str | os.PathLike, config=None, *, progress: bool = True,
+                   check_only: bool = False) -> tuple[dict | None, Any]:
+  """Reads a PyTorch checkpoint into (params, typed config). Without ``config`` it is inferred from shapes.
+
+  ``check_only`` validates every key and shape without keeping the parameters (params is None).
+  """
   source = open_source(path)
   family = detect_family(source)
   if config is None:
@@ -54,7 +58,7 @@ def convert_params(path: str | os.PathLike, config=None, *, progress: bool = Tru
     raise ConversionError(f"{path} is a {family.name} checkpoint but the config is for "
                           f"{config.to_dict()['family']}")
   params = convert(source, family.rules, checkpoint.abstract_params(config), ignore=family.ignore,
-                   progress=progress)
+                   progress=progress, check_only=check_only)
   return params, config
 
 

@@ -164,10 +164,11 @@ def _preview(keys: list[str], n: int = 6) -> str:
 
 
 def convert(source: TensorSource, rules: Sequence[Rule], abstract: Mapping, *, ignore: Sequence[str] = (),
-            progress: bool = True) -> dict:
+            progress: bool = True, check_only: bool = False) -> dict | None:
   """Fills a parameter tree shaped like ``abstract`` (nested dict of objects with .shape) from ``source``.
 
   Returns a nested dict of float32 NumPy arrays. Raises ConversionError on any mismatch (see module doc).
+  With ``check_only`` every tensor is read and transformed, but nothing is kept (returns None).
   """
   targets = {path: tuple(leaf.shape) for path, leaf in flatten(abstract).items()}
   for rule in rules:
@@ -182,7 +183,7 @@ def convert(source: TensorSource, rules: Sequence[Rule], abstract: Mapping, *, i
     raise ConversionError(f"stacked parameters disagree on the number of layers: {sorted(layer_counts)}")
   plan = _plan(source.keys(), rules, ignore, layer_counts.pop() if layer_counts else 0)
 
-  out = {path: np.empty(shape, np.float32) for path, shape in targets.items()}
+  out = {} if check_only else {path: np.empty(shape, np.float32) for path, shape in targets.items()}
   for key, rule, layer in tqdm(plan, desc=f"converting {source.path}", unit="tensor", disable=not progress):
     if source.dtype(key) not in _FLOAT_DTYPES:
       raise ConversionError(f"{key}: expected a floating-point tensor, found dtype {source.dtype(key)}")
@@ -194,8 +195,10 @@ def convert(source: TensorSource, rules: Sequence[Rule], abstract: Mapping, *, i
     for path, array, shape in zip(rule.targets, arrays, shapes):
       if tuple(array.shape) != tuple(shape):
         raise ConversionError(f"{key}: converted shape {tuple(array.shape)} != model shape {tuple(shape)}")
+      if check_only:
+        continue
       if layer is None:
         out[path][...] = array
       else:
         out[path][layer] = array
-  return unflatten(out)
+  return None if check_only else unflatten(out)

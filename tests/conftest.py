@@ -1,0 +1,60 @@
+"""Test set-up: 8 fake CPU devices for sharded paths, highest matmul precision, and the golden fixtures.
+
+Fixtures are found through $RANDAR_FIXTURES or ../shared/fixtures next to the repository; tests that need them
+skip with a clear reason when neither exists (a user's clone has no ../shared).
+"""
+
+import os
+import pathlib
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+
+import jax  # noqa: E402  (after XLA_FLAGS)
+import pytest  # noqa: E402
+
+jax.config.update("jax_default_matmul_precision", "highest")
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def fixtures_dir() -> pathlib.Path | None:
+  env = os.environ.get("RANDAR_FIXTURES")
+  path = pathlib.Path(env) if env else REPO.parent / "shared" / "fixtures"
+  return path if path.is_dir() else None
+
+
+@pytest.fixture(scope="session")
+def fixtures() -> pathlib.Path:
+  path = fixtures_dir()
+  if path is None:
+    pytest.skip("golden fixtures not found: set RANDAR_FIXTURES or place them in ../shared/fixtures")
+  return path
+
+
+def fixture_file(fixtures: pathlib.Path, name: str) -> pathlib.Path:
+  path = fixtures / name
+  if not path.exists():
+    pytest.skip(f"fixture {name} not in {fixtures}")
+  return path
+
+
+def load_json(path: pathlib.Path) -> dict:
+  import json
+  return json.loads(path.read_text())
+
+
+@pytest.fixture(scope="session")
+def randar_tiny(fixtures):
+  """(model, config) for randar_tiny.safetensors, converted by the real converter with the fixture's config."""
+  from randar_jax import checkpoint, models, sharding
+  from randar_jax.convert import convert_params
+  from randar_jax.models.randar import RandARConfig
+  from flax import nnx
+
+  args = load_json(fixture_file(fixtures, "randar_tiny_config.json"))["constructor_args"]
+  config = RandARConfig.from_torch_args(args)
+  params, config = convert_params(fixture_file(fixtures, "randar_tiny.safetensors"), config, progress=False)
+  with sharding.model_context():
+    graphdef, state = nnx.split(nnx.eval_shape(lambda: models.build(config)))
+  nnx.replace_by_pure_dict(state, jax.tree.map(jax.numpy.asarray, params))
+  return nnx.merge(graphdef, state), config
