@@ -242,18 +242,19 @@ class RandAR(nnx.Module):
     return self.cls_embedding[...][labels]
 
   def training_sequence(self, tokens: jax.Array, labels: jax.Array, order: jax.Array, *,
-                        include_last: bool = False, dropout_rng: jax.Array | None = None
+                        include_last: bool = False, dropout_rng: jax.Array | None = None, ordered: bool = False
                         ) -> tuple[jax.Array, jax.Array]:
     """Builds [cls, p_0, x_0, ..., p_{N-1}(, x_{N-1})] and the RoPE cell of every slot (-1 for cls).
 
-    tokens (B, N) in raster order; order (B, N) raster cell of each generation step. The last image token
-    predicts nothing, so it is left out unless ``include_last`` (length 2N instead of 2N + 1).
+    tokens (B, N) in raster order (or already in generation order if ``ordered``, as the data pipeline
+    emits them); order (B, N) raster cell of each generation step. The last image token predicts nothing,
+    so it is left out unless ``include_last`` (length 2N instead of 2N + 1).
     Returns x (B, S, D) float32 and cells (B, S) int32.
     """
     label_key, token_key = jax.random.split(dropout_rng) if dropout_rng is not None else (None, None)
     batch, n = order.shape
     cls = self.class_embeddings(labels, label_key)[:, None]
-    image = self.tok_embeddings[...][jnp.take_along_axis(tokens, order, axis=1)]
+    image = self.tok_embeddings[...][tokens if ordered else jnp.take_along_axis(tokens, order, axis=1)]
     image = dropout(image, self.config.token_dropout, token_key)
     pairs = jnp.stack([self.instruction_tokens(order), image], axis=2).reshape(batch, 2 * n, -1)
     cells = jnp.repeat(order, 2, axis=1)
@@ -296,21 +297,24 @@ class RandAR(nnx.Module):
     return (self.norm(h).astype(dtype) @ self.output[...].astype(dtype)).astype(jnp.float32)
 
   def __call__(self, tokens: jax.Array, labels: jax.Array, order: jax.Array, *,
-               dropout_rng: jax.Array | None = None, return_hidden: bool = False):
+               dropout_rng: jax.Array | None = None, return_hidden: bool = False, ordered: bool = False):
     """Teacher-forced logits (B, N, V) in generation order: logits[b, k] predicts tokens[b, order[b, k]].
 
-    tokens (B, N) raster; labels (B,) class ids (num_classes = null); order (B, N) a permutation per row.
+    tokens (B, N) raster (generation order if ``ordered``); labels (B,) class ids (num_classes = null);
+    order (B, N) a permutation per row.
     ``dropout_rng`` turns on training-time dropouts (label, token, residual, FFN). With ``return_hidden``
     also returns the per-layer residual streams (L, B, S, D) over the full 2N + 1 slots.
     """
-    x, cells = self.training_sequence(tokens, labels, order, include_last=return_hidden, dropout_rng=dropout_rng)
+    x, cells = self.training_sequence(tokens, labels, order, include_last=return_hidden, dropout_rng=dropout_rng,
+                                      ordered=ordered)
     layer_rng = jax.random.fold_in(dropout_rng, 1) if dropout_rng is not None else None
     h, _, hidden = self.run_layers(x, cells, dropout_rng=layer_rng, return_hidden=return_hidden)
     logits = self.head(h[:, 1::2][:, : order.shape[1]])  # the instruction slots 1, 3, ..., 2N - 1
     return (logits, hidden) if return_hidden else logits
 
   def loss(self, tokens: jax.Array, labels: jax.Array, order: jax.Array, *,
-           dropout_rng: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+           dropout_rng: jax.Array | None = None, ordered: bool = False) -> tuple[jax.Array, jax.Array]:
     """Mean cross-entropy over the instruction slots (float32) and the logits (B, N, V)."""
-    logits = self(tokens, labels, order, dropout_rng=dropout_rng)
-    return cross_entropy(logits, jnp.take_along_axis(tokens, order, axis=1)), logits
+    logits = self(tokens, labels, order, dropout_rng=dropout_rng, ordered=ordered)
+    targets = tokens if ordered else jnp.take_along_axis(tokens, order, axis=1)
+    return cross_entropy(logits, targets), logits
