@@ -68,8 +68,13 @@ def test_schedule_matches_original(fixtures):
 
 def test_bucketed_plan_for_88_steps():
   plan = plan_lib.build_plan(256, 88, buckets=plan_lib.default_buckets(256, 88))
-  assert [(seg.width, len(seg.start)) for seg in plan.segments] == [(2, 24), (8, 20), (13, 44)]
+  per_width = {}
+  for seg in plan.segments:
+    per_width[seg.width] = per_width.get(seg.width, 0) + len(seg.start)
+    assert all(s + seg.width <= seg.window for s in seg.start), "a forward must fit its attention window"
+  assert per_width == {2: 24, 8: 20, 13: 44}
   assert plan.slots_fed == 780 and plan_lib.build_plan(256, 88).slots_fed == 1144
+  assert [seg.window for seg in plan.segments] == sorted(seg.window for seg in plan.segments)
 
 
 def test_one_token_per_step_equals_teacher_forcing(randar_tiny, golden):
@@ -199,3 +204,24 @@ def test_guidance_schedules():
   assert Guidance.parse("none") is None and Guidance.parse("3").end == 3.0
   assert Guidance.parse("powcos:4,1.5").schedule == "pow_cosine"
   assert dataclasses.replace(g, start=2.0).start == 2.0
+
+
+def test_sample_command(fixtures, randar_tiny, tmp_path, capsys):
+  from randar_jax import cli
+  from randar_jax.convert import convert_checkpoint
+  _, config = randar_tiny
+  ckpt = convert_checkpoint(fixture_file(fixtures, "randar_tiny.safetensors"), tmp_path / "c", config,
+                            progress=False)
+  out = tmp_path / "samples"
+  assert cli.main(["sample", ckpt, "--out", str(out), "--classes", "1,2,3", "--num-per-class", "2",
+                   "--steps", "4", "--cfg", "1,3", "--batch-size", "4", "--top-k", "5"]) == 0
+  data = np.load(out / "tokens.npz")
+  assert data["tokens"].shape == (6, config.grid_size, config.grid_size)
+  np.testing.assert_array_equal(data["labels"], [1, 1, 2, 2, 3, 3])
+  assert (out / "tokens.png").exists()
+  before = TRACE_COUNT["randar"]
+  assert cli.main(["sample", ckpt, "--out", str(out), "--classes", str(config.num_classes)]) == 2
+  assert "class ids must be in" in capsys.readouterr().err
+  assert cli.main(["sample", ckpt, "--out", str(out), "--classes", "1", "--cfg", "1,2,x"]) == 2
+  assert cli.main(["sample", ckpt, "--out", str(out), "--classes", "1", "--steps", "0"]) == 2
+  assert TRACE_COUNT["randar"] == before

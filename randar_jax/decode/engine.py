@@ -1,7 +1,8 @@
 """The compiled decode loop shared by every generator: plan segments as ``lax.scan`` s over a KV cache.
 
-A model adapter supplies ``chunk_logits(cache, tokens, row) -> (logits (B, branches, K, V), cache)`` for one
-forward pass described by a plan row; the engine does the rest, identically for every model:
+A model adapter supplies ``chunk_logits(cache, tokens, row, window) -> (logits (B, branches, K, V), cache)``
+for one forward pass described by a plan row (``window``: the static number of leading cache slots the
+forward can see); the engine does the rest, identically for every model:
 
     guidance over branches -> sampling -> forced tokens -> scatter into ``tokens`` (generation order)
 
@@ -48,7 +49,7 @@ def run(plan: Plan, chunk_logits: ChunkLogits, cache, tokens: jax.Array, key: ja
 
     def body(carry, row):
       cache, tokens = carry
-      logits, cache = chunk_logits(cache, tokens, row)                     # (B, branches, K, V)
+      logits, cache = chunk_logits(cache, tokens, row, segment.window)     # (B, branches, K, V)
       t = row["first_query"].astype(jnp.float32) / plan.num_tokens
       guided = logits[:, 0] if guidance is None else guidance.combine(logits, t)
       new = sample(guided, sampling, jax.random.fold_in(key, row["index"]))  # (B, K)

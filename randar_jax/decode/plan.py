@@ -90,6 +90,7 @@ def forwards(num_tokens: int, counts: Sequence[int], known: int = 0) -> list[For
 class Segment:
   """Consecutive forwards padded to one width, run by one ``lax.scan``. Arrays are (forwards, ...)."""
   width: int
+  window: int                            # cache slots [0, window) that these forwards can attend to
   start: tuple[int, ...]
   kinds: tuple[tuple[int, ...], ...]
   gens: tuple[tuple[int, ...], ...]
@@ -123,7 +124,7 @@ class Plan:
     return sum(seg.width * len(seg.start) for seg in self.segments)
 
 
-def _segment(group: list[Forward], width: int, max_queries: int, num_tokens: int) -> Segment:
+def _segment(group: list[Forward], width: int, window: int, max_queries: int, num_tokens: int) -> Segment:
   kinds, gens, out_pos, out_gen = [], [], [], []
   for f in group:
     pad = width - f.length
@@ -132,40 +133,42 @@ def _segment(group: list[Forward], width: int, max_queries: int, num_tokens: int
     queries = tuple(range(f.length - len(f.samples), f.length))
     out_pos.append(queries + (queries[-1],) * (max_queries - len(queries)))
     out_gen.append(f.samples + (num_tokens,) * (max_queries - len(f.samples)))
-  return Segment(width, tuple(f.start for f in group), tuple(kinds), tuple(gens), tuple(out_pos),
+  return Segment(width, window, tuple(f.start for f in group), tuple(kinds), tuple(gens), tuple(out_pos),
                  tuple(out_gen), tuple(f.samples[0] for f in group))
 
 
 def build_plan(num_tokens: int, num_steps: int, known: int = 0, buckets: Sequence[int] | None = None,
-               slot_multiple: int = 8) -> Plan:
+               slot_multiple: int = 8, windows: int = 4) -> Plan:
   """Pads the forwards of a schedule into segments and sizes the cache.
 
   ``buckets``: allowed chunk widths. Each forward is padded to the smallest bucket that fits it and that is
   not smaller than the previous forward's width (monotone, so equal widths form contiguous segments);
-  None or () pads everything to the longest forward (a single scan). The prefill forward (with ``known``
-  tokens) is its own segment.
+  None or () pads everything to the longest forward. Segments are further split so that each attends to
+  a static window of the cache (``windows`` steps of cache_slots / windows): early forwards read fewer
+  slots. The prefill forward (with ``known`` tokens) is its own segment.
   """
   counts = query_counts(num_tokens, num_steps, known)
   passes = forwards(num_tokens, counts, known)
-  max_queries = max(counts)
   head, body = ([passes[0]], passes[1:]) if known else ([], passes)
-  segments = [_segment(head, head[0].length, max_queries, num_tokens)] if head else []
+  widths = [passes[0].length] if head else []
   if body:
     longest = max(f.length for f in body)
-    widths = sorted(set(b for b in (buckets or ()) if b < longest) | {longest})
-    groups: list[tuple[int, list[Forward]]] = []
+    allowed = sorted(set(b for b in (buckets or ()) if b < longest) | {longest})
     for f in body:
-      width = min(w for w in widths if w >= f.length)
-      if groups and width < groups[-1][0]:
-        width = groups[-1][0]  # keep widths monotone so segments stay contiguous
-      if groups and groups[-1][0] == width:
-        groups[-1][1].append(f)
-      else:
-        groups.append((width, [f]))
-    segments += [_segment(g, w, max_queries, num_tokens) for w, g in groups]
-  last_slot = max(s + seg.width for seg in segments for s in seg.start)
-  slots = -(-last_slot // slot_multiple) * slot_multiple
-  return Plan(num_tokens, num_steps, known, tuple(counts), max_queries, tuple(segments), slots)
+      width = min(w for w in allowed if w >= f.length)
+      widths.append(max(width, widths[-1]) if len(widths) > len(head) else width)  # monotone within the body
+  ends = [f.start + w for f, w in zip(passes, widths)]
+  slots = -(-max(ends) // slot_multiple) * slot_multiple
+  step = -(-slots // (windows * slot_multiple)) * slot_multiple
+  groups: list[tuple[tuple[int, int], list[Forward]]] = []
+  for i, (f, width, end) in enumerate(zip(passes, widths, ends)):
+    key = (width, min(slots, -(-end // step) * step))
+    if groups and groups[-1][0] == key and not (head and i == 1):
+      groups[-1][1].append(f)
+    else:
+      groups.append((key, [f]))
+  segments = tuple(_segment(g, w, win, max(counts), num_tokens) for (w, win), g in groups)
+  return Plan(num_tokens, num_steps, known, tuple(counts), max(counts), segments, slots)
 
 
 def default_buckets(num_tokens: int, num_steps: int) -> tuple[int, ...]:

@@ -27,11 +27,11 @@ from randar_jax import sharding
 from randar_jax.decode import engine
 from randar_jax.decode.plan import CLS, PAD, QUERY, TOKEN, Plan, build_plan, default_buckets
 from randar_jax.decode.sampling import Guidance, Sampling
+from randar_jax.models import attention
 from randar_jax.models.attention import KVCache
 from randar_jax.models.randar import RandAR
 
 TRACE_COUNT = collections.Counter()  # compilations of the decode program, by name (tests check reuse)
-CACHE_AXES = ("layers", "batch", "cache_slots", "kv_heads", "head_dim")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,7 +59,7 @@ def chunk_logits_fn(model: RandAR, labels: jax.Array, order: jax.Array, table: n
   cls = model.class_embeddings(labels.reshape(-1)).reshape(batch, branches, 1, -1)
   embeddings = model.tok_embeddings[...]
 
-  def chunk_logits(cache: KVCache, tokens: jax.Array, row) -> tuple[jax.Array, KVCache]:
+  def chunk_logits(cache: KVCache, tokens: jax.Array, row, window: int) -> tuple[jax.Array, KVCache]:
     kinds, gens = row["kinds"], row["gens"]                                     # (W,)
     cells = jnp.where((kinds == QUERY) | (kinds == TOKEN), order[:, gens], -1)  # (B, W); -1: zero RoPE row
     x = jnp.where((kinds == QUERY)[None, :, None], model.instruction_tokens(cells, table),
@@ -69,7 +69,7 @@ def chunk_logits_fn(model: RandAR, labels: jax.Array, order: jax.Array, table: n
       x = jnp.where((kinds == TOKEN)[:, None], x * token_scale[:, :, gens][..., None], x)
     x = jnp.where((kinds == CLS)[:, None], cls, x).reshape((batch * branches,) + x.shape[2:])
     cells = jnp.repeat(cells, branches, axis=0)
-    h, cache, _ = model.run_layers(x, cells, table=table, cache=cache, start=row["start"])
+    h, cache, _ = model.run_layers(x, cells, table=table, cache=cache, start=row["start"], window=window)
     logits = model.head(jnp.take(h, row["out_pos"], axis=1))                   # only the query slots
     return logits.reshape((batch, branches) + logits.shape[1:]), cache
 
@@ -90,7 +90,7 @@ def _decode(graphdef, state, plan: Plan, labels, order, key, sampling, guidance,
   branches = 1 if guidance is None else guidance.branches
   branch_labels = labels[:, None] if guidance is None else jnp.stack(
       [labels, jnp.full_like(labels, model.config.null_class)], axis=1)
-  cache = KVCache(*(sharding.constrain(c, CACHE_AXES) for c in cache))
+  cache = KVCache(*(sharding.constrain(c, attention.AXES) for c in cache))
   tokens = jnp.zeros((batch, plan.num_tokens + 1), jnp.int32)
   if prefix is not None:
     tokens = tokens.at[:, : prefix.shape[1]].set(prefix)
