@@ -27,6 +27,7 @@ import dataclasses
 import glob
 import io
 import os
+import sys
 import tarfile
 from typing import Any, Callable, Iterator, Protocol, Sequence
 
@@ -230,7 +231,7 @@ def _handle_failure(name: str, failure: _Failure, on_error: str, report: dict, b
     raise CorruptInput(f"cannot read {name}: {failure.reason} (re-run with --on-error skip to skip such files; "
                        f"finished shards are kept)")
   report["skipped"].append([name, failure.reason])
-  bar.write(f"skipping unreadable input {name}: {failure.reason}")
+  bar.write(f"skipping unreadable input {name}: {failure.reason}", file=sys.stderr)
 
 
 def _pending_items(directory: str, num_items: int, shard_size: int, process_index: int, process_count: int) -> int:

@@ -16,6 +16,7 @@ import os
 from typing import Mapping
 
 import tensorflow_datasets as tfds
+from etils import epath
 from PIL import Image
 
 from randar_jax.data.extract import CorruptInput, FolderImages
@@ -34,6 +35,13 @@ class ClassFolder(tfds.core.GeneratorBasedBuilder):
       raise ValueError(f"the splits {sorted(splits)} have different class sub-folders")
     self._classes, self._on_error = list(classes.pop()), on_error
     super().__init__(**kwargs)
+
+  # TFDS 4.9.10 finds a packaged builder's code through the `importlib_resources` backport, which it does not
+  # install on Python >= 3.9 (ModuleNotFoundError in download_and_prepare); this file is the code path.
+  @tfds.core.utils.classproperty
+  @classmethod
+  def code_path(cls) -> epath.Path:
+    return epath.Path(__file__)
 
   def _info(self) -> tfds.core.DatasetInfo:
     # DatasetInfo built here: dataset_info_from_configs() looks for metadata files beside the module and fails.
