@@ -1,7 +1,7 @@
 """Input-pipeline throughput: ArrayRecord codes -> permuted tokens/positions -> global batches, on this host.
 
-    python benchmarks/bench_pipeline.py                       # batch 256, 16x16 grid, 2 augmentations, threads 2
-    python benchmarks/bench_pipeline.py --workers 2 --anneal  # Grain worker processes; RAR's annealed policy
+    python -m benchmarks.bench_pipeline                       # batch 256, 16x16 grid, 2 augmentations, threads 2
+    python -m benchmarks.bench_pipeline --workers 2 --anneal  # Grain worker processes; RAR's annealed policy
 
 Writes ``--records`` synthetic records (LlamaGen vocabulary, int16) as ArrayRecord shards in a temporary directory,
 then times ``--batches`` batches after one warm-up batch, twice: the host pipeline alone (numpy batches) and with

@@ -255,6 +255,17 @@ def test_import_randar_codes(tmp_path):
     extract.import_randar_codes(root, tmp_path / "codes2", vocab_size=16384, progress=False)
 
 
+def test_cli_extract(image_folder, adm_codes, tmp_path, monkeypatch, capsys):
+  from randar_jax import checkpoint
+  from randar_jax.cli import main
+  monkeypatch.setattr(checkpoint, "load_model", lambda directory, mesh=None: PatchTokenizer())  # no VQ model here
+  assert main(["extract", str(image_folder), str(tmp_path), "--tokenizer", "vq", "--image-size", str(IMAGE_SIZE),
+               "--batch-size", "4", "--shard-size", "4"]) == 0
+  assert "wrote 3 shards of 9 inputs" in capsys.readouterr().out
+  assert shard_bytes(tmp_path) == shard_bytes(adm_codes)
+  assert records.read_meta(tmp_path)["tokenizer"] == os.path.abspath("vq")
+
+
 def test_cli_extract_reports_missing_tokenizer(image_folder, tmp_path, capsys):
   from randar_jax.cli import main
   assert main(["extract", str(image_folder), str(tmp_path / "codes"), "--tokenizer", str(tmp_path / "nope")]) == 2
@@ -264,3 +275,19 @@ def test_cli_extract_reports_missing_tokenizer(image_folder, tmp_path, capsys):
 def test_records_reject_foreign_bytes():
   with pytest.raises(ValueError, match="bad magic"):
     records.decode_record(b"\x00" * 40)
+
+
+def test_tfds_name_source(tmp_path):
+  """``tfds:NAME`` goes through tfds.data_source (here TFDS's mocked imagenet2012: random sizes, labels 0..999)."""
+  import tensorflow_datasets as tfds
+  with tfds.testing.mock_data(num_examples=5):
+    images = extract.open_images("tfds:imagenet2012", split="train")
+    assert isinstance(images, extract.TfdsImages) and len(images) == 5
+    extract.extract(images, PatchTokenizer(), tmp_path, image_size=IMAGE_SIZE, batch_size=4, shard_size=4,
+                    progress=False)
+    ds = tfds.data_source("imagenet2012", split="train")
+    tok = PatchTokenizer()
+    for r in read_all(tmp_path):
+      crop = center_crop_arr(Image.fromarray(ds[int(r["index"])]["image"]), IMAGE_SIZE)
+      np.testing.assert_array_equal(r["codes"], np.asarray(tok.encode(np.stack([crop, crop[:, ::-1]]))).reshape(2, -1))
+      assert r["label"] == ds[int(r["index"])]["label"]

@@ -180,3 +180,30 @@ def test_synthetic_source_structure():
   assert src.token_entropy() == 0.0 and 0 < noisy.token_entropy() < np.log(17)
   with pytest.raises(IndexError):
     src[50]
+
+
+def test_two_real_processes(tmp_path):
+  """Two JAX processes (gloo on CPU): global batches = the single-process ones; per-process Orbax resume."""
+  import os
+  import subprocess
+  import sys
+
+  import portpicker
+
+  here = os.path.dirname(__file__)
+  sys.path.insert(0, here)
+  import multiprocess_loader as worker
+  port = portpicker.pick_unused_port()
+  env = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
+  procs = [subprocess.Popen([sys.executable, os.path.join(here, "multiprocess_loader.py"), str(p), str(port),
+                             str(tmp_path)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+           for p in range(2)]
+  outputs = [p.communicate(timeout=120)[0] for p in procs]
+  assert all(p.returncode == 0 for p in procs), outputs
+  results = [np.load(tmp_path / f"process_{p}.npz") for p in range(2)]
+  np.testing.assert_array_equal(results[0]["index"], results[1]["index"])  # both see the same global arrays
+  single = iter(make_dataset(SyntheticCodes(**worker.SOURCE), worker.CONFIG, 0, 1))
+  for step, global_index in enumerate(results[0]["index"]):
+    assert sorted(global_index) == sorted(next(single)["index"]), step
+  np.testing.assert_array_equal(results[0]["resumed"], results[0]["index"][3:])
+  assert {"process_0-of-2.json", "process_1-of-2.json"} <= set(os.listdir(tmp_path / "ckpt" / "3" / "data"))

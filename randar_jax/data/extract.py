@@ -146,12 +146,11 @@ class TfdsImages:
 
 def open_images(spec: str, split: str = "train", data_dir: str | None = None) -> ImageSource:
   """Image source from ``tfds:NAME``, a TFDS build directory, a class-folder tree or a .tar file."""
-  import tensorflow_datasets as tfds  # noqa: F401  (cheap without TensorFlow; only the tfds branches use it)
-
-  if spec.startswith("tfds:"):
-    name = spec[len("tfds:"):]
-    return TfdsImages(tfds.data_source(name, split=split, data_dir=data_dir), f"tfds:{name}/{split}")
-  if os.path.isfile(os.path.join(spec, "dataset_info.json")):
+  if spec.startswith("tfds:") or os.path.isfile(os.path.join(spec, "dataset_info.json")):
+    import tensorflow_datasets as tfds  # works without TensorFlow for array_record builds
+    if spec.startswith("tfds:"):
+      name = spec[len("tfds:"):]
+      return TfdsImages(tfds.data_source(name, split=split, data_dir=data_dir), f"tfds:{name}/{split}")
     return TfdsImages(tfds.builder_from_directory(spec).as_data_source(split), f"{spec}/{split}")
   if os.path.isdir(spec):
     return FolderImages(spec)
@@ -307,7 +306,10 @@ def import_randar_codes(root: str | os.PathLike, out: str | os.PathLike, *, voca
                   if os.path.basename(os.path.dirname(p)).isdigit() and os.path.basename(p)[:-4].isdigit()))
   if not files:
     raise FileNotFoundError(f"{root} holds no {{label}}/{{index}}.npy code files")
-  first = np.load(files[0][2], allow_pickle=False)
+  try:
+    first = np.load(files[0][2], allow_pickle=False)
+  except (OSError, ValueError) as e:
+    raise CorruptInput(f"cannot read {files[0][2]}, the file that defines the codes' shape: {e}") from None
   if first.ndim != 2 or round(first.shape[1] ** 0.5) ** 2 != first.shape[1]:
     raise ValueError(f"{files[0][2]}: expected codes (num_aug, h*w) on a square grid, got {first.shape}")
   side = round(first.shape[1] ** 0.5)
