@@ -78,10 +78,11 @@ def main() -> None:
   step_flops = randar_l_step_flops(args.batch)
   h100_steps = H100_BF16_DENSE_FLOPS / step_flops
   tokens = args.batch * args.grid ** 2
-  report({"batches_per_s": round(full, 2), "tokens_per_s": round(full * tokens), "records_per_s": round(full * args.batch),
-          "host_batches_per_s": round(host, 2), "batch": args.batch, "tokens_per_example": args.grid ** 2,
-          "num_aug": args.num_aug, "threads": args.threads, "workers": args.workers,
-          "policy": "rar_anneal" if args.anneal else "randar_random", "write_records_per_s": round(args.records / write_s),
+  report({"batches_per_s": round(full, 2), "tokens_per_s": round(full * tokens),
+          "records_per_s": round(full * args.batch), "host_batches_per_s": round(host, 2), "batch": args.batch,
+          "tokens_per_example": args.grid ** 2, "num_aug": args.num_aug, "threads": args.threads,
+          "workers": args.workers, "policy": "rar_anneal" if args.anneal else "randar_random",
+          "write_records_per_s": round(args.records / write_s),
           "randar_l_step_tflops": round(step_flops / 1e12, 1), "h100_step_upper_bound_per_s": round(h100_steps, 2),
           "margin": round(full / h100_steps, 1)})
 

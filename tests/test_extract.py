@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 from PIL import Image
 
 from randar_jax.data import extract, records, tfds_folder
@@ -32,6 +33,17 @@ class PatchTokenizer:
   def decode(self, codes: jax.Array) -> jax.Array:
     level = (codes * 255 // self.vocab_size).astype(jnp.uint8)
     return jnp.repeat(jnp.repeat(level, 16, 1), 16, 2)[..., None].repeat(3, -1)
+
+
+class NNXPatchTokenizer(nnx.Module):
+  """The same tokenizer as an NNX module with a parameter (the path real VQ models take: weights as arguments)."""
+  vocab_size, downsample, channels = 4096, 16, 3
+
+  def __init__(self):
+    self.offset = nnx.Param(jnp.zeros((), jnp.int32))
+
+  def encode(self, images):
+    return PatchTokenizer().encode(images) + self.offset[...]
 
 
 class InterruptedImages(extract.FolderImages):
@@ -173,6 +185,12 @@ def test_processes_write_disjoint_shards_of_the_same_dataset(image_folder, adm_c
   for p in range(2):
     extract.extract(images, PatchTokenizer(), tmp_path, image_size=IMAGE_SIZE, batch_size=4, shard_size=4,
                     process_index=p, process_count=2, progress=False)
+  assert shard_bytes(tmp_path) == shard_bytes(adm_codes)
+
+
+def test_nnx_tokenizer(image_folder, adm_codes, tmp_path):
+  extract.extract(extract.FolderImages(image_folder), NNXPatchTokenizer(), tmp_path, image_size=IMAGE_SIZE,
+                  batch_size=4, shard_size=4, progress=False)
   assert shard_bytes(tmp_path) == shard_bytes(adm_codes)
 
 

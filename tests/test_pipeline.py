@@ -37,7 +37,8 @@ def test_batches_are_global_sharded_arrays_in_generation_order(source):
   assert batch["tokens"].dtype == batch["positions"].dtype == np.int32
   assert batch["tokens"].sharding.spec == jax.sharding.PartitionSpec(("data", "fsdp"))
   assert len(batch["tokens"].addressable_shards) == 8
-  for tokens, positions, label, index in zip(*(np.asarray(batch[k]) for k in ("tokens", "positions", "label", "index"))):
+  columns = (np.asarray(batch[k]) for k in ("tokens", "positions", "label", "index"))
+  for tokens, positions, label, index in zip(*columns):
     record = source[int(index)]
     np.testing.assert_array_equal(np.sort(positions), np.arange(24))
     raster = np.empty_like(tokens)

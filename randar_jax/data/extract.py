@@ -36,6 +36,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from randar_jax import sharding
 from randar_jax.data import records
 from randar_jax.tokenizers.preprocess import center_crop_arr, load_image, ten_crop
 
@@ -188,11 +189,8 @@ class BatchEncoder:
       self._encode = lambda x: encode(state, x)
     else:
       self._encode = jax.jit(tokenizer.encode)
-    devices = jax.local_devices()
-    self._sharding = None
-    if batch % len(devices) == 0:
-      mesh = jax.sharding.Mesh(np.asarray(devices), ("data",))
-      self._sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+    mesh = sharding.build_mesh(devices=jax.local_devices())  # the mesh the CLI loads the tokenizer onto
+    self._sharding = sharding.named_sharding(mesh, ("batch",)) if batch % mesh.size == 0 else None
 
   def __call__(self, crops: np.ndarray) -> np.ndarray:
     """uint8 (n <= batch, H, W, C) -> int32 (n, h, w)."""

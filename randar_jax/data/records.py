@@ -10,7 +10,7 @@ Layout of a codes directory:
     codes-00003-of-00128.array_record        one record per image (group_size 1: cheap random access)
     codes-00003-of-00128.json                that shard's report: records written, inputs skipped (with reasons)
 
-A record is a 32-byte little-endian header (magic ``RJC1``, dtype code, num_aug, h, w, label, source index) followed
+A record is a 28-byte little-endian header (magic ``RJC1``, dtype code, num_aug, h, w, label, source index) followed
 by the codes, int16 when the vocabulary fits (LlamaGen's 16384 does), else int32, raster order per augmentation.
 Shards are global slices of the input (shard k = items [k*S, (k+1)*S)), so any process count writes the same files.
 Each shard is written under a temporary name and renamed when complete: a shard file that exists is finished, and
