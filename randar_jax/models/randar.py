@@ -317,6 +317,11 @@ class RandAR(nnx.Module):
     logits = self.head(h[:, 1::2][:, : order.shape[1]])  # the instruction slots 1, 3, ..., 2N - 1
     return (logits, hidden) if return_hidden else logits
 
+  def weight_decay_mask(self) -> dict:
+    """True for parameters that get weight decay: every tensor with ndim >= 2 (RandAR's rule; this includes
+    both embedding tables and pos_instruct_embeddings (1, D)), none on RMSNorm scales."""
+    return jax.tree.map(lambda p: p.ndim >= 2, nnx.to_pure_dict(nnx.state(self, nnx.Param)))
+
   def loss(self, tokens: jax.Array, labels: jax.Array, order: jax.Array, *,
            dropout_rng: jax.Array | None = None, ordered: bool = False) -> tuple[jax.Array, jax.Array]:
     """Mean cross-entropy over the instruction slots (float32) and the logits (B, N, V)."""
