@@ -319,8 +319,11 @@ class RandAR(nnx.Module):
 
   def weight_decay_mask(self) -> dict:
     """True for parameters that get weight decay: every tensor with ndim >= 2 (RandAR's rule; this includes
-    both embedding tables and pos_instruct_embeddings (1, D)), none on RMSNorm scales."""
-    return jax.tree.map(lambda p: p.ndim >= 2, nnx.to_pure_dict(nnx.state(self, nnx.Param)))
+    both embedding tables and pos_instruct_embeddings (1, D)), none on RMSNorm scales. Stacked layer
+    parameters are judged without their leading layer axis."""
+    def decays(path, p):
+      return p.ndim - (path[0].key == "layers") >= 2
+    return jax.tree_util.tree_map_with_path(decays, nnx.to_pure_dict(nnx.state(self, nnx.Param)))
 
   def loss(self, tokens: jax.Array, labels: jax.Array, order: jax.Array, *,
            dropout_rng: jax.Array | None = None, ordered: bool = False) -> tuple[jax.Array, jax.Array]:
