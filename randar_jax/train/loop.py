@@ -1,0 +1,169 @@
+"""The training loop: config + workdir -> a trained, checkpointed, logged model. A run pointed at a workdir
+that holds checkpoints resumes from the newest readable one and continues exactly as if never stopped.
+
+    config = config_io.load_config('configs/randar.py:variant=L')
+    train(config, 'runs/randar_l')          # or: python launch/train.py --config configs/randar.py --workdir ...
+
+Each iteration dispatches one compiled step (parameters and optimizer state donated); metrics stay on the
+device until a log step fetches the interval in one transfer, so the host never waits on a step in between.
+Process 0 writes logs and sample grids; every process takes part in checkpoints (Orbax, collective).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import Any, Mapping
+
+import jax
+import ml_collections
+import numpy as np
+
+from randar_jax import checkpoint, models, sharding
+from randar_jax.data.orders import OrderPolicy
+from randar_jax.data.pipeline import Loader, PipelineConfig, open_source
+from randar_jax.data.synthetic import SyntheticCodes
+from randar_jax.train import metrics as metrics_lib
+from randar_jax.train.checkpointing import CONFIG, RUN_CONFIG, Checkpointer
+from randar_jax.train.optim import OptimConfig, describe
+from randar_jax.train.samples import sample_grid
+from randar_jax.train.train import Trainer
+
+# Run-config keys that must not change when a workdir resumes (they change the data stream or the math).
+FROZEN_KEYS = ("seed", "batch_size", "data.source", "data.seed", "data.order", "data.split")
+
+
+def make_source(data: Mapping[str, Any], model_config, split: str | None = None):
+  """The codes source a data config names: 'synthetic' (planted-structure codes sized to the model; every split
+  reads the same i.i.d. stream) or a path / 'tfds:NAME' (see data.pipeline.open_source). Checks the grid."""
+  spec = data["source"]
+  if spec == "synthetic":
+    syn = data["synthetic"]
+    return SyntheticCodes(grid=model_config.grid_size, vocab_size=model_config.vocab_size,
+                          num_classes=model_config.num_classes, **(syn.to_dict() if hasattr(syn, "to_dict") else syn))
+  source = open_source(spec, split=split or data.get("split", "train"), data_dir=data.get("data_dir") or None,
+                       vocab_size=model_config.vocab_size)
+  grid = (model_config.grid_size, model_config.grid_size)
+  if tuple(source.grid) != grid:
+    raise ValueError(f"{spec} holds {tuple(source.grid)} token grids but the model expects {grid}")
+  return source
+
+
+def pipeline_config(config: ml_collections.ConfigDict, shuffle: bool = True) -> PipelineConfig:
+  data = config.data
+  order = OrderPolicy(order=data.order.order, fallback=data.order.fallback,
+                      anneal=tuple(data.order.anneal) if data.order.anneal else None)
+  return PipelineConfig(batch_size=config.batch_size, seed=data.get("seed", config.seed), order=order,
+                        shuffle=shuffle, num_threads=data.num_threads, prefetch=data.prefetch, workers=data.workers)
+
+
+def _flat(d: Mapping, prefix: str = "") -> dict[str, Any]:
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, Mapping):
+      out.update(_flat(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = list(v) if isinstance(v, tuple) else v
+  return out
+
+
+def check_resumable(ckpt: Checkpointer, model_config: Mapping, run_config: Mapping) -> None:
+  """A workdir resumes only a run of the same model and data stream; anything else is a clear error."""
+  steps = ckpt.steps()
+  if not steps:
+    return
+  stored_model, stored_run = ckpt.read_json(steps[-1], CONFIG), _flat(ckpt.read_json(steps[-1], RUN_CONFIG))
+  current = _flat(run_config)
+  diffs = [f"model.{k}: {stored_model.get(k)!r} -> {v!r}" for k, v in model_config.items()
+           if stored_model.get(k) != (list(v) if isinstance(v, tuple) else v)]
+  diffs += [f"{k}: {stored_run.get(k)!r} -> {current.get(k)!r}" for k in set(stored_run) | set(current)
+            if k.startswith(FROZEN_KEYS) and stored_run.get(k) != current.get(k)]
+  if diffs:
+    raise ValueError(f"{ckpt.directory} holds a run with a different setup ({'; '.join(sorted(diffs))}); "
+                     f"use a new --workdir, or the original config to resume")
+
+
+def train(config: ml_collections.ConfigDict, workdir: str, *, preempt_at: int | None = None,
+          progress: bool = True) -> list[dict[str, Any]]:
+  """Trains to ``config.total_steps`` in ``workdir`` (resuming if possible). Returns the rows logged this call.
+
+  ``preempt_at``: after that step (once pending checkpoints are committed) the process SIGKILLs itself — a
+  preemption drill for resume tests.
+  """
+  workdir = os.path.abspath(workdir)
+  model_config = models.config_from_dict(config.model.to_dict())
+  optim_config = OptimConfig.from_dict(config.optim)
+  mesh = sharding.build_mesh(dict(config.mesh))
+  trainer = Trainer.create(model_config, optim_config, config.total_steps, mesh, config.seed)
+  loader = Loader(make_source(config.data, model_config), pipeline_config(config), mesh)
+  ckpt = Checkpointer(workdir, keep=config.keep_checkpoints, keep_every=config.get("keep_every"))
+  run_config, model_dict = config.to_dict(), model_config.to_dict()
+  check_resumable(ckpt, model_dict, run_config)
+  state = ckpt.restore_latest(trainer, loader)
+  resumed = state is not None
+  state = state if resumed else trainer.init()
+  start = int(state.step)
+  lead = jax.process_index() == 0
+  params = checkpoint.param_count(state.params)
+  flops_example, exact = metrics_lib.train_flops_per_example(model_config, params)
+  peak = config.get("peak_flops") or metrics_lib.peak_flops(jax.devices()[0].device_kind)
+  if lead:
+    print(f"{'resuming from step ' + str(start) if resumed else 'starting'} in {workdir}: {model_config} "
+          f"({params:,} parameters) on mesh {dict(mesh.shape)}, {jax.process_count()} process(es); "
+          f"{describe(optim_config, config.total_steps)}; FLOPs/example {flops_example:.3g}"
+          f"{'' if exact else ' (approximate)'}", flush=True)
+  writer = metrics_lib.MetricWriter(workdir, config.total_steps, start, enabled=lead, progress=progress,
+                                    tokens_per_step=config.batch_size * model_config.num_tokens)
+  tokenizer = checkpoint.load_model(config.tokenizer) if config.get("tokenizer") else None
+  rows, pending, timer, timed = [], [], None, 0
+  try:
+    for step in range(start, config.total_steps):
+      state, step_metrics = trainer.train_step(state, next(loader))
+      pending.append(step_metrics)
+      done = step + 1
+      if timer is None:  # the first step of a (re)start compiles: time from its end
+        jax.block_until_ready(step_metrics)
+        timer, timed = time.perf_counter(), -1
+      timed += 1
+      if done % config.log_every == 0 or done == config.total_steps:
+        records = jax.device_get(pending)
+        seconds = time.perf_counter() - timer
+        rows.append(writer.write(done, records, seconds * len(records) / timed if timed > 0 else None,
+                                 flops_example * config.batch_size, peak * jax.device_count() if peak else None))
+        pending, timer, timed = [], time.perf_counter(), 0
+      if done % config.ckpt_every == 0 or done == config.total_steps:
+        ckpt.save(done, state, loader, model_dict, run_config)
+        writer.plot()
+      if config.eval.every and done % config.eval.every == 0:
+        writer.write_scalars(done, "eval", evaluate(trainer, state, config, model_config, mesh))
+      if config.sample.every and (done % config.sample.every == 0 or done == config.total_steps):
+        path = sample_grid(trainer, state.params, done, workdir, num_images=config.sample.num_images,
+                           seed=config.seed, tokenizer=tokenizer, **config.sample.kwargs)
+        if path:
+          writer.add_image("samples", np.asarray(_read_png(path)), done)
+      if preempt_at is not None and done == preempt_at:
+        ckpt.wait()
+        os.kill(os.getpid(), signal.SIGKILL)
+  finally:
+    ckpt.close()
+    writer.plot()
+    writer.close()
+    loader.close()
+  return rows
+
+
+def evaluate(trainer: Trainer, state, config, model_config, mesh) -> dict[str, float]:
+  """Mean loss / accuracy (no dropout) over ``config.eval.batches`` held-out batches (the same each time)."""
+  source = make_source(config.data, model_config, split=config.eval.split)
+  loader = Loader(source, pipeline_config(config, shuffle=False), mesh)
+  try:
+    results = jax.device_get([trainer.eval_step(state, next(loader)) for _ in range(config.eval.batches)])
+  finally:
+    loader.close()
+  return {k: float(np.mean([r[k] for r in results])) for k in results[0]}
+
+
+def _read_png(path: str) -> np.ndarray:
+  from PIL import Image
+  return np.asarray(Image.open(path).convert("RGB"))
