@@ -29,6 +29,8 @@ _COORDINATOR = flags.DEFINE_string("coordinator", None, "HOST:PORT of process 0 
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "number of processes (with --coordinator)")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "this process's index (with --coordinator)")
 _CPU_DEVICES = flags.DEFINE_integer("cpu_devices", None, "number of (fake) CPU devices per process, for testing")
+_STOP_AT = flags.DEFINE_integer("stop_at", None, "stop (with a checkpoint) after this step; the schedule still "
+                                "spans config.total_steps and a later run resumes")
 _PREEMPT_AT = flags.DEFINE_integer("preempt_at", None, "preemption drill: SIGKILL this process after that step "
                                    "(once pending checkpoints are written)")
 _NO_PROGRESS = flags.DEFINE_bool("no_progress", False, "no progress bar (logs only)")
@@ -71,7 +73,8 @@ def main(argv) -> None:
   initialize_distributed(jax)
 
   from randar_jax.train.loop import train
-  train(_CONFIG.value, _WORKDIR.value, preempt_at=_PREEMPT_AT.value, progress=not _NO_PROGRESS.value)
+  train(_CONFIG.value, _WORKDIR.value, stop_at=_STOP_AT.value, preempt_at=_PREEMPT_AT.value,
+        progress=not _NO_PROGRESS.value)
 
 
 if __name__ == "__main__":

@@ -84,11 +84,12 @@ def check_resumable(ckpt: Checkpointer, model_config: Mapping, run_config: Mappi
                      f"use a new --workdir, or the original config to resume")
 
 
-def train(config: ml_collections.ConfigDict, workdir: str, *, preempt_at: int | None = None,
-          progress: bool = True) -> list[dict[str, Any]]:
+def train(config: ml_collections.ConfigDict, workdir: str, *, stop_at: int | None = None,
+          preempt_at: int | None = None, progress: bool = True) -> list[dict[str, Any]]:
   """Trains to ``config.total_steps`` in ``workdir`` (resuming if possible). Returns the rows logged this call.
 
-  ``preempt_at``: after that step (once pending checkpoints are committed) the process SIGKILLs itself — a
+  ``stop_at``: stop (with a checkpoint) after that step although the schedule spans total_steps; a later call
+  continues (e.g. one cluster job per time slot). ``preempt_at``: after that step (once pending checkpoints are committed) the process SIGKILLs itself — a
   preemption drill for resume tests.
   """
   workdir = os.path.abspath(workdir)
@@ -117,8 +118,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, preempt_at: int | 
                                     tokens_per_step=config.batch_size * model_config.num_tokens)
   tokenizer = checkpoint.load_model(config.tokenizer) if config.get("tokenizer") else None
   rows, pending, timer, timed = [], [], None, 0
+  end = config.total_steps if stop_at is None else min(stop_at, config.total_steps)
   try:
-    for step in range(start, config.total_steps):
+    for step in range(start, end):
       state, step_metrics = trainer.train_step(state, next(loader))
       pending.append(step_metrics)
       done = step + 1
@@ -126,15 +128,14 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, preempt_at: int | 
         jax.block_until_ready(step_metrics)
         timer, timed = time.perf_counter(), -1
       timed += 1
-      if done % config.log_every == 0 or done == config.total_steps:
+      if done % config.log_every == 0 or done == end:
         records = jax.device_get(pending)
         seconds = time.perf_counter() - timer
         rows.append(writer.write(done, records, seconds * len(records) / timed if timed > 0 else None,
                                  flops_example * config.batch_size, peak * jax.device_count() if peak else None))
         pending, timer, timed = [], time.perf_counter(), 0
-      if done % config.ckpt_every == 0 or done == config.total_steps:
+      if done % config.ckpt_every == 0 or done == end:
         ckpt.save(done, state, loader, model_dict, run_config)
-        writer.plot()
       if config.eval.every and done % config.eval.every == 0:
         writer.write_scalars(done, "eval", evaluate(trainer, state, config, model_config, mesh))
       if config.sample.every and (done % config.sample.every == 0 or done == config.total_steps):

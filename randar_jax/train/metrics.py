@@ -3,7 +3,7 @@ and the analytic FLOP count behind the MFU estimate.
 
     writer = MetricWriter(workdir, total_steps, start_step, enabled=jax.process_index() == 0)
     writer.write(step, [metrics of each step since the last write], seconds, flops_per_step, peak)
-    writer.plot()                                   # WORKDIR/loss.png
+    writer.plot()                                   # WORKDIR/loss.png (also every plot_every_s from write)
     writer.close()
 
 Files: ``WORKDIR/metrics.jsonl`` (one JSON object per logged step: step, loss, accuracy, grad_norm,
@@ -83,8 +83,9 @@ class MetricWriter:
   """Process 0's logs (``enabled=False`` on the others: then only the bookkeeping runs)."""
 
   def __init__(self, workdir: str, total_steps: int, start_step: int = 0, *, enabled: bool = True,
-               tokens_per_step: int = 0, progress: bool = True):
+               tokens_per_step: int = 0, progress: bool = True, plot_every_s: float = 300.0):
     self.workdir, self.enabled, self.tokens_per_step = workdir, enabled, tokens_per_step
+    self.plot_every_s, self.last_plot = plot_every_s, time.time()
     self.path = os.path.join(workdir, "metrics.jsonl")
     self.tb = None
     self.bar = tqdm(total=total_steps, initial=start_step, desc="train", unit="step", dynamic_ncols=True,
@@ -122,6 +123,8 @@ class MetricWriter:
       for key, value in row.items():
         if key not in ("step", "time") and math.isfinite(value):
           self.tb.add_scalar(f"train/{key}", value, step)
+      if time.time() - self.last_plot > self.plot_every_s:
+        self.plot()
     return row
 
   def write_scalars(self, step: int, prefix: str, values: Mapping[str, float]) -> None:
@@ -157,6 +160,7 @@ class MetricWriter:
     path = os.path.join(self.workdir, "loss.png")
     fig.savefig(path, dpi=100)
     plt.close(fig)
+    self.last_plot = time.time()
     return path
 
   def close(self) -> None:

@@ -117,7 +117,7 @@ class Trainer:
 
     def body(carry, inputs):
       i, micro = inputs
-      (loss, accuracy), grads = grad_fn(params, micro, jax.random.fold_in(key, i))
+      (loss, accuracy), grads = grad_fn(params, micro, None if key is None else jax.random.fold_in(key, i))
       return jax.tree.map(jnp.add, carry, (loss, accuracy, grads)), None
 
     zeros = (jnp.zeros(()), jnp.zeros(()), jax.tree.map(jnp.zeros_like, params))

@@ -1,0 +1,106 @@
+"""Training throughput and MFU of the real train step (AdamW with the decay mask, clipping, skip rule, sharded
+state), for a configurable RandAR size; remat on and off.
+
+    python -m benchmarks.bench_train                                  # CPU-sized default: 12x512, batch 8
+    python -m benchmarks.bench_train --layers 24 --dim 1024 --heads 16 --batch 64 --dtype bfloat16   # RandAR-L
+
+Prints one JSON line: ``tokens_per_s`` (image tokens, grid**2 per example) and ``mfu`` for the first ``--remat``
+setting, ``results`` for every setting, ``config``. MFU = model FLOPs per step / step time / (peak * devices):
+model FLOPs = 3 x the analytic forward matmul FLOPs (randar_jax/train/metrics.py: projections, SwiGLU and the
+head per slot, attention scores over the full S x S square; rematerialisation not counted). Peak: on CPU a
+measured large-matmul rate in the run's dtype (as bench_decode); on GPU/TPU the dense bf16 datasheet value
+for the device kind (H100: 989 TFLOP/s), whatever ``--dtype``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from benchmarks.bench_decode import matmul_peak
+from benchmarks.common import report
+from randar_jax import checkpoint, sharding
+from randar_jax.data.pipeline import to_global
+from randar_jax.models.randar import RandARConfig
+from randar_jax.train import metrics
+from randar_jax.train.optim import OptimConfig
+from randar_jax.train.train import Trainer
+
+
+def random_batch(cfg: RandARConfig, batch: int, mesh) -> dict:
+  rng = np.random.default_rng(0)
+  n = cfg.num_tokens
+  local = jax.process_count()
+  host = {"tokens": rng.integers(0, cfg.vocab_size, (batch // local, n), dtype=np.int32),
+          "positions": np.stack([rng.permutation(n) for _ in range(batch // local)]).astype(np.int32),
+          "label": rng.integers(0, cfg.num_classes, (batch // local,), dtype=np.int32)}
+  return to_global(host, mesh)
+
+
+def measure(cfg: RandARConfig, batch: int, steps: int, mesh, grad_accum: int) -> dict:
+  trainer = Trainer.create(cfg, OptimConfig(warmup_steps=0, grad_accum=grad_accum), 1000, mesh)
+  state = trainer.init()
+  data = random_batch(cfg, batch, mesh)
+  start = time.perf_counter()
+  with sharding.model_context(mesh):
+    compiled = trainer.compiled_train_step.lower(state, data).compile()
+  compile_s = time.perf_counter() - start
+  times = []
+  for _ in range(steps + 1):  # the first step warms up allocations and is not counted
+    start = time.perf_counter()
+    state, out = compiled(state, data)
+    jax.block_until_ready(out)
+    times.append(time.perf_counter() - start)
+  step_s = statistics.median(times[1:])
+  flops = metrics.train_flops_per_example(cfg)[0] * batch
+  return {"remat": cfg.remat, "step_s": round(step_s, 4), "step_min_s": round(min(times[1:]), 4),
+          "tokens_per_s": round(batch * cfg.num_tokens / step_s, 1), "tflops_per_step": round(flops / 1e12, 4),
+          "achieved_tflops": round(flops / step_s / 1e12, 4), "compile_s": round(compile_s, 2),
+          "loss": round(float(out["loss"]), 4), "skipped": int(out["skipped_total"])}
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--layers", type=int, default=12)
+  parser.add_argument("--dim", type=int, default=512)
+  parser.add_argument("--heads", type=int, default=8)
+  parser.add_argument("--vocab", type=int, default=16384)
+  parser.add_argument("--grid", type=int, default=16)
+  parser.add_argument("--classes", type=int, default=1000)
+  parser.add_argument("--batch", type=int, default=8, help="global batch")
+  parser.add_argument("--steps", type=int, default=3, help="timed steps per setting (after one warm-up step)")
+  parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+  parser.add_argument("--remat", default="both", choices=["on", "off", "both"])
+  parser.add_argument("--attention", default="xla", choices=["xla", "cudnn"])
+  parser.add_argument("--grad-accum", type=int, default=1)
+  parser.add_argument("--fsdp", type=int, default=1, help="mesh fsdp size (the rest of the devices on 'data')")
+  args = parser.parse_args()
+
+  base = RandARConfig(vocab_size=args.vocab, dim=args.dim, n_layer=args.layers, n_head=args.heads,
+                      grid_size=args.grid, num_classes=args.classes, dtype=args.dtype, attention_impl=args.attention)
+  mesh = sharding.build_mesh({"data": -1, "fsdp": args.fsdp})
+  settings = {"on": [True], "off": [False], "both": [True, False]}[args.remat]
+  results = [measure(dataclasses.replace(base, remat=r), args.batch, args.steps, mesh, args.grad_accum)
+             for r in settings]
+  kind = jax.devices()[0].device_kind
+  if jax.default_backend() == "cpu":
+    peak, source = matmul_peak(jnp.dtype(args.dtype)) / jax.device_count(), "measured matmul"
+  else:
+    peak, source = metrics.peak_flops(kind), "datasheet dense bf16"
+  for r in results:
+    r["mfu"] = round(r["achieved_tflops"] * 1e12 / (peak * jax.device_count()), 4) if peak else None
+  params = checkpoint.param_count(checkpoint.abstract_params(base))
+  report({"tokens_per_s": results[0]["tokens_per_s"], "mfu": results[0]["mfu"], "params": params,
+          "batch": args.batch, "grad_accum": args.grad_accum, "mesh": dict(mesh.shape),
+          "peak_tflops_per_device": round(peak / 1e12, 3) if peak else None, "peak_source": source,
+          "config": {k: v for k, v in dataclasses.asdict(base).items() if k != "remat"}, "results": results})
+
+
+if __name__ == "__main__":
+  main()
