@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.bench_decode import matmul_peak
-from benchmarks.common import report
+from benchmarks.common import add_model_args, randar_config, report
 from randar_jax import checkpoint, sharding
 from randar_jax.data.pipeline import to_global
 from randar_jax.models.randar import RandARConfig
@@ -67,25 +67,13 @@ def measure(cfg: RandARConfig, batch: int, steps: int, mesh, grad_accum: int) ->
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--layers", type=int, default=12)
-  parser.add_argument("--dim", type=int, default=512)
-  parser.add_argument("--heads", type=int, default=8)
-  parser.add_argument("--vocab", type=int, default=16384)
-  parser.add_argument("--grid", type=int, default=16)
-  parser.add_argument("--classes", type=int, default=1000)
-  parser.add_argument("--batch", type=int, default=8, help="global batch")
-  parser.add_argument("--steps", type=int, default=3, help="timed steps per setting (after one warm-up step)")
-  parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-  parser.add_argument("--remat", default="both", choices=["on", "off", "both"])
-  parser.add_argument("--attention", default="xla", choices=["xla", "cudnn"])
+  add_model_args(parser)
   parser.add_argument("--grad-accum", type=int, default=1)
   parser.add_argument("--fsdp", type=int, default=1, help="mesh fsdp size (the rest of the devices on 'data')")
   args = parser.parse_args()
 
-  base = RandARConfig(vocab_size=args.vocab, dim=args.dim, n_layer=args.layers, n_head=args.heads,
-                      grid_size=args.grid, num_classes=args.classes, dtype=args.dtype, attention_impl=args.attention)
+  base, settings = randar_config(args)
   mesh = sharding.build_mesh({"data": -1, "fsdp": args.fsdp})
-  settings = {"on": [True], "off": [False], "both": [True, False]}[args.remat]
   results = [measure(dataclasses.replace(base, remat=r), args.batch, args.steps, mesh, args.grad_accum)
              for r in settings]
   kind = jax.devices()[0].device_kind

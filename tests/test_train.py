@@ -4,7 +4,6 @@ damaged checkpoints, resharded restore, and learning the synthetic planted struc
 Every run uses configs/randar.py:runlocal shrunk by ``OVERRIDES`` (the same flags drive the subprocesses).
 """
 
-import json
 import math
 import os
 import pathlib

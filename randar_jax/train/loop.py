@@ -30,8 +30,10 @@ from randar_jax.train.optim import OptimConfig, describe
 from randar_jax.train.samples import sample_grid
 from randar_jax.train.train import Trainer
 
-# Run-config keys that must not change when a workdir resumes (they change the data stream or the math).
+# Run-config keys that must not change when a workdir resumes (they change the data stream or the math), and
+# model-config keys that may (compute settings, not architecture).
 FROZEN_KEYS = ("seed", "batch_size", "data.source", "data.seed", "data.order", "data.split")
+COMPUTE_KEYS = ("dtype", "remat", "remat_policy", "attention_impl")
 
 
 def make_source(data: Mapping[str, Any], model_config, split: str | None = None):
@@ -76,7 +78,7 @@ def check_resumable(ckpt: Checkpointer, model_config: Mapping, run_config: Mappi
   stored_model, stored_run = ckpt.read_json(steps[-1], CONFIG), _flat(ckpt.read_json(steps[-1], RUN_CONFIG))
   current = _flat(run_config)
   diffs = [f"model.{k}: {stored_model.get(k)!r} -> {v!r}" for k, v in model_config.items()
-           if stored_model.get(k) != (list(v) if isinstance(v, tuple) else v)]
+           if k not in COMPUTE_KEYS and stored_model.get(k) != (list(v) if isinstance(v, tuple) else v)]
   diffs += [f"{k}: {stored_run.get(k)!r} -> {current.get(k)!r}" for k in set(stored_run) | set(current)
             if k.startswith(FROZEN_KEYS) and stored_run.get(k) != current.get(k)]
   if diffs:
@@ -84,39 +86,47 @@ def check_resumable(ckpt: Checkpointer, model_config: Mapping, run_config: Mappi
                      f"use a new --workdir, or the original config to resume")
 
 
+def setup(config: ml_collections.ConfigDict, workdir: str) -> tuple[Trainer, Loader, Checkpointer, Any, bool]:
+  """(trainer, loader, checkpointer, state, resumed): the newest readable checkpoint of ``workdir`` or a fresh
+  state, after checking that the workdir holds this run."""
+  model_config = models.config_from_dict(config.model.to_dict())
+  optim_config = OptimConfig.from_dict(config.optim)
+  mesh = sharding.build_mesh(dict(config.mesh))
+  shards = mesh.shape["data"] * mesh.shape["fsdp"] * optim_config.grad_accum
+  if config.batch_size % shards:
+    raise ValueError(f"batch_size {config.batch_size} must divide into {mesh.shape['data']} x {mesh.shape['fsdp']} "
+                     f"batch shards x {optim_config.grad_accum} micro-batches")
+  trainer = Trainer.create(model_config, optim_config, config.total_steps, mesh, config.seed)
+  loader = Loader(make_source(config.data, model_config), pipeline_config(config), mesh)
+  ckpt = Checkpointer(workdir, keep=config.keep_checkpoints, keep_every=config.get("keep_every"))
+  check_resumable(ckpt, model_config.to_dict(), config.to_dict())
+  state = ckpt.restore_latest(trainer, loader)
+  return trainer, loader, ckpt, (trainer.init() if state is None else state), state is not None
+
+
 def train(config: ml_collections.ConfigDict, workdir: str, *, stop_at: int | None = None,
           preempt_at: int | None = None, progress: bool = True) -> list[dict[str, Any]]:
   """Trains to ``config.total_steps`` in ``workdir`` (resuming if possible). Returns the rows logged this call.
 
   ``stop_at``: stop (with a checkpoint) after that step although the schedule spans total_steps; a later call
-  continues (e.g. one cluster job per time slot). ``preempt_at``: after that step (once pending checkpoints are committed) the process SIGKILLs itself — a
-  preemption drill for resume tests.
+  continues (e.g. one cluster job per time slot). ``preempt_at``: after that step, once pending checkpoints are
+  committed, the process SIGKILLs itself (a preemption drill for resume tests).
   """
   workdir = os.path.abspath(workdir)
-  model_config = models.config_from_dict(config.model.to_dict())
-  optim_config = OptimConfig.from_dict(config.optim)
-  mesh = sharding.build_mesh(dict(config.mesh))
-  trainer = Trainer.create(model_config, optim_config, config.total_steps, mesh, config.seed)
-  loader = Loader(make_source(config.data, model_config), pipeline_config(config), mesh)
-  ckpt = Checkpointer(workdir, keep=config.keep_checkpoints, keep_every=config.get("keep_every"))
-  run_config, model_dict = config.to_dict(), model_config.to_dict()
-  check_resumable(ckpt, model_dict, run_config)
-  state = ckpt.restore_latest(trainer, loader)
-  resumed = state is not None
-  state = state if resumed else trainer.init()
-  start = int(state.step)
-  lead = jax.process_index() == 0
+  trainer, loader, ckpt, state, resumed = setup(config, workdir)
+  model_config, start, lead = trainer.model_config, int(state.step), jax.process_index() == 0
   params = checkpoint.param_count(state.params)
-  flops_example, exact = metrics_lib.train_flops_per_example(model_config, params)
+  flops_step = metrics_lib.train_flops_per_example(model_config, params)[0] * config.batch_size
   peak = config.get("peak_flops") or metrics_lib.peak_flops(jax.devices()[0].device_kind)
   if lead:
     print(f"{'resuming from step ' + str(start) if resumed else 'starting'} in {workdir}: {model_config} "
-          f"({params:,} parameters) on mesh {dict(mesh.shape)}, {jax.process_count()} process(es); "
-          f"{describe(optim_config, config.total_steps)}; FLOPs/example {flops_example:.3g}"
-          f"{'' if exact else ' (approximate)'}", flush=True)
+          f"({params:,} parameters) on mesh {dict(trainer.mesh.shape)}, {jax.process_count()} process(es); "
+          f"{describe(trainer.optim, config.total_steps)}", flush=True)
   writer = metrics_lib.MetricWriter(workdir, config.total_steps, start, enabled=lead, progress=progress,
                                     tokens_per_step=config.batch_size * model_config.num_tokens)
-  tokenizer = checkpoint.load_model(config.tokenizer) if config.get("tokenizer") else None
+  tokenizer = None
+  if config.get("tokenizer"):  # on this process's devices: only process 0 decodes sample grids
+    tokenizer = checkpoint.load_model(config.tokenizer, mesh=sharding.build_mesh(devices=jax.local_devices()))
   rows, pending, timer, timed = [], [], None, 0
   end = config.total_steps if stop_at is None else min(stop_at, config.total_steps)
   try:
@@ -129,20 +139,16 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, stop_at: int | Non
         timer, timed = time.perf_counter(), -1
       timed += 1
       if done % config.log_every == 0 or done == end:
-        records = jax.device_get(pending)
-        seconds = time.perf_counter() - timer
-        rows.append(writer.write(done, records, seconds * len(records) / timed if timed > 0 else None,
-                                 flops_example * config.batch_size, peak * jax.device_count() if peak else None))
+        records = jax.device_get(pending)  # the interval's metrics in one transfer
+        seconds = (time.perf_counter() - timer) * len(records) / timed if timed > 0 else None
+        rows.append(writer.write(done, records, seconds, flops_step, peak * jax.device_count() if peak else None))
         pending, timer, timed = [], time.perf_counter(), 0
       if done % config.ckpt_every == 0 or done == end:
-        ckpt.save(done, state, loader, model_dict, run_config)
+        ckpt.save(done, state, loader, model_config.to_dict(), config.to_dict())
       if config.eval.every and done % config.eval.every == 0:
-        writer.write_scalars(done, "eval", evaluate(trainer, state, config, model_config, mesh))
+        writer.write_scalars(done, "eval", evaluate(trainer, state, config))
       if config.sample.every and (done % config.sample.every == 0 or done == config.total_steps):
-        path = sample_grid(trainer, state.params, done, workdir, num_images=config.sample.num_images,
-                           seed=config.seed, tokenizer=tokenizer, **config.sample.kwargs)
-        if path:
-          writer.add_image("samples", np.asarray(_read_png(path)), done)
+        _samples(trainer, state, done, workdir, config, tokenizer, writer)
       if preempt_at is not None and done == preempt_at:
         ckpt.wait()
         os.kill(os.getpid(), signal.SIGKILL)
@@ -154,17 +160,21 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, stop_at: int | Non
   return rows
 
 
-def evaluate(trainer: Trainer, state, config, model_config, mesh) -> dict[str, float]:
+def _samples(trainer, state, step, workdir, config, tokenizer, writer) -> None:
+  path = sample_grid(trainer, state.params, step, workdir, num_images=config.sample.num_images, seed=config.seed,
+                     tokenizer=tokenizer, **config.sample.kwargs)
+  if path:
+    from PIL import Image
+    writer.add_image("samples", np.asarray(Image.open(path).convert("RGB")), step)
+
+
+def evaluate(trainer: Trainer, state, config) -> dict[str, float]:
   """Mean loss / accuracy (no dropout) over ``config.eval.batches`` held-out batches (the same each time)."""
-  source = make_source(config.data, model_config, split=config.eval.split)
-  loader = Loader(source, pipeline_config(config, shuffle=False), mesh)
+  source = make_source(config.data, trainer.model_config, split=config.eval.split)
+  loader = Loader(source, pipeline_config(config, shuffle=False), trainer.mesh)
   try:
     results = jax.device_get([trainer.eval_step(state, next(loader)) for _ in range(config.eval.batches)])
   finally:
     loader.close()
   return {k: float(np.mean([r[k] for r in results])) for k in results[0]}
 
-
-def _read_png(path: str) -> np.ndarray:
-  from PIL import Image
-  return np.asarray(Image.open(path).convert("RGB"))

@@ -112,6 +112,8 @@ class Trainer:
       return loss, accuracy, grads
 
     def split(x):  # (B, ...) -> (k, B/k, ...); micro-batch i takes rows i, i+k, ... so shards stay local
+      if x.shape[0] % k:
+        raise ValueError(f"batch {x.shape[0]} does not split into grad_accum={k} micro-batches")
       x = jnp.swapaxes(x.reshape(x.shape[0] // k, k, *x.shape[1:]), 0, 1)
       return sharding.constrain(x, (None, "batch") + (None,) * (x.ndim - 2))
 
@@ -138,8 +140,7 @@ class Trainer:
   @functools.cached_property
   def compiled_train_step(self):
     """jit(state, batch) -> (state, metrics) with the state donated; batch holds exactly BATCH_KEYS."""
-    return jax.jit(self._train_step, out_shardings=(self.shardings, None),
-                   donate_argnums=0)
+    return jax.jit(self._train_step, out_shardings=(self.shardings, None), donate_argnums=0)
 
   @functools.cached_property
   def compiled_eval_step(self):
