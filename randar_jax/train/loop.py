@@ -72,10 +72,14 @@ def _flat(d: Mapping, prefix: str = "") -> dict[str, Any]:
 
 def check_resumable(ckpt: Checkpointer, model_config: Mapping, run_config: Mapping) -> None:
   """A workdir resumes only a run of the same model and data stream; anything else is a clear error."""
-  steps = ckpt.steps()
-  if not steps:
+  for step in reversed(ckpt.steps()):
+    try:
+      stored_model, stored_run = ckpt.read_json(step, CONFIG), _flat(ckpt.read_json(step, RUN_CONFIG))
+      break
+    except Exception:  # noqa: BLE001 - a damaged step: restore_latest reports it and falls back
+      continue
+  else:
     return
-  stored_model, stored_run = ckpt.read_json(steps[-1], CONFIG), _flat(ckpt.read_json(steps[-1], RUN_CONFIG))
   current = _flat(run_config)
   diffs = [f"model.{k}: {stored_model.get(k)!r} -> {v!r}" for k, v in model_config.items()
            if k not in COMPUTE_KEYS and stored_model.get(k) != (list(v) if isinstance(v, tuple) else v)]
