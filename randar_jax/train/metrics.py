@@ -31,8 +31,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 # Dense peak FLOP/s per device for MFU (bf16 unless noted). CPU has none: pass a measured peak (bench_train).
+# First match wins ('TPU v5 lite' before 'TPU v5', the device kind of v5p).
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "TPU v4": 275e12, "TPU v5 lite": 197e12,
-              "TPU v5e": 197e12, "TPU v5p": 459e12, "TPU v6 lite": 918e12, "TPU v6e": 918e12}
+              "TPU v5e": 197e12, "TPU v5p": 459e12, "TPU v5": 459e12, "TPU v6 lite": 918e12, "TPU v6e": 918e12}
 
 
 def peak_flops(device_kind: str) -> float | None:
