@@ -7,9 +7,13 @@ from typing import Any, Mapping
 from flax import nnx
 
 from randar_jax.models.randar import RandAR, RandARConfig
+from randar_jax.tokenizers.vq_llamagen import LlamaGenVQConfig, VQLlamaGen
+from randar_jax.tokenizers.vq_maskgit import MaskGITVQConfig, VQMaskGIT
 
 FAMILIES: dict[str, tuple[type, type[nnx.Module]]] = {
     "randar": (RandARConfig, RandAR),
+    "vq_llamagen": (LlamaGenVQConfig, VQLlamaGen),
+    "vq_maskgit": (MaskGITVQConfig, VQMaskGIT),
 }
 
 
