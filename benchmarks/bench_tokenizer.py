@@ -1,7 +1,7 @@
 """Encode / decode throughput of the VQ tokenizers at their released sizes (random weights, nothing downloaded).
 
-    python benchmarks/bench_tokenizer.py                          # both tokenizers, 8 images of 256x256
-    python benchmarks/bench_tokenizer.py --family vq_maskgit --batch 64 --repeats 5
+    python -m benchmarks.bench_tokenizer                          # both tokenizers, 8 images of 256x256
+    python -m benchmarks.bench_tokenizer --family vq_maskgit --batch 64 --repeats 5
 
 Prints one JSON line: images/s for ``encode`` (uint8 images -> codes) and ``decode`` (codes -> uint8 images)
 per family, from the median of ``--repeats`` timed calls after one compile-and-run call (``first_s``).
@@ -28,10 +28,11 @@ def measure(family: str, batch: int, size: int, repeats: int) -> dict:
     graphdef = nnx.graphdef(nnx.eval_shape(lambda: models.build(config)))
     state = jax.jit(lambda: nnx.split(models.build(config))[1])()   # initialised on device
     tok = nnx.merge(graphdef, state)
-    images = np.random.default_rng(0).integers(0, 256, (batch, size, size, config.image_channels), dtype=np.uint8)
-    codes = tok.encode(images)
-    result = {"family": family, "params": checkpoint.param_count(checkpoint.model_params(tok)),
-              "grid": list(codes.shape[1:])}
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (batch, size, size, config.image_channels), dtype=np.uint8)
+    grid = size // config.downsample
+    codes = rng.integers(0, tok.vocab_size, (batch, grid, grid), dtype=np.int32)
+    result = {"family": family, "params": checkpoint.param_count(checkpoint.model_params(tok)), "grid": grid}
     for name, fn in (("encode", lambda: tok.encode(images)), ("decode", lambda: tok.decode(codes))):
       first, times = timed(fn, repeats)
       seconds = statistics.median(times)

@@ -59,7 +59,11 @@ def convert_params(path: str | os.PathLike, config=None, *, progress: bool = Tru
   source = open_source(path)
   family = detect_family(source)
   if config is None:
-    config = family.infer_config(source)
+    try:
+      config = family.infer_config(source)
+    except KeyError as e:
+      raise ConversionError(f"{path}: looks like a {family.name} checkpoint but has no tensor {e}, so its "
+                            f"config cannot be inferred; is the file complete?") from None
   elif config.to_dict()["family"] != family.name:
     raise ConversionError(f"{path} is a {family.name} checkpoint but the config is for "
                           f"{config.to_dict()['family']}")

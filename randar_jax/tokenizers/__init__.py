@@ -1,8 +1,9 @@
 """Image tokenizers behind one interface (VQ models, and the pixel tokenizer of the digits demo).
 
 Image convention at this API: uint8 images (B, H, W, 3) in, integer codes (B, H / f, W / f) out, where f is
-the tokenizer's downsampling factor; ``decode`` maps codes back to uint8 images. Value ranges internal to a
-model ([-1, 1] for LlamaGen VQ, [0, 1] for MaskGIT VQGAN) never leak out of it.
+the tokenizer's downsampling factor; ``decode`` maps codes back to uint8 images. The VQ models also take float
+images in [0, 1] (torchvision ``ToTensor`` range). Value ranges internal to a model ([-1, 1] for LlamaGen VQ,
+[0, 1] for MaskGIT VQGAN) never leak out of it. Codes index the grid row-major (16 * row + col at 16x16).
 
     tok = tokenizers.load('ckpt/vq_llamagen')          # a converted checkpoint (randar-jax convert vq_ds16_c2i.pt)
     codes = tok.encode(images)                          # uint8 (8, 256, 256, 3) -> int32 (8, 16, 16)
