@@ -24,8 +24,28 @@ from randar_jax.tokenizers.layers import Codebook
 
 
 class TokenizerConfig:
-  """Mixin for the frozen config dataclasses: ``to_dict`` with the family name and a strict ``from_dict``."""
+  """Mixin for the frozen config dataclasses (whose defaults are the released model): ``released()``,
+  ``to_dict`` with the family name, a strict ``from_dict``, and ``from_torch_args`` for the original
+  constructor's keyword arguments (``TORCH_NAMES`` renames them, ``TORCH_UNUSED`` only matter for training)."""
   FAMILY: ClassVar[str]
+  TORCH_NAMES: ClassVar[Mapping[str, str]] = {}
+  TORCH_UNUSED: ClassVar[frozenset[str]] = frozenset()
+
+  @classmethod
+  def released(cls):
+    return cls()
+
+  @classmethod
+  def from_torch_args(cls, args: Mapping[str, Any], **extra: Any):
+    """From the original model's constructor arguments (a fixture's or manifest's ``constructor_args``);
+    absent arguments take the original's defaults, which are ours; an unknown argument is an error."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {cls.TORCH_NAMES.get(k, k): tuple(v) if isinstance(v, list) else v
+              for k, v in args.items() if k not in cls.TORCH_UNUSED}
+    unknown = sorted(k for k in kwargs if k not in names)
+    if unknown:
+      raise ValueError(f"unsupported {cls.FAMILY} constructor arguments {unknown}")
+    return cls(**{**kwargs, **extra})
 
   def to_dict(self) -> dict[str, Any]:
     return {"family": self.FAMILY, **dataclasses.asdict(self)}

@@ -26,14 +26,14 @@ from randar_jax.models.attention import attend
 from randar_jax.tokenizers.base import TokenizerConfig, VQTokenizer
 from randar_jax.tokenizers.layers import Codebook, Conv, GroupNorm, ResnetBlock, sequential, upsample_nearest
 
-# VQModel constructor arguments that only matter for training the tokenizer (losses, usage statistics).
-_TRAINING_ARGS = {"codebook_show_usage", "commit_loss_beta", "entropy_loss_ratio", "dropout_p"}
-
 
 @dataclasses.dataclass(frozen=True)
 class LlamaGenVQConfig(TokenizerConfig):
-  """Architecture of a LlamaGen VQ model. Defaults: the released ``vq_ds16_c2i`` (71,883,403 parameters)."""
+  """Architecture of a LlamaGen VQ model. Defaults: the released ``vq_ds16_c2i.pt`` (71,883,403 parameters;
+  RandAR ``configs/tokenization/llamagen.yaml``)."""
   FAMILY: ClassVar[str] = "vq_llamagen"
+  TORCH_UNUSED: ClassVar[frozenset[str]] = frozenset(   # losses, usage statistics, training-time dropout
+      {"codebook_show_usage", "commit_loss_beta", "entropy_loss_ratio", "dropout_p"})
   codebook_size: int = 16384
   codebook_embed_dim: int = 8
   codebook_l2_norm: bool = True
@@ -54,24 +54,10 @@ class LlamaGenVQConfig(TokenizerConfig):
     return 2 ** (len(self.encoder_ch_mult) - 1)
 
   @classmethod
-  def released(cls) -> "LlamaGenVQConfig":
-    """``vq_ds16_c2i.pt`` (RandAR ``configs/tokenization/llamagen.yaml``)."""
-    return cls()
-
-  @classmethod
   def from_torch_args(cls, args: Mapping[str, Any], ch: int = 128) -> "LlamaGenVQConfig":
-    """From ``VQModel(**args)`` keyword arguments (a fixture's or manifest's ``constructor_args``) and the
-    Encoder/Decoder width ``ch`` (``encoder_decoder_ch`` there; VQModel itself always uses 128)."""
-    known = {"codebook_size", "codebook_embed_dim", "codebook_l2_norm", "encoder_ch_mult", "decoder_ch_mult",
-             "z_channels"} | _TRAINING_ARGS
-    unknown = set(args) - known
-    if unknown:
-      raise ValueError(f"unsupported LlamaGen VQModel arguments {sorted(unknown)}")
-    return cls(codebook_size=args.get("codebook_size", 16384), codebook_embed_dim=args.get("codebook_embed_dim", 8),
-               codebook_l2_norm=args.get("codebook_l2_norm", True), ch=ch,
-               encoder_ch_mult=tuple(args.get("encoder_ch_mult", (1, 1, 2, 2, 4))),
-               decoder_ch_mult=tuple(args.get("decoder_ch_mult", (1, 1, 2, 2, 4))),
-               z_channels=args.get("z_channels", 256))
+    """From ``VQModel(**args)`` keyword arguments plus the Encoder/Decoder width ``ch`` (a fixture's
+    ``encoder_decoder_ch``; the original VQModel always uses 128)."""
+    return super().from_torch_args(args, ch=ch)
 
 
 def _resnet(cin: int, cout: int, rngs: nnx.Rngs) -> ResnetBlock:

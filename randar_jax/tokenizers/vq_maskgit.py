@@ -25,13 +25,15 @@ from flax import nnx
 from randar_jax.tokenizers.base import TokenizerConfig, VQTokenizer
 from randar_jax.tokenizers.layers import Codebook, Conv, GroupNorm, ResnetBlock, sequential, upsample_nearest
 
-_TRAINING_ARGS = {"dropout", "commitment_cost", "resolution"}   # losses / unused by the forward pass
-
 
 @dataclasses.dataclass(frozen=True)
 class MaskGITVQConfig(TokenizerConfig):
-  """Architecture of the MaskGIT VQGAN. Defaults: the released ``maskgit-vqgan-imagenet-f16-256`` (54,515,587)."""
+  """Architecture of the MaskGIT VQGAN. Defaults: the released ``maskgit-vqgan-imagenet-f16-256.bin`` (54,515,587
+  parameters; RandAR ``configs/tokenization/maskgit.yaml``)."""
   FAMILY: ClassVar[str] = "vq_maskgit"
+  TORCH_NAMES: ClassVar[Mapping[str, str]] = {"num_channels": "image_channels"}
+  TORCH_UNUSED: ClassVar[frozenset[str]] = frozenset(   # loss weight, dropout, decoder z_shape; levels = mult
+      {"dropout", "commitment_cost", "resolution", "num_resolutions"})
   hidden_channels: int = 128
   channel_mult: tuple[int, ...] = (1, 1, 2, 2, 4)
   num_res_blocks: int = 2
@@ -50,25 +52,12 @@ class MaskGITVQConfig(TokenizerConfig):
     return 2 ** (len(self.channel_mult) - 1)
 
   @classmethod
-  def released(cls) -> "MaskGITVQConfig":
-    """``maskgit-vqgan-imagenet-f16-256.bin`` (RandAR ``configs/tokenization/maskgit.yaml``)."""
-    return cls()
-
-  @classmethod
   def from_torch_args(cls, args: Mapping[str, Any]) -> "MaskGITVQConfig":
-    """From ``MaskGITTokenizer(**args)`` keyword arguments (a fixture's or manifest's ``constructor_args``)."""
-    known = {"channel_mult", "num_resolutions", "hidden_channels", "num_channels", "num_res_blocks", "z_channels",
-             "num_embeddings", "embedding_dim"} | _TRAINING_ARGS
-    unknown = set(args) - known
-    if unknown:
-      raise ValueError(f"unsupported MaskGIT tokenizer arguments {sorted(unknown)}")
-    mult = tuple(args.get("channel_mult", (1, 1, 2, 2, 4)))
-    if args.get("num_resolutions", len(mult)) != len(mult):
-      raise ValueError(f"num_resolutions {args['num_resolutions']} != len(channel_mult) {len(mult)}")
-    return cls(hidden_channels=args.get("hidden_channels", 128), channel_mult=mult,
-               num_res_blocks=args.get("num_res_blocks", 2), z_channels=args.get("z_channels", 256),
-               num_embeddings=args.get("num_embeddings", 1024), embedding_dim=args.get("embedding_dim", 256),
-               image_channels=args.get("num_channels", 3))
+    """From ``MaskGITTokenizer(**args)`` keyword arguments."""
+    config = super().from_torch_args(args)
+    if args.get("num_resolutions", len(config.channel_mult)) != len(config.channel_mult):
+      raise ValueError(f"num_resolutions {args['num_resolutions']} != len(channel_mult) {len(config.channel_mult)}")
+    return config
 
 
 def _resnet(cin: int, cout: int, rngs: nnx.Rngs) -> ResnetBlock:
