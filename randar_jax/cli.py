@@ -37,6 +37,8 @@ def _info(args: argparse.Namespace) -> None:
 
 
 def _tokenize(args: argparse.Namespace) -> None:
+  import os
+
   import numpy as np
 
   from randar_jax import tokenizers
@@ -48,6 +50,9 @@ def _tokenize(args: argparse.Namespace) -> None:
       raise ValueError(f"images differ in size ({sorted({i.shape for i in images})}); use --crop adm or resize")
     return np.stack(images)
 
+  missing = [p for p in args.images if not os.path.isfile(p)]
+  if missing:
+    raise FileNotFoundError(f"{len(missing)} image file(s) not found: {', '.join(missing[:5])}")
   tok = tokenizers.load(args.tokenizer)
   codes = list(tokenizers.batches(tok.encode, args.images, args.batch_size, load=load, desc="tokenizing"))
   if len({c.shape[1:] for c in codes}) > 1:
