@@ -51,13 +51,6 @@ def make_plan(num_tokens: int, num_steps: int, known: int = 0, buckets: str | Se
   return build_plan(num_tokens, num_steps, known, buckets)
 
 
-def unroll_layers() -> bool:
-  """Unroll the layer scan when decoding on accelerators (each loop iteration there costs a round trip to
-  the host; straight-line layers measured 1.5-2x faster per forward on an H100). CPU keeps the loop
-  (compile time)."""
-  return jax.default_backend() != "cpu"
-
-
 def chunk_logits_fn(model: RandAR, labels: jax.Array, order: jax.Array, table: np.ndarray | None,
                     token_scale: jax.Array | None = None):
   """RandAR's forward for one plan row. labels (B, G) per branch; order (B, N); token_scale (B, G, N) scales
@@ -76,8 +69,7 @@ def chunk_logits_fn(model: RandAR, labels: jax.Array, order: jax.Array, table: n
       x = jnp.where((kinds == TOKEN)[:, None], x * token_scale[:, :, gens][..., None], x)
     x = jnp.where((kinds == CLS)[:, None], cls, x).reshape((batch * branches,) + x.shape[2:])
     cells = jnp.repeat(cells, branches, axis=0)
-    h, cache, _ = model.run_layers(x, cells, table=table, cache=cache, start=row["start"], window=window,
-                                   unroll=unroll_layers())
+    h, cache, _ = model.run_layers(x, cells, table=table, cache=cache, start=row["start"], window=window)
     logits = model.head(jnp.take(h, row["out_pos"], axis=1))                   # only the query slots
     return logits.reshape((batch, branches) + logits.shape[1:]), cache
 

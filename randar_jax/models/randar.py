@@ -271,12 +271,11 @@ class RandAR(nnx.Module):
 
   def run_layers(self, x: jax.Array, cells: jax.Array, *, table: np.ndarray | None = None,
                  cache: KVCache | None = None, start: jax.Array | None = None, window: int | None = None,
-                 dropout_rng: jax.Array | None = None, return_hidden: bool = False, unroll: int | bool = 1):
+                 dropout_rng: jax.Array | None = None, return_hidden: bool = False):
     """Runs every block over x (B, S, D) whose slots have RoPE cells (B, S) (-1 = class token).
 
     Without a cache: causal attention over the S slots. With a cache: the slots are start..start+S-1 and
     attend to every cached slot <= their own; ``window`` (static) bounds the slots read (default: all).
-    ``unroll`` unrolls the layer scan (decoding on GPU/TPU: a loop iteration costs a device round trip).
     Returns (h (B, S, D) float32, cache, hidden (L, B, S, D) | None).
     """
     cfg = self.config
@@ -294,8 +293,7 @@ class RandAR(nnx.Module):
     if cfg.remat:
       body = jax.checkpoint(body, policy=getattr(jax.checkpoint_policies, cfg.remat_policy), prevent_cse=False)
     x = sharding.constrain(x.astype(jnp.float32), ("batch", None, None))
-    (h, cache), hidden = jax.lax.scan(body, (x, cache), (layer_state, jnp.arange(cfg.n_layer), keys),
-                                      unroll=unroll)
+    (h, cache), hidden = jax.lax.scan(body, (x, cache), (layer_state, jnp.arange(cfg.n_layer), keys))
     return h, cache, hidden
 
   def head(self, h: jax.Array) -> jax.Array:
