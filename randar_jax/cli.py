@@ -5,13 +5,19 @@
     randar-jax info OUT_DIR
     randar-jax tokenize IMAGE... --tokenizer ckpt/vq_llamagen --out codes.npy [--image-size 256 --crop adm]
     randar-jax detokenize codes.npy --tokenizer ckpt/vq_llamagen --out images/
+    randar-jax sample CKPT_DIR --out DIR --classes 1,2,3 --num-per-class 4 --steps 88 --cfg 1,4 [--tokenizer TOK]
     randar-jax demo
+    randar-jax extract IMAGES OUT_DIR --tokenizer CKPT [--aug adm|ten-crop]   (IMAGES: folder, .tar, tfds:NAME)
+    randar-jax import-codes RANDAR_CODES_DIR OUT_DIR --vocab-size 16384
+    randar-jax folder-to-tfds IMAGE_FOLDER DATA_DIR
+    randar-jax orders [--out orders.png] [--grid 16]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 
@@ -37,15 +43,19 @@ def _info(args: argparse.Namespace) -> None:
 
 
 def _tokenize(args: argparse.Namespace) -> None:
-  import os
-
   import numpy as np
 
   from randar_jax import tokenizers
-  from randar_jax.tokenizers.preprocess import load_image
+  from randar_jax.tokenizers.preprocess import crop_image, load_image
+
+  def read(path):
+    try:
+      return crop_image(load_image(path), args.image_size, args.crop)
+    except OSError as e:  # unreadable, truncated or not an image
+      raise ValueError(f"cannot read image {path}: {e}") from None
 
   def load(paths):
-    images = [load_image(p, args.image_size, args.crop) for p in paths]
+    images = [read(p) for p in paths]
     if len({i.shape for i in images}) > 1:
       raise ValueError(f"images differ in size ({sorted({i.shape for i in images})}); use --crop adm or resize")
     return np.stack(images)
@@ -64,8 +74,6 @@ def _tokenize(args: argparse.Namespace) -> None:
 
 
 def _detokenize(args: argparse.Namespace) -> None:
-  import os
-
   import numpy as np
   from PIL import Image
 
@@ -88,6 +96,40 @@ def _detokenize(args: argparse.Namespace) -> None:
   print(f"wrote {index} PNG image(s) of {images.shape[1]}x{images.shape[2]} to {args.out}")
 
 
+def _sample(args: argparse.Namespace) -> None:
+  import numpy as np
+
+  from randar_jax import checkpoint, models, tokenizers
+  from randar_jax.decode import batched
+  from randar_jax.decode.sampling import Guidance, Sampling
+  from randar_jax.utils import images
+
+  # Validate everything that can be checked before loading weights or compiling.
+  config = models.config_from_dict(checkpoint.read_config(args.checkpoint))
+  labels = batched.parse_labels(args.classes, args.num_per_class, config.num_classes, args.num_samples, args.seed)
+  guidance = Guidance.parse(args.cfg)
+  sampling = Sampling.make(args.temperature, args.top_k, args.top_p)
+  if not (args.steps == -1 or 1 <= args.steps <= config.num_tokens):
+    raise ValueError(f"--steps must be in [1, {config.num_tokens}] (or -1), got {args.steps}")
+  if args.batch_size < 1:
+    raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+  tokenizer = tokenizers.load(args.tokenizer) if args.tokenizer else None
+  model = checkpoint.load_model(args.checkpoint, **({"dtype": args.dtype} if args.dtype else {}))
+  tokens, orders = batched.sample_labels(model, labels, batch_size=args.batch_size, seed=args.seed,
+                                         num_steps=args.steps, sampling=sampling, guidance=guidance)
+  os.makedirs(args.out, exist_ok=True)
+  np.savez(os.path.join(args.out, "tokens.npz"), tokens=tokens, labels=labels, orders=orders)
+  print(f"wrote {len(tokens)} token grids to {os.path.join(args.out, 'tokens.npz')}")
+  if tokenizer is None:
+    images.save_grid(images.token_map(tokens[:64], config.vocab_size), os.path.join(args.out, "tokens.png"))
+    return
+  pictures = np.concatenate([np.asarray(tokenizer.decode(tokens[i: i + args.batch_size]))
+                             for i in range(0, len(tokens), args.batch_size)])
+  images.save_grid(pictures[:64], os.path.join(args.out, "grid.png"))
+  images.save_adm_npz(pictures, os.path.join(args.out, "samples.npz"), labels=labels)
+  print(f"wrote {os.path.join(args.out, 'grid.png')} and samples.npz (ADM format, {pictures.shape})")
+
+
 def _demo(args: argparse.Namespace) -> None:
   """Placeholder until the digits demo lands: builds a tiny RandAR and runs one teacher-forced forward."""
   import jax
@@ -105,6 +147,59 @@ def _demo(args: argparse.Namespace) -> None:
     logits = model(tokens, jnp.array([1, 2]), order)
   print(f"tiny RandAR ({checkpoint.param_count(checkpoint.model_params(model)):,} parameters): "
         f"logits {tuple(logits.shape)} on {jax.device_count()} {jax.default_backend()} device(s)")
+
+
+def _add_process_flags(p: argparse.ArgumentParser) -> None:
+  p.add_argument("--process-index", type=int, help="this process's slice (default: jax.process_index())")
+  p.add_argument("--process-count", type=int, help="number of slices (default: jax.process_count())")
+
+
+def _process_slice(args: argparse.Namespace) -> dict:
+  import jax
+  return {"process_index": jax.process_index() if args.process_index is None else args.process_index,
+          "process_count": jax.process_count() if args.process_count is None else args.process_count}
+
+
+def _extract(args: argparse.Namespace) -> None:
+  import os
+
+  import jax
+
+  from randar_jax import checkpoint, sharding
+  from randar_jax.data import extract
+
+  images = extract.open_images(args.images, split=args.split, data_dir=args.data_dir)
+  # Local devices only: each process encodes its own images, independently of the others.
+  tokenizer = checkpoint.load_model(args.tokenizer, mesh=sharding.build_mesh(devices=jax.local_devices()))
+  missing = [a for a in ("vocab_size", "downsample", "encode") if not hasattr(tokenizer, a)]
+  if missing:
+    raise ValueError(f"{args.tokenizer} holds a {type(tokenizer).__name__}, not a tokenizer (no {missing})")
+  start = time.time()
+  written = extract.extract(
+      images, tokenizer, args.out, aug=args.aug, image_size=args.image_size, batch_size=args.batch_size,
+      shard_size=args.shard_size, on_error=args.on_error, workers=args.workers, **_process_slice(args),
+      description={"source": args.images if args.images.startswith("tfds:") else os.path.abspath(args.images),
+                   "split": args.split, "tokenizer": os.path.abspath(args.tokenizer)})
+  print(f"wrote {len(written)} shards of {len(images)} inputs to {args.out} in {time.time() - start:.1f} s")
+
+
+def _import_codes(args: argparse.Namespace) -> None:
+  from randar_jax.data import extract
+  written = extract.import_randar_codes(args.codes, args.out, vocab_size=args.vocab_size, shard_size=args.shard_size,
+                                        on_error=args.on_error, **_process_slice(args))
+  print(f"wrote {len(written)} shards to {args.out}")
+
+
+def _folder_to_tfds(args: argparse.Namespace) -> None:
+  from randar_jax.data import tfds_folder
+  path = tfds_folder.build(args.folder, args.data_dir, split=args.split, on_error=args.on_error)
+  print(f"TFDS dataset (array_record) in {path}; extract it with: randar-jax extract {path} OUT --tokenizer CKPT")
+
+
+def _orders(args: argparse.Namespace) -> None:
+  from randar_jax.data import orders
+  names = orders.ORDERS if args.all else orders.RAR_ORDERS
+  print(f"wrote {orders.plot_orders(names, args.grid, args.out)}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -128,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--tokenizer", required=True, help="converted tokenizer checkpoint directory")
   p.add_argument("--out", required=True, help="output .npy file")
   p.add_argument("--image-size", type=int, default=256, help="side after cropping / resizing (default 256)")
-  p.add_argument("--crop", default="adm", choices=["adm", "resize", "none"],
+  p.add_argument("--crop", default="adm", choices=["adm", "resize", "none"],  # tokenizers.preprocess.CROPS
                  help="adm: ADM center crop (RandAR's preprocessing, default); resize: squash to a square; "
                       "none: as stored (sides must be multiples of 16)")
   p.add_argument("--batch-size", type=int, default=8)
@@ -140,9 +235,63 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--out", required=True, help="output directory for 00000.png, 00001.png, ...")
   p.add_argument("--batch-size", type=int, default=8)
   p.set_defaults(run=_detokenize)
+  p = commands.add_parser("sample", help="class-conditional sampling with parallel decoding")
+  p.add_argument("checkpoint", help="Orbax checkpoint directory (from convert or training)")
+  p.add_argument("--out", required=True, help="output directory")
+  p.add_argument("--classes", help="class ids, e.g. '1,5,9' or '0-9'")
+  p.add_argument("--num-per-class", type=int, help="samples per listed class (every class if none listed)")
+  p.add_argument("--num-samples", type=int, help="this many samples with uniformly random classes")
+  p.add_argument("--steps", type=int, default=88, help="forward passes (tokens for one-by-one: -1)")
+  p.add_argument("--cfg", default="1,4", help="guidance: 'none', 'S', 'S0,S1' (linear) or 'powcos:S,P'")
+  p.add_argument("--temperature", type=float, default=1.0)
+  p.add_argument("--top-k", type=int, default=0)
+  p.add_argument("--top-p", type=float, default=1.0)
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--batch-size", type=int, default=32)
+  p.add_argument("--dtype", choices=["float32", "bfloat16"], help="compute dtype (default: the checkpoint's)")
+  p.add_argument("--tokenizer", help="tokenizer checkpoint directory: also write images")
+  p.set_defaults(run=_sample)
 
   p = commands.add_parser("demo", help="build a tiny model and run it (no download)")
   p.set_defaults(run=_demo)
+
+  p = commands.add_parser("extract", help="encode images into ArrayRecord shards of VQ codes (resumable)")
+  p.add_argument("images", help="class-folder tree, uncompressed .tar, TFDS build directory or tfds:NAME")
+  p.add_argument("out", help="output codes directory")
+  p.add_argument("--tokenizer", required=True, help="tokenizer checkpoint directory")
+  p.add_argument("--aug", default="adm", choices=["adm", "ten-crop"],
+                 help="adm: centre crop + flip (RandAR's released models); ten-crop: LlamaGen/RAR")
+  p.add_argument("--image-size", type=int, default=256)
+  p.add_argument("--batch-size", type=int, default=64, help="images per encoder call")
+  p.add_argument("--shard-size", type=int, default=1000, help="images per output shard")
+  p.add_argument("--split", default="train", help="TFDS split")
+  p.add_argument("--data-dir", help="TFDS data_dir for tfds:NAME")
+  p.add_argument("--workers", type=int, default=8, help="image decoding threads")
+  p.add_argument("--on-error", default="skip", choices=["skip", "fail"], help="what to do with unreadable images")
+  _add_process_flags(p)
+  p.set_defaults(run=_extract)
+
+  p = commands.add_parser("import-codes", help="RandAR's published {label}/{index}.npy codes -> ArrayRecord shards")
+  p.add_argument("codes", help="e.g. imagenet-llamagen-adm-256_codes/")
+  p.add_argument("out")
+  p.add_argument("--vocab-size", type=int, required=True, help="16384 (LlamaGen VQ) or 1024 (MaskGIT VQGAN)")
+  p.add_argument("--shard-size", type=int, default=10000)
+  p.add_argument("--on-error", default="fail", choices=["skip", "fail"])
+  _add_process_flags(p)
+  p.set_defaults(run=_import_codes)
+
+  p = commands.add_parser("folder-to-tfds", help="class-folder tree -> TFDS array_record dataset (no TensorFlow)")
+  p.add_argument("folder")
+  p.add_argument("data_dir")
+  p.add_argument("--split", default="train")
+  p.add_argument("--on-error", default="skip", choices=["skip", "fail"])
+  p.set_defaults(run=_folder_to_tfds)
+
+  p = commands.add_parser("orders", help="PNG of the generation orders (RAR's six scan orders by default)")
+  p.add_argument("--out", default="orders.png")
+  p.add_argument("--grid", type=int, default=16)
+  p.add_argument("--all", action="store_true", help="also the random and hierarchical orders")
+  p.set_defaults(run=_orders)
 
   args = parser.parse_args(argv)
   if args.command == "convert" and not args.check and not args.out:

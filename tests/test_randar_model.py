@@ -158,3 +158,12 @@ def test_ordered_tokens_equal_raster_tokens():
   loss_ordered, logits_ordered = model.loss(in_order, labels, order, ordered=True)
   np.testing.assert_array_equal(logits_raster, logits_ordered)
   assert float(loss_raster) == float(loss_ordered)
+
+
+def test_weight_decay_mask_follows_ndim_rule():
+  with sharding.model_context():
+    model = models.build(SMALL)
+  mask = model.weight_decay_mask()
+  assert mask["pos_instruct_embeddings"] and mask["cls_embedding"] and mask["output"]
+  assert mask["layers"]["attention"]["wq"] and not mask["layers"]["attention_norm"]["scale"]
+  assert not mask["norm"]["scale"]

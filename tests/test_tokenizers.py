@@ -20,6 +20,7 @@ from randar_jax.convert import FAMILIES as CONVERTERS
 from randar_jax.convert import ConversionError, convert_checkpoint, convert_params
 from randar_jax.convert.core import convert, flatten
 from randar_jax.convert.torch_pickle import TorchSource
+from randar_jax.data.extract import BatchEncoder
 from randar_jax.models.randar import RandARConfig
 from randar_jax.tokenizers import preprocess
 from randar_jax.tokenizers.vq_llamagen import LlamaGenVQConfig
@@ -97,6 +98,9 @@ def test_public_encode_takes_unit_range_images(tiny):
   assert codes.dtype == jnp.int32 and codes.shape == io["indices_2d"].shape
   np.testing.assert_array_equal(np.asarray(codes), io["indices_2d"])
   assert unit.shape[1] // codes.shape[1] == model.downsample == config.downsample
+  images = np.asarray(model.decode(codes))
+  # the code extraction jits tokenizer.encode itself (weights as arguments): same codes
+  np.testing.assert_array_equal(BatchEncoder(model, len(images))(images), np.asarray(model.encode(images)))
 
 
 # ---- conversion --------------------------------------------------------------------------------------------------
@@ -302,7 +306,7 @@ def test_convert_load_and_cli_round_trip(tiny, fixtures, tmp_path, capsys):
   Image.fromarray(photo).save(tmp_path / "photo.png")
   assert cli.main(["tokenize", str(tmp_path / "photo.png"), "--tokenizer", str(ckpt), "--out", str(codes_file),
                    "--image-size", "16"]) == 0                  # default: ADM center crop
-  cropped = np.asarray(preprocess.center_crop_arr(Image.fromarray(photo), 16))
+  cropped = preprocess.center_crop_arr(Image.fromarray(photo), 16)
   np.testing.assert_array_equal(np.load(codes_file)[0], np.asarray(model.encode(np.stack([cropped] * 3)))[0])
   odd = tmp_path / "odd.png"
   Image.fromarray(images[0][1:]).save(odd)
@@ -310,35 +314,11 @@ def test_convert_load_and_cli_round_trip(tiny, fixtures, tmp_path, capsys):
   assert "not divisible by the tokenizer's downsampling factor" in capsys.readouterr().err
 
 
-# ---- preprocessing -----------------------------------------------------------------------------------------------
-
-def test_adm_center_crop_arr():
-  rng = np.random.default_rng(0)
-  wide = Image.fromarray(rng.integers(0, 256, (70, 100, 3), dtype=np.uint8))
-  out = preprocess.center_crop_arr(wide, 32)       # BOX-halves once (short side 70 -> 35 < 64), then bicubic
-  assert out.size == (32, 32)
-  half = wide.resize((50, 35), resample=Image.BOX)
-  expected = np.asarray(half.resize((round(50 * 32 / 35), 32), resample=Image.BICUBIC))
-  left = (expected.shape[1] - 32) // 2
-  np.testing.assert_array_equal(np.asarray(out), expected[:, left: left + 32])
-  square = Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
-  np.testing.assert_array_equal(np.asarray(preprocess.center_crop_arr(square, 32)), np.asarray(square))
-
-
-def test_ten_crop_and_augmentations():
-  arr = np.arange(7 * 9 * 3, dtype=np.uint8).reshape(7, 9, 3)
-  crops = preprocess.ten_crop(arr, 4)
-  assert crops.shape == (10, 4, 4, 3)
-  np.testing.assert_array_equal(crops[0], arr[:4, :4])
-  np.testing.assert_array_equal(crops[3], arr[3:, 5:])
-  np.testing.assert_array_equal(crops[4], arr[2:6, 2:6])      # round(1.5) = 2, round(2.5) = 2 (torchvision)
-  np.testing.assert_array_equal(crops[5], arr[:, ::-1][:4, :4])
-  image = Image.fromarray(np.random.default_rng(1).integers(0, 256, (40, 60, 3), dtype=np.uint8))
-  adm = preprocess.augmentations(image, 16, "adm")
-  assert adm.shape == (2, 16, 16, 3)
-  np.testing.assert_array_equal(adm[1], adm[0][:, ::-1])
-  np.testing.assert_array_equal(adm[0], np.asarray(preprocess.center_crop_arr(image, 16)))
-  ten = preprocess.augmentations(image, 16, "ten-crop")
-  np.testing.assert_array_equal(ten, preprocess.ten_crop(preprocess.center_crop_arr(image, 17), 16))
-  with pytest.raises(ValueError, match="unknown augmentation"):
-    preprocess.augmentations(image, 16, "random")
+def test_crop_modes_of_the_tokenize_command():
+  photo = Image.fromarray(np.random.default_rng(2).integers(0, 256, (40, 60, 3), dtype=np.uint8))
+  np.testing.assert_array_equal(preprocess.crop_image(photo, 16, "adm"), preprocess.center_crop_arr(photo, 16))
+  np.testing.assert_array_equal(preprocess.crop_image(photo, 16, "resize"),
+                                np.asarray(photo.resize((16, 16), resample=Image.BICUBIC)))
+  np.testing.assert_array_equal(preprocess.crop_image(photo, 16, "none"), np.asarray(photo))
+  with pytest.raises(ValueError, match="unknown crop mode"):
+    preprocess.crop_image(photo, 16, "zoom")

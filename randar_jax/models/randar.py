@@ -32,7 +32,7 @@ from flax import nnx
 
 from randar_jax import sharding
 from randar_jax.models import rope
-from randar_jax.models.attention import KVCache, attend, slot_mask
+from randar_jax.models.attention import KVCache, attend, attend_cached, slot_mask
 from randar_jax.models.layers import RMSNorm, SwiGLU, cross_entropy, dropout, find_multiple, normal, param, zeros
 
 # Published sizes (RandAR configs/randar/*.yaml; XXL = LlamaGen GPT-XXL shape, no public weights).
@@ -167,8 +167,9 @@ class Attention(nnx.Module):
     self.wo = param(rngs, init, (cfg.n_head, hd, d), ("heads", "head_dim", "embed"))
 
   def __call__(self, x: jax.Array, rows: jax.Array, cfg: RandARConfig, cache: KVCache | None,
-               layer: jax.Array, start: jax.Array | None) -> tuple[jax.Array, KVCache | None]:
-    """x (B, S, D); rows (B, S, hd/2, 2) RoPE per slot. With a cache, x sits at slots start..start+S-1."""
+               layer: jax.Array, start: jax.Array | None, window: int | None) -> tuple[jax.Array, KVCache | None]:
+    """x (B, S, D); rows (B, S, hd/2, 2) RoPE per slot. With a cache, x sits at slots start..start+S-1 and
+    attends to cached slots [0, window) up to its own."""
     dtype = jnp.dtype(cfg.dtype)
     x = x.astype(dtype)
     q = rope.apply_rope(jnp.einsum("bsd,dhk->bshk", x, self.wq[...].astype(dtype)), rows)
@@ -177,8 +178,9 @@ class Attention(nnx.Module):
     if cache is None:
       out = attend(q, k, v, causal=True, implementation=cfg.attention_impl)
     else:
-      cache, k, v = cache.update(layer, start, k, v)
-      out = attend(q, k.astype(dtype), v.astype(dtype), mask=slot_mask(start, x.shape[1], cache.slots))
+      window = cache.slots if window is None else window
+      cache, k, v = cache.update(layer, start, k, v, window)
+      out = attend_cached(q, k.astype(dtype), v.astype(dtype), slot_mask(start, x.shape[1], window))
     return jnp.einsum("bshk,hkd->bsd", out, self.wo[...].astype(dtype)), cache
 
 
@@ -191,9 +193,10 @@ class Block(nnx.Module):
     self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps, rngs=rngs)
     self.feed_forward = SwiGLU(cfg.dim, cfg.ffn_hidden, init=normal(0.02), rngs=rngs)
 
-  def __call__(self, x, rows, cfg: RandARConfig, *, cache=None, layer=None, start=None, dropout_key=None):
+  def __call__(self, x, rows, cfg: RandARConfig, *, cache=None, layer=None, start=None, window=None,
+               dropout_key=None):
     keys = jax.random.split(dropout_key) if dropout_key is not None else (None, None)
-    h, cache = self.attention(self.attention_norm(x), rows, cfg, cache, layer, start)
+    h, cache = self.attention(self.attention_norm(x), rows, cfg, cache, layer, start, window)
     x = x + dropout(h.astype(jnp.float32), cfg.resid_dropout, keys[0])
     h = self.feed_forward(self.ffn_norm(x), jnp.dtype(cfg.dtype))
     x = x + dropout(h.astype(jnp.float32), cfg.ffn_dropout, keys[1])
@@ -267,12 +270,13 @@ class RandAR(nnx.Module):
   # ---- the transformer --------------------------------------------------------------------------------------
 
   def run_layers(self, x: jax.Array, cells: jax.Array, *, table: np.ndarray | None = None,
-                 cache: KVCache | None = None, start: jax.Array | None = None,
+                 cache: KVCache | None = None, start: jax.Array | None = None, window: int | None = None,
                  dropout_rng: jax.Array | None = None, return_hidden: bool = False):
     """Runs every block over x (B, S, D) whose slots have RoPE cells (B, S) (-1 = class token).
 
     Without a cache: causal attention over the S slots. With a cache: the slots are start..start+S-1 and
-    attend to every cached slot <= their own. Returns (h (B, S, D) float32, cache, hidden (L, B, S, D) | None).
+    attend to every cached slot <= their own; ``window`` (static) bounds the slots read (default: all).
+    Returns (h (B, S, D) float32, cache, hidden (L, B, S, D) | None).
     """
     cfg = self.config
     rows = rope.gather_rows(self.rope_table() if table is None else table, cells)
@@ -282,7 +286,8 @@ class RandAR(nnx.Module):
     def body(carry, xs):
       h, cache = carry
       state, layer, key = xs
-      h, cache = nnx.merge(graphdef, state)(h, rows, cfg, cache=cache, layer=layer, start=start, dropout_key=key)
+      h, cache = nnx.merge(graphdef, state)(h, rows, cfg, cache=cache, layer=layer, start=start, window=window,
+                                            dropout_key=key)
       return (h, cache), (h if return_hidden else None)
 
     if cfg.remat:
@@ -311,6 +316,14 @@ class RandAR(nnx.Module):
     h, _, hidden = self.run_layers(x, cells, dropout_rng=layer_rng, return_hidden=return_hidden)
     logits = self.head(h[:, 1::2][:, : order.shape[1]])  # the instruction slots 1, 3, ..., 2N - 1
     return (logits, hidden) if return_hidden else logits
+
+  def weight_decay_mask(self) -> dict:
+    """True for parameters that get weight decay: every tensor with ndim >= 2 (RandAR's rule; this includes
+    both embedding tables and pos_instruct_embeddings (1, D)), none on RMSNorm scales. Stacked layer
+    parameters are judged without their leading layer axis."""
+    def decays(path, p):
+      return p.ndim - (path[0].key == "layers") >= 2
+    return jax.tree_util.tree_map_with_path(decays, nnx.to_pure_dict(nnx.state(self, nnx.Param)))
 
   def loss(self, tokens: jax.Array, labels: jax.Array, order: jax.Array, *,
            dropout_rng: jax.Array | None = None, ordered: bool = False) -> tuple[jax.Array, jax.Array]:

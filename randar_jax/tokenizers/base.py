@@ -141,7 +141,8 @@ def check_images(images: Any, channels: int, factor: int) -> jax.Array | np.ndar
 
 
 def check_codes(codes: Any, vocab_size: int) -> jax.Array | np.ndarray:
-  """Validates integer codes (B, h, w) or square raster (B, h * w); returns them as (B, h, w)."""
+  """Validates integer codes (B, h, w) or square raster (B, h * w); returns them as (B, h, w). The value range
+  is checked on concrete arrays (traced codes inside a caller's jit are only shape-checked)."""
   codes = codes if isinstance(codes, jax.Array) else np.asarray(codes)
   if not jnp.issubdtype(codes.dtype, jnp.integer):
     raise ValueError(f"codes must be integers, got dtype {codes.dtype}")
@@ -152,6 +153,8 @@ def check_codes(codes: Any, vocab_size: int) -> jax.Array | np.ndarray:
     codes = codes.reshape(codes.shape[0], side, side)
   if codes.ndim != 3 or codes.size == 0:
     raise ValueError(f"expected codes of shape (batch, h, w) or (batch, h * w), got {tuple(codes.shape)}")
+  if isinstance(codes, jax.core.Tracer):
+    return codes   # under an outer jit the values are unknown; the eager API checks them
   low, high = int(codes.min()), int(codes.max())
   if low < 0 or high >= vocab_size:
     raise ValueError(f"codes must lie in [0, {vocab_size}) for this tokenizer, found values in [{low}, {high}]; "

@@ -1,0 +1,182 @@
+"""The host-side decode plan: which slots every forward pass writes and which tokens it samples.
+
+RandAR decodes in *generation order* j = 0..N-1 (cell ``order[j]``). In the KV cache the class token sits at
+slot 0, the instruction token P_j at slot 2j+1 and the image token x_j at slot 2j+2 (the training layout).
+Forward 0 feeds ``[cls, (P_j, x_j) for known j < m, P_m]``; every later forward feeds the tokens sampled by the
+previous one, re-fed at their training slots, followed by the next queries:
+
+    [x_q, P_{q+1}, x_{q+1}, ..., P_{q+n-1}, x_{q+n-1}, P_{q'}, ..., P_{q'+n'-1}]   written from slot 2q + 2
+
+so the queries of one forward sit side by side and the next forward overwrites them with the training layout
+(``randar.md`` section 9). The number sampled per forward follows the cosine schedule
+(:func:`query_counts`), which depends only on (N, steps, m), so the whole plan is NumPy, computed once, and
+becomes static data for the compiled loop. Forwards are padded to a few widths ("buckets"); pad entries
+come after the real ones, so the causal-by-slot mask hides them and the next forward overwrites them.
+
+    plan = build_plan(num_tokens=256, num_steps=88)            # 88 forwards, widths from the default buckets
+    plan.segments                                              # ((width, forwards...), ...) one lax.scan each
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Sequence
+
+import numpy as np
+
+PAD, CLS, QUERY, TOKEN = 0, 1, 2, 3  # kinds of chunk entries
+
+
+def query_counts(num_tokens: int, num_steps: int, start: int = 0) -> list[int]:
+  """Tokens sampled per forward pass (the original's cosine schedule with the fixed loop bound).
+
+  The first forward samples one token; after forward s (1-based) the target total is
+  ``min(floor((1 - cos(pi/2 * (s+1)/T)) * N + 1), N)``. ``start`` known tokens precede (they count towards
+  the target, so a long prefix makes the schedule lag: one token per forward until the target passes it).
+  ``num_steps = -1`` means one token per forward. Every token from ``start`` to N-1 is sampled.
+  """
+  n_total = num_tokens
+  steps = n_total if num_steps == -1 else num_steps
+  if steps < 1:
+    raise ValueError(f"num_steps must be >= 1 (or -1), got {num_steps}")
+  if not 0 <= start < n_total:
+    raise ValueError(f"need 0 <= known tokens < {n_total}, got {start}")
+  counts, q, n, s = [], start, 1, 0
+  while q <= n_total - n and q <= n_total - 1:
+    counts.append(n)
+    s += 1
+    target = min(int((1 - math.cos(math.pi / 2 * (s + 1) / steps)) * n_total + 1), n_total)
+    n_next = min(max(target - q - n, 1), n_total - q - n)
+    q, n = q + n, n_next
+  assert sum(counts) == n_total - start, (counts, start)
+  return counts
+
+
+@dataclasses.dataclass(frozen=True)
+class Forward:
+  """One forward pass: chunk entries written from slot ``start`` and the generation indices it samples."""
+  start: int
+  kinds: tuple[int, ...]      # PAD | CLS | QUERY (P_j) | TOKEN (x_j), per chunk entry
+  gens: tuple[int, ...]       # generation index j of each entry (0 for PAD / CLS)
+  samples: tuple[int, ...]    # generation indices sampled by this forward (its queries, in order)
+
+  @property
+  def length(self) -> int:
+    return len(self.kinds)
+
+
+def forwards(num_tokens: int, counts: Sequence[int], known: int = 0) -> list[Forward]:
+  """The unpadded forward passes for per-forward sample counts, after ``known`` teacher-forced tokens."""
+  first = counts[0]
+  kinds = [CLS] + [QUERY, TOKEN] * known + [QUERY] * first
+  gens = [0] + [j for j in range(known) for _ in (0, 1)] + list(range(known, known + first))
+  out = [Forward(0, tuple(kinds), tuple(gens), tuple(range(known, known + first)))]
+  q, n = known, first
+  for nxt in counts[1:]:
+    kinds, gens = [TOKEN], [q]
+    for j in range(q + 1, q + n):
+      kinds += [QUERY, TOKEN]
+      gens += [j, j]
+    q, n = q + n, nxt
+    kinds += [QUERY] * n
+    gens += list(range(q, q + n))
+    out.append(Forward(2 * gens[0] + 2, tuple(kinds), tuple(gens), tuple(range(q, q + n))))
+  assert q + n == num_tokens
+  return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Segment:
+  """Consecutive forwards padded to one width, run by one ``lax.scan``. Arrays are (forwards, ...)."""
+  width: int
+  window: int                            # cache slots [0, window) that these forwards can attend to
+  start: tuple[int, ...]
+  kinds: tuple[tuple[int, ...], ...]
+  gens: tuple[tuple[int, ...], ...]
+  out_pos: tuple[tuple[int, ...], ...]   # chunk positions of the queries, (forwards, max_queries)
+  out_gen: tuple[tuple[int, ...], ...]   # generation index sampled there; num_tokens (a trash column) if pad
+  first_query: tuple[int, ...]           # generation index of the first query (guidance schedules use it)
+
+  def arrays(self) -> dict[str, np.ndarray]:
+    return {name: np.asarray(getattr(self, name), np.int32)
+            for name in ("start", "kinds", "gens", "out_pos", "out_gen", "first_query")}
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+  """A complete, hashable decode plan (static argument of the compiled loop)."""
+  num_tokens: int
+  num_steps: int
+  known: int
+  counts: tuple[int, ...]
+  max_queries: int
+  segments: tuple[Segment, ...]
+  cache_slots: int
+
+  @property
+  def num_forwards(self) -> int:
+    return len(self.counts)
+
+  @property
+  def slots_fed(self) -> int:
+    """Chunk entries actually computed, padding included."""
+    return sum(seg.width * len(seg.start) for seg in self.segments)
+
+
+def _segment(group: list[Forward], width: int, window: int, max_queries: int, num_tokens: int) -> Segment:
+  kinds, gens, out_pos, out_gen = [], [], [], []
+  for f in group:
+    pad = width - f.length
+    kinds.append(f.kinds + (PAD,) * pad)
+    gens.append(f.gens + (0,) * pad)
+    queries = tuple(range(f.length - len(f.samples), f.length))
+    out_pos.append(queries + (queries[-1],) * (max_queries - len(queries)))
+    out_gen.append(f.samples + (num_tokens,) * (max_queries - len(f.samples)))
+  return Segment(width, window, tuple(f.start for f in group), tuple(kinds), tuple(gens), tuple(out_pos),
+                 tuple(out_gen), tuple(f.samples[0] for f in group))
+
+
+def build_plan(num_tokens: int, num_steps: int, known: int = 0, buckets: Sequence[int] | None = None,
+               slot_multiple: int = 8, windows: int = 4, lagging: bool = False) -> Plan:
+  """Pads the forwards of a schedule into segments and sizes the cache.
+
+  With ``known`` teacher-forced tokens, the cosine schedule runs over the N - known unknown tokens (so
+  ``num_steps`` forwards decode them), unless ``lagging``: then it runs over all N with the known ones
+  counted as decoded, as the original resolution extrapolation does (one token per forward until the
+  target passes the prefix).
+
+  ``buckets``: allowed chunk widths. Each forward is padded to the smallest bucket that fits it and that is
+  not smaller than the previous forward's width (monotone, so equal widths form contiguous segments);
+  None or () pads everything to the longest forward. Segments are further split so that each attends to
+  a static window of the cache (``windows`` steps of cache_slots / windows): early forwards read fewer
+  slots. The prefill forward (with ``known`` tokens) is its own segment.
+  """
+  counts = query_counts(num_tokens, num_steps, known) if lagging else query_counts(num_tokens - known, num_steps)
+  passes = forwards(num_tokens, counts, known)
+  head, body = ([passes[0]], passes[1:]) if known else ([], passes)
+  widths = [passes[0].length] if head else []
+  if body:
+    longest = max(f.length for f in body)
+    allowed = sorted(set(b for b in (buckets or ()) if b < longest) | {longest})
+    for f in body:
+      width = min(w for w in allowed if w >= f.length)
+      widths.append(max(width, widths[-1]) if len(widths) > len(head) else width)  # monotone within the body
+  ends = [f.start + w for f, w in zip(passes, widths)]
+  slots = -(-max(ends) // slot_multiple) * slot_multiple
+  step = -(-slots // (windows * slot_multiple)) * slot_multiple
+  groups: list[tuple[tuple[int, int], list[Forward]]] = []
+  for i, (f, width, end) in enumerate(zip(passes, widths, ends)):
+    key = (width, min(slots, -(-end // step) * step))
+    if groups and groups[-1][0] == key and not (head and i == 1):
+      groups[-1][1].append(f)
+    else:
+      groups.append((key, [f]))
+  segments = tuple(_segment(g, w, win, max(counts), num_tokens) for (w, win), g in groups)
+  return Plan(num_tokens, num_steps, known, tuple(counts), max(counts), segments, slots)
+
+
+def default_buckets(num_tokens: int, num_steps: int) -> tuple[int, ...]:
+  """Bucket widths for the fast path: 2 (single-token forwards) plus two wider buckets (see bench_decode)."""
+  longest = max(f.length for f in forwards(num_tokens, query_counts(num_tokens, num_steps)))
+  return tuple(sorted({2, max(2, (longest + 1) // 2 + 1), longest}))

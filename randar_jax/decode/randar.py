@@ -1,0 +1,162 @@
+"""RandAR parallel decoding: any order, several tokens per forward, one compiled program per shape.
+
+    out = generate(model, labels, jax.random.key(0), num_steps=88, guidance=Guidance.linear(1.0, 4.0))
+    out.tokens          # (B, N) raster-order codes, ready for the tokenizer
+    out.order           # (B, N) the generation order used (random per sample unless given)
+
+The plan (:mod:`randar_jax.decode.plan`) is built on the host from (N, num_steps, known prefix); the loop
+(:mod:`randar_jax.decode.engine`) runs as ``lax.scan`` s inside one ``jit``, cached per (plan, batch,
+guidance structure, sampling structure). Guidance runs the batch as interleaved branches
+[conditional, null class] per sample (so a data-sharded batch keeps both branches of a sample on one device)
+that share every sampled token.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import functools
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from randar_jax import sharding
+from randar_jax.decode import engine
+from randar_jax.decode.plan import CLS, PAD, QUERY, TOKEN, Plan, build_plan, default_buckets
+from randar_jax.decode.sampling import Guidance, Sampling
+from randar_jax.models import attention
+from randar_jax.models.attention import KVCache
+from randar_jax.models.randar import RandAR
+
+TRACE_COUNT = collections.Counter()  # compilations of the decode program, by name (tests check reuse)
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeOutput:
+  tokens: jax.Array                     # (B, N) raster order
+  order: jax.Array                      # (B, N) raster cell generated at each step
+  tokens_in_order: jax.Array            # (B, N) generation order
+  trace: engine.Trace | None = None     # per-token logits (B, N, V), raw (B, branches, N, V), if asked
+  cache: KVCache | None = None          # the cache buffer, to pass (donated) to the next call
+
+
+def make_plan(num_tokens: int, num_steps: int, known: int = 0, buckets: str | Sequence[int] | None = "default",
+              lagging: bool = False) -> Plan:
+  """``buckets``: 'default' (monotone buckets, the fast path), None (one width), or explicit widths."""
+  if buckets == "default":
+    buckets = default_buckets(num_tokens, num_steps) if known == 0 else None
+  return build_plan(num_tokens, num_steps, known, buckets, lagging=lagging)
+
+
+def chunk_logits_fn(model: RandAR, labels: jax.Array, order: jax.Array, table: np.ndarray | None,
+                    token_scale: jax.Array | None = None):
+  """RandAR's forward for one plan row. labels (B, G) per branch; order (B, N); token_scale (B, G, N) scales
+  image-token embeddings per branch (spatial guidance masks anchors with 0), or None."""
+  batch, branches = labels.shape
+  cls = model.class_embeddings(labels.reshape(-1)).reshape(batch, branches, 1, -1)
+  embeddings = model.tok_embeddings[...]
+
+  def chunk_logits(cache: KVCache, tokens: jax.Array, row, window: int) -> tuple[jax.Array, KVCache]:
+    kinds, gens = row["kinds"], row["gens"]                                     # (W,)
+    cells = jnp.where((kinds == QUERY) | (kinds == TOKEN), order[:, gens], -1)  # (B, W); -1: zero RoPE row
+    x = jnp.where((kinds == QUERY)[None, :, None], model.instruction_tokens(cells, table),
+                  jnp.where((kinds == TOKEN)[None, :, None], embeddings[tokens[:, gens]], 0.0))
+    x = jnp.broadcast_to(x[:, None], (batch, branches) + x.shape[1:])
+    if token_scale is not None:
+      x = jnp.where((kinds == TOKEN)[:, None], x * token_scale[:, :, gens][..., None], x)
+    x = jnp.where((kinds == CLS)[:, None], cls, x).reshape((batch * branches,) + x.shape[2:])
+    cells = jnp.repeat(cells, branches, axis=0)
+    h, cache, _ = model.run_layers(x, cells, table=table, cache=cache, start=row["start"], window=window)
+    logits = model.head(jnp.take(h, row["out_pos"], axis=1))                   # only the query slots
+    return logits.reshape((batch, branches) + logits.shape[1:]), cache
+
+  return chunk_logits
+
+
+def new_cache(model: RandAR, batch: int, plan: Plan) -> KVCache:
+  cfg = model.config
+  return KVCache.zeros(cfg.n_layer, batch, plan.cache_slots, cfg.kv_heads, cfg.head_dim, jnp.dtype(cfg.dtype))
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "plan", "trace"), donate_argnames=("cache",))
+def _decode(graphdef, state, plan: Plan, labels, order, key, sampling, guidance, forced, prefix, table,
+            token_scale, cache, trace: bool):
+  TRACE_COUNT["randar"] += 1
+  model = nnx.merge(graphdef, state)
+  null = jnp.full_like(labels, model.config.null_class) if guidance is not None else None
+  branch_labels = labels[:, None] if guidance is None else guidance.branch_labels(labels, null)
+  cache = KVCache(*(sharding.constrain(c, attention.AXES) for c in cache))
+  tokens = jnp.zeros((labels.shape[0], plan.num_tokens + 1), jnp.int32)
+  if prefix is not None:
+    tokens = tokens.at[:, : prefix.shape[1]].set(prefix)
+  tokens = sharding.constrain(tokens, ("batch", None))
+  step = chunk_logits_fn(model, branch_labels, order, table, token_scale)
+  tokens, cache, logits = engine.run(plan, step, cache, tokens, key, sampling, guidance, forced, trace)
+  return tokens[:, :-1], cache, logits
+
+
+def validate(config, labels: np.ndarray, num_steps: int, order: np.ndarray | None, guidance: Guidance | None,
+             known: int = 0, num_tokens: int | None = None, lagging: bool = False) -> None:
+  """Host-side checks before anything is compiled (num_tokens: the canvas size, default the model's)."""
+  n = num_tokens or config.num_tokens
+  steps_max = n if lagging else n - known
+  if labels.ndim != 1:
+    raise ValueError(f"labels must be a 1-D array of class ids, got shape {labels.shape}")
+  if labels.size and (labels.min() < 0 or labels.max() >= config.num_classes):
+    raise ValueError(f"class ids must be in [0, {config.num_classes}), got {labels.min()}..{labels.max()}")
+  if not 0 <= known < n:
+    raise ValueError(f"the known prefix must leave tokens to generate: need 0 <= known < {n}, got {known}")
+  if not (num_steps == -1 or 1 <= num_steps <= steps_max):
+    raise ValueError(f"num_steps must be in [1, {steps_max}] (or -1 for one token per step), got {num_steps}")
+  if guidance is not None:
+    _ = config.null_class  # raises if the model has no null class
+  if order is not None:
+    if order.shape != (labels.shape[0], n):
+      raise ValueError(f"order must have shape {(labels.shape[0], n)}, got {order.shape}")
+    if not (np.sort(order, axis=1) == np.arange(n)).all():
+      raise ValueError("every row of order must be a permutation of 0..N-1")
+
+
+def random_orders(key: jax.Array, batch: int, num_tokens: int) -> jax.Array:
+  """(B, N) independent random permutations."""
+  return jax.vmap(lambda k: jax.random.permutation(k, num_tokens))(jax.random.split(key, batch)).astype(jnp.int32)
+
+
+def generate(model: RandAR, labels, key: jax.Array, *, num_steps: int = 88, order=None,
+             sampling: Sampling = Sampling(), guidance: Guidance | None = None, prefix=None,
+             forced: engine.Forced | None = None, buckets: str | Sequence[int] | None = "default",
+             trace: bool = False, cache: KVCache | None = None, table: np.ndarray | None = None,
+             lagging: bool = False, token_scale=None) -> DecodeOutput:
+  """Samples (B, N) token grids for class ``labels`` (B,).
+
+  order: (B, N) raster cell per generation step (default: random per sample, drawn from ``key``).
+  prefix: (B, m) known tokens for the first m generation steps, teacher-forced in one prefill forward; the
+    ``num_steps`` forwards then decode the other N - m (``lagging``: the original extrapolation schedule).
+  forced: tokens that replace whatever is sampled at given generation steps (ragged known sets).
+  table: a RoPE table (N, head_dim / 2, 2) for another canvas (outpainting, extrapolation); N follows it.
+  token_scale: (B, branches, N) factors on image-token embeddings per guidance branch (spatial guidance).
+  trace: also return per-token logits (after and before guidance), for parity checks.
+  cache: a cache from a previous call with the same shapes; it is donated and returned in the output.
+  """
+  labels_np = np.asarray(labels)
+  order_np = None if order is None else np.asarray(order)
+  known = 0 if prefix is None else int(np.shape(prefix)[1])
+  n = model.config.num_tokens if table is None else int(np.shape(table)[0])
+  validate(model.config, labels_np, num_steps, order_np, guidance, known, n, lagging)
+  plan = make_plan(n, num_steps, known, buckets, lagging)
+  order_key, sample_key = jax.random.split(key)
+  orders = random_orders(order_key, labels_np.shape[0], n) if order is None else jnp.asarray(order, jnp.int32)
+  branches = 1 if guidance is None else guidance.branches
+  rows = labels_np.shape[0] * branches
+  if cache is None or cache.k.shape[1] != rows or cache.slots != plan.cache_slots:
+    cache = new_cache(model, rows, plan)
+  graphdef, state = nnx.split(model)
+  tokens, cache, logits = _decode(
+      graphdef, state, plan, jnp.asarray(labels_np, jnp.int32), orders, sample_key, sampling, guidance, forced,
+      None if prefix is None else jnp.asarray(prefix, jnp.int32), None if table is None else jnp.asarray(table),
+      None if token_scale is None else jnp.asarray(token_scale, jnp.float32), cache, trace)
+  raster = jnp.take_along_axis(tokens, jnp.argsort(orders, axis=1), axis=1)
+  return DecodeOutput(raster, orders, tokens, engine.collect_trace(plan, logits) if trace else None, cache)

@@ -1,0 +1,147 @@
+"""Token sampling and classifier-free guidance, shared by every decoder (RandAR, RAR, zero-shot editing).
+
+    sampling = Sampling(temperature=1.0, top_k=0, top_p=1.0)
+    guidance = Guidance.linear(1.0, 4.0)           # RandAR default; Guidance.pow_cosine(16.0, 2.75) for RAR-B
+    tokens = sample(guidance.combine(branch_logits, progress), sampling, key)
+
+Numbers (temperature, top_p, guidance scales) are traced values: changing them never recompiles. The
+structure (top-k on/off and k, which guidance schedule, how many branches) is static.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+
+@struct.dataclass
+class Sampling:
+  """temperature -> optional top-k -> optional top-p (HF style) -> categorical; per query, independently."""
+  temperature: float = 1.0
+  top_p: float = 1.0
+  top_k: int = struct.field(pytree_node=False, default=0)       # 0: off
+  use_top_p: bool = struct.field(pytree_node=False, default=False)
+
+  @classmethod
+  def make(cls, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> "Sampling":
+    if temperature < 0:
+      raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if top_k < 0:
+      raise ValueError(f"top_k must be >= 0 (0 = off), got {top_k}")
+    if not 0.0 < top_p <= 1.0:
+      raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    return cls(temperature=temperature, top_p=top_p, top_k=int(top_k), use_top_p=top_p < 1.0)
+
+
+def filter_logits(logits: jax.Array, sampling: Sampling) -> jax.Array:
+  """Scaled and filtered logits (..., V) in float32; removed entries are -inf."""
+  logits = logits.astype(jnp.float32) / jnp.maximum(sampling.temperature, 1e-5)
+  if sampling.top_k:
+    kth = jax.lax.top_k(logits, min(sampling.top_k, logits.shape[-1]))[0][..., -1:]
+    logits = jnp.where(logits < kth, -jnp.inf, logits)  # strictly below the k-th largest
+  if sampling.use_top_p:
+    order = jnp.argsort(-logits, axis=-1)
+    ranked = jnp.take_along_axis(logits, order, axis=-1)
+    cumulative = jnp.cumsum(jax.nn.softmax(ranked, axis=-1), axis=-1)
+    remove = cumulative > sampling.top_p
+    remove = jnp.concatenate([jnp.zeros_like(remove[..., :1]), remove[..., :-1]], axis=-1)  # keep the first over p
+    removed = jnp.take_along_axis(remove, jnp.argsort(order, axis=-1), axis=-1)  # back to vocabulary order
+    logits = jnp.where(removed, -jnp.inf, logits)
+  return logits
+
+
+def sample(logits: jax.Array, sampling: Sampling, key: jax.Array) -> jax.Array:
+  """Draws one token per row of logits (..., V) -> int32 (...)."""
+  return jax.random.categorical(key, filter_logits(logits, sampling), axis=-1).astype(jnp.int32)
+
+
+@struct.dataclass
+class Guidance:
+  """Classifier-free guidance over branches [conditional, unconditional]: ``u + s * (c - u)``.
+
+  Schedules of the scale s over the decoded fraction t in [0, 1):
+    'linear'     s = start + (end - start) * t        (RandAR; t = tokens decoded before the forward / N)
+    'pow_cosine' s = (end - 1) * (1 - cos(pi * t**power)) / 2 + 1   (RAR; t = step / N; start unused)
+  A constant scale is 'linear' with start == end.
+  """
+  start: float = 1.0
+  end: float = 4.0
+  power: float = 1.0
+  schedule: str = struct.field(pytree_node=False, default="linear")
+  branches: int = struct.field(pytree_node=False, default=2)
+
+  @classmethod
+  def linear(cls, start: float, end: float) -> "Guidance":
+    return cls(start=float(start), end=float(end), schedule="linear")
+
+  @classmethod
+  def constant(cls, scale: float) -> "Guidance":
+    return cls.linear(scale, scale)
+
+  @classmethod
+  def pow_cosine(cls, scale: float, power: float) -> "Guidance":
+    return cls(start=1.0, end=float(scale), power=float(power), schedule="pow_cosine")
+
+  @classmethod
+  def parse(cls, spec: str | None) -> "Guidance | None":
+    """'none' | 'S' (constant) | 'S0,S1' (linear, as RandAR's --cfg-scales) | 'powcos:S,P'."""
+    if spec is None or spec.strip().lower() in ("", "none", "off"):
+      return None
+    try:
+      if spec.startswith("powcos:"):
+        scale, power = (float(v) for v in spec[len("powcos:"):].split(","))
+        return cls.pow_cosine(scale, power)
+      values = [float(v) for v in spec.split(",")]
+    except ValueError:
+      raise ValueError(f"malformed guidance {spec!r}: use 'none', 'S', 'S0,S1' or 'powcos:S,P'") from None
+    if len(values) == 1:
+      return cls.constant(values[0])
+    if len(values) == 2:
+      return cls.linear(*values)
+    raise ValueError(f"malformed guidance {spec!r}: use 'none', 'S', 'S0,S1' or 'powcos:S,P'")
+
+  @classmethod
+  def from_original(cls, cfg_scales) -> "Guidance | None":
+    """RandAR's ``cfg_scales=(s0, s1)``: guidance is on only when s1 > 1."""
+    s0, s1 = (float(v) for v in cfg_scales)
+    return cls.linear(s0, s1) if s1 > 1.0 else None
+
+  def scale(self, t: jax.Array) -> jax.Array:
+    if self.schedule == "linear":
+      return self.start + (self.end - self.start) * t
+    if self.schedule == "pow_cosine":
+      return (self.end - 1.0) * (1.0 - jnp.cos(jnp.pi * t ** self.power)) / 2.0 + 1.0
+    raise ValueError(f"unknown guidance schedule {self.schedule!r}")
+
+  def branch_labels(self, labels: jax.Array, null: jax.Array) -> jax.Array:
+    """(B,) -> (B, branches): [class, null class]."""
+    return jnp.stack([labels, null], axis=1)
+
+  def combine(self, logits: jax.Array, t: jax.Array) -> jax.Array:
+    """logits (B, branches, ..., V) -> guided (B, ..., V) at decoded fraction t."""
+    cond, uncond = logits[:, 0], logits[:, 1]
+    return uncond + self.scale(t) * (cond - uncond)
+
+
+@struct.dataclass
+class SpatialGuidance:
+  """RandAR's spatial guidance for resolution extrapolation: three branches per sample,
+  c = (class, all anchors), s = (null class, all anchors), u = (null class, some anchor embeddings zeroed):
+
+      l = l_u + cfg * (l_c - l_s) + spatial * (l_s - l_u),  both scales linear in the decoded fraction.
+  """
+  cfg_start: float = 3.0
+  cfg_end: float = 3.0
+  spatial_start: float = 2.5
+  spatial_end: float = 2.5
+  branches: int = struct.field(pytree_node=False, default=3)
+
+  def branch_labels(self, labels: jax.Array, null: jax.Array) -> jax.Array:
+    return jnp.stack([labels, null, null], axis=1)
+
+  def combine(self, logits: jax.Array, t: jax.Array) -> jax.Array:
+    cond, spatial, uncond = logits[:, 0], logits[:, 1], logits[:, 2]
+    cfg = self.cfg_start + (self.cfg_end - self.cfg_start) * t
+    scfg = self.spatial_start + (self.spatial_end - self.spatial_start) * t
+    return uncond + cfg * (cond - spatial) + scfg * (spatial - uncond)

@@ -1,0 +1,151 @@
+"""Zero-shot applications at the token level: extrapolation parity, generation around known tokens, features."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import fixture_file
+from randar_jax.decode import plan as plan_lib
+from randar_jax.decode.randar import generate
+from randar_jax.decode.sampling import Guidance, Sampling
+from randar_jax.models import rope
+from randar_jax.zeroshot.extrapolate import anchor_cells, extrapolate
+from randar_jax.zeroshot.features import bidirectional_features
+from randar_jax.zeroshot.known import generate_with_known, token_mask_from_pixels
+
+GREEDY = Sampling.make(top_k=1)
+
+
+@pytest.fixture(scope="module")
+def extrapolation(fixtures):
+  data = np.load(fixture_file(fixtures, "extrapolation_rope.npz"))
+  return {k: data[k] for k in data}
+
+
+def test_extrapolation_rope_tables(extrapolation):
+  grid, head_dim, base, cls_tokens, factor, ntk = extrapolation["extrapolation_args"]
+  table = rope.with_class_rows(rope.extrapolated_rope_table(int(grid), int(head_dim), base, factor, int(ntk)),
+                               int(cls_tokens))
+  np.testing.assert_allclose(table, extrapolation["extrapolation_freqs_cis"], atol=1e-6, rtol=0)
+  grid, head_dim, base, cls_tokens = extrapolation["base_args"]
+  table = rope.with_class_rows(rope.rope_table(int(grid), int(head_dim), base), int(cls_tokens))
+  np.testing.assert_allclose(table, extrapolation["base_freqs_cis"], atol=1e-6, rtol=0)
+
+
+def test_extrapolation_matches_original_and_samples_every_token(randar_tiny, extrapolation):
+  model, config = randar_tiny
+  g = {k[len("gen/"):]: v for k, v in extrapolation.items() if k.startswith("gen/")}
+  assert str(g["model_file"]) == "randar_tiny"
+  factor = int(g["extrapolation_factor"])
+  out = extrapolate(model, g["cond"], jax.random.key(0), factor=factor, num_steps=int(g["num_inference_steps"]),
+                    guidance=Guidance.from_original(g["cfg_scales"]), ntk_boundary=int(g["ntk_boundary"]),
+                    order=g["token_order"], trace=True,
+                    sampling=Sampling.make(float(g["temperature"]), int(g["top_k"]), float(g["top_p"])))
+  np.testing.assert_array_equal(out.low_res.order, g["low_res_token_order"])
+  np.testing.assert_array_equal(out.low_res.tokens, g["low_res_indices"])
+  np.testing.assert_allclose(out.low_res.trace.guided, g["low_res_step_logits"], atol=2e-4, rtol=1e-4)
+  n_low, sampled = g["low_res_token_order"].shape[1], g["high_res_step_logits"].shape[1]
+  np.testing.assert_allclose(np.asarray(out.high_res.trace.guided)[:, n_low:n_low + sampled],
+                             g["high_res_step_logits"], atol=2e-4, rtol=1e-4)
+  ours = np.asarray(out.high_res.tokens_in_order)
+  reference = np.take_along_axis(g["result_indices"], g["token_order"], axis=1)
+  mask = g["sampled_mask_in_generation_order"]
+  np.testing.assert_array_equal(ours[mask], reference[mask])
+  # The original never samples its last chunk (left at code 0); we must sample it.
+  assert (~mask).sum() > 0, "the fixture documents the original's unsampled tail"
+  n = g["token_order"].shape[1]
+  counts = plan_lib.query_counts(n, int(g["num_inference_steps"]), n_low)
+  assert counts[: len(g["high_res_query_counts"])] == g["high_res_query_counts"].tolist()
+  assert sum(counts) == n - n_low, "every high-resolution token is sampled"
+  assert np.asarray(out.high_res.trace.guided)[:, n_low:][~mask[:, n_low:]].any(axis=-1).all()
+
+
+def test_extrapolation_spatial_guidance_and_errors(randar_tiny):
+  model, config = randar_tiny
+  labels = np.array([1, 2])
+  base = extrapolate(model, labels, jax.random.key(1), num_steps=6, guidance=Guidance.constant(3.0),
+                     sampling=GREEDY)
+  spatial = extrapolate(model, labels, jax.random.key(1), num_steps=6, guidance=Guidance.constant(3.0),
+                        spatial=(2.5, 2.5), sampling=GREEDY)
+  n = (config.grid_size * 2) ** 2
+  assert spatial.tokens.shape == (2, n)
+  np.testing.assert_array_equal(spatial.low_res.tokens, base.low_res.tokens)   # stage 1 has no spatial branch
+  assert not np.array_equal(spatial.tokens, base.tokens)
+  anchors = anchor_cells(config.grid_size * 2, 2)
+  assert anchors[np.asarray(spatial.order)[:, : config.num_tokens]].all()
+  with pytest.raises(ValueError, match="spatial guidance needs class guidance"):
+    extrapolate(model, labels, jax.random.key(0), spatial=(2.0, 2.0))
+  with pytest.raises(ValueError, match="integer >= 2"):
+    extrapolate(model, labels, jax.random.key(0), factor=1)
+  with pytest.raises(ValueError, match="anchor cells first"):
+    extrapolate(model, labels, jax.random.key(0), order=np.tile(np.arange(n), (2, 1)))
+
+
+def _tokens(config, batch, seed=0):
+  return np.random.default_rng(seed).integers(0, config.vocab_size, (batch, config.num_tokens))
+
+
+def test_known_tokens_are_kept_with_ragged_masks(randar_tiny):
+  model, config = randar_tiny
+  tokens = _tokens(config, 3)
+  generate_mask = np.zeros_like(tokens, bool)
+  generate_mask[0, :5] = True          # 11 known
+  generate_mask[1, ::2] = True         # 8 known
+  generate_mask[2, :] = True           # nothing known
+  out = generate_with_known(model, tokens, generate_mask, np.array([1, 2, 3]), jax.random.key(0), num_steps=4,
+                            guidance=Guidance.linear(1.0, 3.0))
+  result = np.asarray(out.tokens)
+  np.testing.assert_array_equal(result[~generate_mask], tokens[~generate_mask])
+  known_first = ~np.take_along_axis(generate_mask, np.asarray(out.order), axis=1)
+  assert all((row[: row.sum()]).all() for row in known_first), "known cells lead the order"
+
+
+def test_all_known_returns_input_and_nothing_known_is_plain_sampling(randar_tiny):
+  model, config = randar_tiny
+  tokens, labels = _tokens(config, 2), np.array([3, 4])
+  same = generate_with_known(model, tokens, np.zeros_like(tokens, bool), labels, jax.random.key(0))
+  np.testing.assert_array_equal(same.tokens, tokens)
+  key = jax.random.key(7)
+  free = generate_with_known(model, tokens, np.ones_like(tokens, bool), labels, key, num_steps=5)
+  plain = generate(model, labels, key, num_steps=5)
+  np.testing.assert_array_equal(free.tokens, plain.tokens)
+  np.testing.assert_array_equal(free.order, plain.order)
+
+
+def test_known_input_errors(randar_tiny):
+  model, config = randar_tiny
+  tokens = _tokens(config, 2)
+  with pytest.raises(ValueError, match="mask must be boolean with the tokens' shape"):
+    generate_with_known(model, tokens, np.ones((2, 3), bool), np.array([0, 1]), jax.random.key(0))
+  with pytest.raises(ValueError, match="tokens must have shape"):
+    generate_with_known(model, tokens[:, :-1], np.ones((2, 15), bool), np.array([0, 1]), jax.random.key(0))
+  with pytest.raises(ValueError, match="codes in"):
+    generate_with_known(model, tokens + config.vocab_size, np.ones_like(tokens, bool), np.array([0, 1]),
+                        jax.random.key(0))
+
+
+def test_pixel_mask_rule():
+  mask = np.zeros((32, 48), np.uint8)
+  mask[15, 16] = 255                     # one pixel in token (0, 1)
+  mask[20:, 40:] = 1                     # the bottom-right corner block -> token (1, 2)
+  np.testing.assert_array_equal(token_mask_from_pixels(mask, 16), [[False, True, False], [False, False, True]])
+  with pytest.raises(ValueError, match="not a multiple"):
+    token_mask_from_pixels(np.zeros((30, 32)), 16)
+
+
+def test_second_pass_features_see_the_whole_image(randar_tiny):
+  """A token's second-pass feature changes when a token *after* it changes; its first-pass feature doesn't."""
+  model, config = randar_tiny
+  tokens = _tokens(config, 1)
+  changed = tokens.copy()
+  changed[0, -1] = (changed[0, -1] + 1) % config.vocab_size          # the last token in raster order
+  first = [bidirectional_features(model, t, first_pass=True, layers=-1) for t in (tokens, changed)]
+  second = [bidirectional_features(model, t, layers=-1) for t in (tokens, changed)]
+  assert second[0].shape == (1, config.grid_size, config.grid_size, config.dim)
+  np.testing.assert_array_equal(first[0][0, 0, 0], first[1][0, 0, 0])
+  assert float(jnp.abs(second[0][0, 0, 0] - second[1][0, 0, 0]).max()) > 1e-4
+  stacked = bidirectional_features(model, tokens, layers=(0, 1))
+  assert stacked.shape == (2, 1, config.grid_size, config.grid_size, config.dim)
+  with pytest.raises(ValueError, match="layers must be in"):
+    bidirectional_features(model, tokens, layers=config.n_layer)
