@@ -291,11 +291,12 @@ def test_convert_load_and_cli_round_trip(tiny, fixtures, tmp_path, capsys):
   assert cli.main(["tokenize", *paths, "--tokenizer", str(ckpt), "--out", str(codes_file), "--crop", "none",
                    "--batch-size", "2"]) == 0
   codes = np.load(codes_file)
-  np.testing.assert_array_equal(codes, np.asarray(model.encode(images)))
+  in_twos = lambda fn, x: np.concatenate([np.asarray(fn(x[:2])), np.asarray(fn(x[1:]))[1:]])  # one shape: one compile
+  np.testing.assert_array_equal(codes, in_twos(model.encode, images))
   assert cli.main(["detokenize", str(codes_file), "--tokenizer", str(ckpt), "--out", str(tmp_path / "png"),
                    "--batch-size", "2"]) == 0
   decoded = np.stack([np.asarray(Image.open(tmp_path / "png" / f"{i:05d}.png")) for i in range(len(codes))])
-  np.testing.assert_array_equal(decoded, np.asarray(model.decode(codes)))
+  np.testing.assert_array_equal(decoded, in_twos(model.decode, codes))
   capsys.readouterr()
 
   codes[0, 0, 0] = model.vocab_size
@@ -307,7 +308,7 @@ def test_convert_load_and_cli_round_trip(tiny, fixtures, tmp_path, capsys):
   assert cli.main(["tokenize", str(tmp_path / "photo.png"), "--tokenizer", str(ckpt), "--out", str(codes_file),
                    "--image-size", "16"]) == 0                  # default: ADM center crop
   cropped = preprocess.center_crop_arr(Image.fromarray(photo), 16)
-  np.testing.assert_array_equal(np.load(codes_file)[0], np.asarray(model.encode(np.stack([cropped] * 3)))[0])
+  np.testing.assert_array_equal(np.load(codes_file)[0], np.asarray(model.encode(np.stack([cropped] * 2)))[0])
   odd = tmp_path / "odd.png"
   Image.fromarray(images[0][1:]).save(odd)
   assert cli.main(["tokenize", str(odd), "--tokenizer", str(ckpt), "--out", str(codes_file), "--crop", "none"]) == 2
