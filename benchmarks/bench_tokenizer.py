@@ -23,7 +23,7 @@ FAMILIES = ("vq_llamagen", "vq_maskgit")
 
 
 def measure(family: str, batch: int, size: int, repeats: int) -> dict:
-  config = models.FAMILIES[family][0].released()
+  config = models.family(family)[0].released()
   with sharding.model_context():
     graphdef = nnx.graphdef(nnx.eval_shape(lambda: models.build(config)))
     state = jax.jit(lambda: nnx.split(models.build(config))[1])()   # initialised on device

@@ -127,7 +127,7 @@ def test_manifest_maps_completely(fixtures, family):
   config = config_of(family, source.manifest)
   family_converter = next(f for f in CONVERTERS if f.name == family)
   assert family_converter.detect(source.keys()) and family_converter.infer_config(source) == config
-  assert config == models.FAMILIES[family][0].released()
+  assert config == models.family(family)[0].released()
   abstract = checkpoint.abstract_params(config)
   assert checkpoint.param_count(abstract) == source.manifest["num_parameters"] == RELEASED_PARAMETERS[family]
   assert len(source.keys()) == source.manifest["num_state_dict_entries"]
@@ -323,3 +323,10 @@ def test_crop_modes_of_the_tokenize_command():
   np.testing.assert_array_equal(preprocess.crop_image(photo, 16, "none"), np.asarray(photo))
   with pytest.raises(ValueError, match="unknown crop mode"):
     preprocess.crop_image(photo, 16, "zoom")
+
+
+def test_tokenizer_modules_import_first_without_a_cycle():
+  import sys
+  code = "import randar_jax.tokenizers.vq_maskgit, randar_jax.tokenizers.vq_llamagen, randar_jax.models as m; " \
+         "assert m.family('vq_maskgit')[1].__name__ == 'VQMaskGIT'"
+  subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
