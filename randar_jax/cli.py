@@ -235,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--out", required=True, help="output directory for 00000.png, 00001.png, ...")
   p.add_argument("--batch-size", type=int, default=8)
   p.set_defaults(run=_detokenize)
+
   p = commands.add_parser("sample", help="class-conditional sampling with parallel decoding")
   p.add_argument("checkpoint", help="Orbax checkpoint directory (from convert or training)")
   p.add_argument("--out", required=True, help="output directory")
