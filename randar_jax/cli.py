@@ -123,8 +123,7 @@ def _sample(args: argparse.Namespace) -> None:
   if tokenizer is None:
     images.save_grid(images.token_map(tokens[:64], config.vocab_size), os.path.join(args.out, "tokens.png"))
     return
-  pictures = np.concatenate([np.asarray(tokenizer.decode(tokens[i: i + args.batch_size]))
-                             for i in range(0, len(tokens), args.batch_size)])
+  pictures = np.concatenate(list(tokenizers.batches(tokenizer.decode, tokens, args.batch_size, desc="decoding")))
   images.save_grid(pictures[:64], os.path.join(args.out, "grid.png"))
   images.save_adm_npz(pictures, os.path.join(args.out, "samples.npz"), labels=labels)
   print(f"wrote {os.path.join(args.out, 'grid.png')} and samples.npz (ADM format, {pictures.shape})")
@@ -165,15 +164,12 @@ def _extract(args: argparse.Namespace) -> None:
 
   import jax
 
-  from randar_jax import checkpoint, sharding
+  from randar_jax import sharding, tokenizers
   from randar_jax.data import extract
 
   images = extract.open_images(args.images, split=args.split, data_dir=args.data_dir)
   # Local devices only: each process encodes its own images, independently of the others.
-  tokenizer = checkpoint.load_model(args.tokenizer, mesh=sharding.build_mesh(devices=jax.local_devices()))
-  missing = [a for a in ("vocab_size", "downsample", "encode") if not hasattr(tokenizer, a)]
-  if missing:
-    raise ValueError(f"{args.tokenizer} holds a {type(tokenizer).__name__}, not a tokenizer (no {missing})")
+  tokenizer = tokenizers.load(args.tokenizer, mesh=sharding.build_mesh(devices=jax.local_devices()))
   start = time.time()
   written = extract.extract(
       images, tokenizer, args.out, aug=args.aug, image_size=args.image_size, batch_size=args.batch_size,

@@ -149,3 +149,69 @@ def test_second_pass_features_see_the_whole_image(randar_tiny):
   assert stacked.shape == (2, 1, config.grid_size, config.grid_size, config.dim)
   with pytest.raises(ValueError, match="layers must be in"):
     bidirectional_features(model, tokens, layers=config.n_layer)
+
+
+# ---- image level (any tokenizer; here the grey-level tokenizer whose vocabulary matches the tiny model) ----
+
+@pytest.fixture(scope="module")
+def pixel_setup(randar_tiny):
+  from randar_jax.tokenizers.pixels import PixelTokenizer
+  model, config = randar_tiny
+  tok = PixelTokenizer(levels=config.vocab_size)
+  codes = np.random.default_rng(3).integers(0, config.vocab_size, (2, config.grid_size, config.grid_size))
+  return model, config, tok, np.asarray(tok.decode(codes))
+
+
+def test_pixel_tokenizer_round_trip():
+  from randar_jax import tokenizers
+  tok = tokenizers.load("pixels:17")
+  codes = np.arange(17).reshape(1, 1, 17)
+  np.testing.assert_array_equal(tok.encode(tok.decode(codes)), codes)
+  assert tok.decode(codes).dtype == jnp.uint8 and tok.decode(codes).shape == (1, 1, 17, 1)
+
+
+def test_inpaint_and_edit_keep_unmasked_pixels(pixel_setup):
+  from randar_jax.zeroshot import editing
+  model, config, tok, images = pixel_setup
+  g = config.grid_size
+  mask = np.zeros((g, g), bool)
+  mask[1:3, 1:3] = True
+  result = editing.inpaint(model, tok, images, mask, np.array([1, 2]), jax.random.key(0), num_steps=3,
+                           guidance=Guidance.linear(1.0, 3.0))
+  np.testing.assert_array_equal(result.images[:, ~mask], images[:, ~mask])
+  np.testing.assert_array_equal(result.images[:, mask], result.generated[:, mask])
+  edited = editing.edit(model, tok, images, mask * 255, np.array([7, 7]), jax.random.key(0), num_steps=3)
+  np.testing.assert_array_equal(edited.images[:, ~mask], images[:, ~mask])
+  assert edited.token_mask.shape == (2, g, g) and edited.token_mask[:, mask].all()
+
+
+def test_outpaint_and_extend(pixel_setup):
+  from randar_jax.zeroshot import editing
+  model, config, tok, images = pixel_setup
+  g = config.grid_size
+  keep = np.zeros((g, g), bool)
+  keep[:, : g // 2] = True
+  out = editing.outpaint(model, tok, images, keep, np.array([3, 4]), jax.random.key(1), num_steps=4)
+  np.testing.assert_array_equal(out.images[:, keep], images[:, keep])
+  wide = editing.extend(model, tok, images, np.array([3, 4]), jax.random.key(2), right=2, num_steps=4)
+  assert wide.images.shape == (2, g, g + 2, 1)
+  np.testing.assert_array_equal(wide.images[:, :, :g], images)
+  assert wide.token_mask[:, :, g:].all() and not wide.token_mask[:, :, :g].any()
+
+
+def test_image_level_bad_input(pixel_setup):
+  from randar_jax.zeroshot import editing
+  model, config, tok, images = pixel_setup
+  g, key, labels = config.grid_size, jax.random.key(0), np.array([1, 2])
+  with pytest.raises(ValueError, match="the mask must be"):
+    editing.inpaint(model, tok, images, np.ones((g + 1, g), bool), labels, key)
+  with pytest.raises(ValueError, match="selects nothing"):
+    editing.inpaint(model, tok, images, np.zeros((g, g), bool), labels, key)
+  with pytest.raises(ValueError, match="keep mask is empty"):
+    editing.outpaint(model, tok, images, np.zeros((g, g), bool), labels, key)
+  with pytest.raises(ValueError, match="nothing to outpaint"):
+    editing.outpaint(model, tok, images, np.ones((g, g), bool), labels, key)
+  with pytest.raises(ValueError, match="pixels for this model"):
+    editing.inpaint(model, tok, images[:, :-1], np.ones((g, g), bool), labels, key)
+  with pytest.raises(ValueError, match="at least one side"):
+    editing.extend(model, tok, images, labels, key)

@@ -41,7 +41,11 @@ class Tokenizer(Protocol):
 
 
 def load(directory: str | os.PathLike, *, mesh: jax.sharding.Mesh | None = None) -> Tokenizer:
-  """The tokenizer stored in a checkpoint directory; a clear error if it holds another kind of model."""
+  """The tokenizer stored in a checkpoint directory (or ``'pixels:LEVELS'`` for the grey-level tokenizer);
+  a clear error if the directory holds another kind of model."""
+  if os.fspath(directory).startswith("pixels:"):
+    from randar_jax.tokenizers.pixels import PixelTokenizer
+    return PixelTokenizer(levels=int(os.fspath(directory).split(":", 1)[1]))
   from randar_jax import checkpoint  # here: checkpoint -> models -> tokenizer modules import this package
   family = checkpoint.read_config(directory).get("family")
   if family not in FAMILIES:
