@@ -290,6 +290,9 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--all", action="store_true", help="also the random and hierarchical orders")
   p.set_defaults(run=_orders)
 
+  from randar_jax.zeroshot import commands as zeroshot_commands
+  zeroshot_commands.register(commands)
+
   args = parser.parse_args(argv)
   if args.command == "convert" and not args.check and not args.out:
     parser.error("convert needs an output directory (or --check)")

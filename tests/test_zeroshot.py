@@ -215,3 +215,32 @@ def test_image_level_bad_input(pixel_setup):
     editing.inpaint(model, tok, images[:, :-1], np.ones((g, g), bool), labels, key)
   with pytest.raises(ValueError, match="at least one side"):
     editing.extend(model, tok, images, labels, key)
+
+
+def test_zero_shot_commands(fixtures, randar_tiny, tmp_path, capsys):
+  """inpaint / edit / outpaint (box, extend) / extrapolate / features from image files to PNG panels."""
+  from PIL import Image
+  from randar_jax.cli import main
+  from randar_jax.convert import convert_checkpoint
+  _, config = randar_tiny
+  ckpt = convert_checkpoint(fixture_file(fixtures, "randar_tiny.safetensors"), tmp_path / "m", config,
+                            progress=False)
+  g = config.grid_size
+  image = tmp_path / "img.png"
+  Image.fromarray(np.random.default_rng(0).integers(0, 256, (g, g), dtype=np.uint8)).save(image)
+  common = ["--model", ckpt, "--tokenizer", f"pixels:{config.vocab_size}", "--steps", "3"]
+  out = tmp_path / "out"
+  assert main(["inpaint", str(image), "--box", "1,1,3,3", "--class", "2", "--out", str(out)] + common) == 0
+  assert main(["edit", str(image), "--box", "0,0,2,4", "--class", "5", "--out", str(out)] + common) == 0
+  assert main(["outpaint", str(image), "--keep-box", "0,0,4,2", "--class", "1", "--out", str(out)] + common) == 0
+  assert main(["outpaint", str(image), "--extend", "right=2", "--class", "1", "--out", str(out / "w")] + common) == 0
+  assert Image.open(out / "w" / "img_outpaint_result.png").size == (g + 2, g)
+  assert main(["features", str(image), "--out", str(out / "f"), "--model", ckpt,
+               "--tokenizer", f"pixels:{config.vocab_size}"]) == 0
+  assert np.load(out / "f" / "features.npy").shape == (1, g, g, config.dim)
+  assert main(["extrapolate", "--classes", "1", "--cfg", "3", "--out", str(out / "x")] + common) == 0
+  assert Image.open(out / "x" / "00000.png").size == (2 * g, 2 * g)
+  for name in ("img_inpaint.png", "img_edit.png", "img_outpaint.png"):
+    assert (out / name).exists()
+  assert main(["inpaint", str(image), "--box", "1,1", "--class", "2", "--out", str(out)] + common) == 2
+  assert "malformed box" in capsys.readouterr().err

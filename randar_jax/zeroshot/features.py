@@ -63,3 +63,16 @@ def bidirectional_features(model, tokens, labels=None, *, layers: int | Sequence
                     jnp.asarray(order, jnp.int32), wanted, first_pass)
   feats = feats.reshape(feats.shape[:2] + (cfg.grid_size, cfg.grid_size, feats.shape[-1]))
   return feats[0] if single else feats
+
+
+def pca_rgb(features) -> np.ndarray:
+  """Feature maps (B, h, w, D) -> uint8 (B, h, w, 3): the first three principal components over all tokens of
+  the batch, each scaled to 0..255 (similar features get similar colours across images)."""
+  feats = np.asarray(features, np.float64)
+  flat = feats.reshape(-1, feats.shape[-1])
+  flat = flat - flat.mean(axis=0)
+  _, _, components = np.linalg.svd(flat, full_matrices=False)
+  projected = flat @ components[:3].T
+  low, high = projected.min(axis=0), projected.max(axis=0)
+  scaled = (projected - low) / np.maximum(high - low, 1e-12) * 255
+  return scaled.reshape(feats.shape[:-1] + (3,)).astype(np.uint8)
