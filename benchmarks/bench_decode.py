@@ -5,8 +5,8 @@
     python -m benchmarks.bench_decode --layers 24 --dim 1024 --heads 16 --batch 64 --dtype bfloat16   # RandAR-L
 
 Prints one JSON line: images/s at 256 and 88 steps, the speed-up, compile time, KV-cache bytes, and the
-FLOPs each image costs under the plan actually run (padding included; attention counted over the whole
-cache, as the masked kernel computes it) with the achieved FLOP/s against a measured matmul peak.
+FLOPs each image costs under the plan actually run (padding included; attention counted over each
+segment's cache window, as the masked kernel computes it) with the achieved FLOP/s against a measured matmul peak.
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ def flops_per_image(cfg: RandARConfig, plan, branches: int) -> float:
   """Matmul FLOPs of one image (all branches) under ``plan``."""
   d, hd = cfg.dim, cfg.head_dim
   per_slot_layer = 2 * (d * (cfg.n_head + 2 * cfg.kv_heads) * hd + cfg.n_head * hd * d + 3 * d * cfg.ffn_hidden)
-  attention = 2 * 2 * plan.cache_slots * cfg.n_head * hd          # QK^T and PV against every cache slot
-  forwards = [(seg.width, len(seg.start)) for seg in plan.segments]
-  body = sum(w * n for w, n in forwards) * cfg.n_layer * (per_slot_layer + attention)
+  attention = 2 * 2 * cfg.n_head * hd          # per slot read: QK^T and PV against the segment's cache window
+  body = sum(seg.width * len(seg.start) * (per_slot_layer + attention * seg.window) for seg in plan.segments)
+  body *= cfg.n_layer
   head = plan.num_forwards * plan.max_queries * 2 * d * cfg.vocab_size
   return float(branches * (body + head))
 

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from benchmarks.common import add_model_args, randar_config, report
+from benchmarks.common import add_model_args, each_setting, randar_config, report
 from randar_jax import checkpoint, models, sharding
 from randar_jax.models.randar import RandARConfig
 
@@ -68,9 +68,9 @@ def main() -> None:
   add_model_args(parser)
   args = parser.parse_args()
   base, settings = randar_config(args)
-  results = [measure(dataclasses.replace(base, remat=r), args.batch, args.steps) for r in settings]
+  results, first = each_setting(lambda config: measure(config, args.batch, args.steps), base, settings)
   params = checkpoint.param_count(checkpoint.abstract_params(base))
-  report({"tokens_per_s": results[0]["tokens_per_s"], "compile_s": results[0]["compile_s"], "params": params,
+  report({"tokens_per_s": first.get("tokens_per_s"), "compile_s": first.get("compile_s"), "params": params,
           "batch": args.batch, "config": {k: v for k, v in dataclasses.asdict(base).items() if k != "remat"},
           "results": results})
 

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.bench_decode import matmul_peak
-from benchmarks.common import add_model_args, randar_config, report
+from benchmarks.common import add_model_args, each_setting, randar_config, report
 from randar_jax import checkpoint, sharding
 from randar_jax.data.pipeline import to_global
 from randar_jax.models.randar import RandARConfig
@@ -74,17 +74,18 @@ def main() -> None:
 
   base, settings = randar_config(args)
   mesh = sharding.build_mesh({"data": -1, "fsdp": args.fsdp})
-  results = [measure(dataclasses.replace(base, remat=r), args.batch, args.steps, mesh, args.grad_accum)
-             for r in settings]
+  results, first = each_setting(lambda config: measure(config, args.batch, args.steps, mesh, args.grad_accum),
+                                base, settings)
   kind = jax.devices()[0].device_kind
   if jax.default_backend() == "cpu":
     peak, source = matmul_peak(jnp.dtype(args.dtype)) / jax.device_count(), "measured matmul"
   else:
     peak, source = metrics.peak_flops(kind), "datasheet dense bf16"
   for r in results:
-    r["mfu"] = round(r["achieved_tflops"] * 1e12 / (peak * jax.device_count()), 4) if peak else None
+    if "error" not in r:
+      r["mfu"] = round(r["achieved_tflops"] * 1e12 / (peak * jax.device_count()), 4) if peak else None
   params = checkpoint.param_count(checkpoint.abstract_params(base))
-  report({"tokens_per_s": results[0]["tokens_per_s"], "mfu": results[0]["mfu"], "params": params,
+  report({"tokens_per_s": first.get("tokens_per_s"), "mfu": first.get("mfu"), "params": params,
           "batch": args.batch, "grad_accum": args.grad_accum, "mesh": dict(mesh.shape),
           "peak_tflops_per_device": round(peak / 1e12, 3) if peak else None, "peak_source": source,
           "config": {k: v for k, v in dataclasses.asdict(base).items() if k != "remat"}, "results": results})

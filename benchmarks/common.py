@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import time
@@ -58,3 +59,15 @@ def randar_config(args: argparse.Namespace):
                         grid_size=args.grid, num_classes=args.classes, dtype=args.dtype,
                         attention_impl=args.attention)
   return config, {"on": [True], "off": [False], "both": [True, False]}[args.remat]
+
+
+def each_setting(measure: Callable[[Any], dict], base, settings) -> tuple[list[dict], dict]:
+  """measure(config with remat=r) for each setting; a failure (e.g. out of memory without remat) is reported in
+  the results, not fatal. Returns (results, the first successful result or {})."""
+  results = []
+  for remat in settings:
+    try:
+      results.append(measure(dataclasses.replace(base, remat=remat)))
+    except Exception as e:  # noqa: BLE001 - keep the other setting's numbers
+      results.append({"remat": remat, "error": f"{type(e).__name__}: {str(e)[:300]}"})
+  return results, next((r for r in results if "error" not in r), {})

@@ -46,7 +46,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
                      order=dict(order="random", anneal=None, fallback="raster"),   # RandAR: always random
                      num_threads=8, prefetch=4, workers=0,
                      synthetic=dict(num_records=100_000, num_aug=2, noise=0.1, seed=0))
-  config.tokenizer = ""                 # tokenizer checkpoint for image sample grids ("" = token maps)
+  config.tokenizer = ""                 # tokenizer (checkpoint dir or pixels:N) for image grids; "" = token maps
 
   config.log_every = 100
   config.ckpt_every = 5_000             # the original's --ckpt-every

@@ -10,6 +10,7 @@ import pathlib
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 
 import jax  # noqa: E402  (after XLA_FLAGS)
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 jax.config.update("jax_default_matmul_precision", "highest")
@@ -41,6 +42,28 @@ def fixture_file(fixtures: pathlib.Path, name: str) -> pathlib.Path:
 def load_json(path: pathlib.Path) -> dict:
   import json
   return json.loads(path.read_text())
+
+
+class ManifestSource:
+  """A TensorSource over a full-size manifest: real key names and shapes, zero tensors made one at a time."""
+
+  def __init__(self, path):
+    self.path = str(path)
+    self.manifest = load_json(path)
+    self._shapes = {k: tuple(s) for k, s, _ in self.manifest["state_dict"]}
+    self._dtypes = {k: d.replace("torch.", "") for k, _, d in self.manifest["state_dict"]}
+
+  def keys(self):
+    return list(self._shapes)
+
+  def shape(self, key):
+    return self._shapes[key]
+
+  def dtype(self, key):
+    return self._dtypes[key]
+
+  def get(self, key):
+    return np.zeros(self._shapes[key], np.float32)
 
 
 @pytest.fixture(scope="session")

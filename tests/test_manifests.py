@@ -1,9 +1,8 @@
 """The released full-size checkpoints' key manifests map exactly onto our parameter trees (no memory needed)."""
 
-import numpy as np
 import pytest
 
-from conftest import fixture_file, load_json
+from conftest import ManifestSource, fixture_file
 from randar_jax import checkpoint
 from randar_jax.config_io import load_config
 from randar_jax.convert import convert_params
@@ -17,28 +16,6 @@ MANIFESTS = {
     "manifest_randar_xl.json": "variant=XL,tokenizer=llamagen",
     "manifest_randar_l_maskgit.json": "variant=L,tokenizer=maskgit",
 }
-
-
-class ManifestSource:
-  """A TensorSource over a manifest: real key names and shapes, zero tensors produced one at a time."""
-
-  def __init__(self, path):
-    self.path = str(path)
-    self.manifest = load_json(path)
-    self._shapes = {k: tuple(s) for k, s, _ in self.manifest["state_dict"]}
-    self._dtypes = {k: d.replace("torch.", "") for k, _, d in self.manifest["state_dict"]}
-
-  def keys(self):
-    return list(self._shapes)
-
-  def shape(self, key):
-    return self._shapes[key]
-
-  def dtype(self, key):
-    return self._dtypes[key]
-
-  def get(self, key):
-    return np.zeros(self._shapes[key], np.float32)
 
 
 @pytest.mark.parametrize("name", sorted(MANIFESTS))

@@ -43,12 +43,12 @@ class DecodeOutput:
   cache: KVCache | None = None          # the cache buffer, to pass (donated) to the next call
 
 
-def make_plan(num_tokens: int, num_steps: int, known: int = 0, buckets: str | Sequence[int] | None = "default"
-              ) -> Plan:
+def make_plan(num_tokens: int, num_steps: int, known: int = 0, buckets: str | Sequence[int] | None = "default",
+              lagging: bool = False) -> Plan:
   """``buckets``: 'default' (monotone buckets, the fast path), None (one width), or explicit widths."""
   if buckets == "default":
     buckets = default_buckets(num_tokens, num_steps) if known == 0 else None
-  return build_plan(num_tokens, num_steps, known, buckets)
+  return build_plan(num_tokens, num_steps, known, buckets, lagging=lagging)
 
 
 def chunk_logits_fn(model: RandAR, labels: jax.Array, order: jax.Array, table: np.ndarray | None,
@@ -82,44 +82,42 @@ def new_cache(model: RandAR, batch: int, plan: Plan) -> KVCache:
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "plan", "trace"), donate_argnames=("cache",))
-def _decode(graphdef, state, plan: Plan, labels, order, key, sampling, guidance, forced, prefix, cache,
-            trace: bool):
+def _decode(graphdef, state, plan: Plan, labels, order, key, sampling, guidance, forced, prefix, table,
+            token_scale, cache, trace: bool):
   TRACE_COUNT["randar"] += 1
   model = nnx.merge(graphdef, state)
-  batch = labels.shape[0]
-  branches = 1 if guidance is None else guidance.branches
-  branch_labels = labels[:, None] if guidance is None else jnp.stack(
-      [labels, jnp.full_like(labels, model.config.null_class)], axis=1)
+  null = jnp.full_like(labels, model.config.null_class) if guidance is not None else None
+  branch_labels = labels[:, None] if guidance is None else guidance.branch_labels(labels, null)
   cache = KVCache(*(sharding.constrain(c, attention.AXES) for c in cache))
-  tokens = jnp.zeros((batch, plan.num_tokens + 1), jnp.int32)
+  tokens = jnp.zeros((labels.shape[0], plan.num_tokens + 1), jnp.int32)
   if prefix is not None:
     tokens = tokens.at[:, : prefix.shape[1]].set(prefix)
   tokens = sharding.constrain(tokens, ("batch", None))
-  step = chunk_logits_fn(model, branch_labels, order, None)
+  step = chunk_logits_fn(model, branch_labels, order, table, token_scale)
   tokens, cache, logits = engine.run(plan, step, cache, tokens, key, sampling, guidance, forced, trace)
   return tokens[:, :-1], cache, logits
 
 
 def validate(config, labels: np.ndarray, num_steps: int, order: np.ndarray | None, guidance: Guidance | None,
-             known: int = 0) -> None:
-  """Host-side checks before anything is compiled."""
+             known: int = 0, num_tokens: int | None = None, lagging: bool = False) -> None:
+  """Host-side checks before anything is compiled (num_tokens: the canvas size, default the model's)."""
+  n = num_tokens or config.num_tokens
+  steps_max = n if lagging else n - known
   if labels.ndim != 1:
     raise ValueError(f"labels must be a 1-D array of class ids, got shape {labels.shape}")
   if labels.size and (labels.min() < 0 or labels.max() >= config.num_classes):
     raise ValueError(f"class ids must be in [0, {config.num_classes}), got {labels.min()}..{labels.max()}")
-  if not (num_steps == -1 or 1 <= num_steps <= config.num_tokens):
-    raise ValueError(f"num_steps must be in [1, {config.num_tokens}] (or -1 for one token per step), "
-                     f"got {num_steps}")
+  if not 0 <= known < n:
+    raise ValueError(f"the known prefix must leave tokens to generate: need 0 <= known < {n}, got {known}")
+  if not (num_steps == -1 or 1 <= num_steps <= steps_max):
+    raise ValueError(f"num_steps must be in [1, {steps_max}] (or -1 for one token per step), got {num_steps}")
   if guidance is not None:
     _ = config.null_class  # raises if the model has no null class
   if order is not None:
-    expected = (labels.shape[0], config.num_tokens)
-    if order.shape != expected:
-      raise ValueError(f"order must have shape {expected}, got {order.shape}")
-    if not (np.sort(order, axis=1) == np.arange(config.num_tokens)).all():
+    if order.shape != (labels.shape[0], n):
+      raise ValueError(f"order must have shape {(labels.shape[0], n)}, got {order.shape}")
+    if not (np.sort(order, axis=1) == np.arange(n)).all():
       raise ValueError("every row of order must be a permutation of 0..N-1")
-  if not 0 <= known < config.num_tokens:
-    raise ValueError(f"known prefix length must be in [0, {config.num_tokens}), got {known}")
 
 
 def random_orders(key: jax.Array, batch: int, num_tokens: int) -> jax.Array:
@@ -130,21 +128,25 @@ def random_orders(key: jax.Array, batch: int, num_tokens: int) -> jax.Array:
 def generate(model: RandAR, labels, key: jax.Array, *, num_steps: int = 88, order=None,
              sampling: Sampling = Sampling(), guidance: Guidance | None = None, prefix=None,
              forced: engine.Forced | None = None, buckets: str | Sequence[int] | None = "default",
-             trace: bool = False, cache: KVCache | None = None) -> DecodeOutput:
+             trace: bool = False, cache: KVCache | None = None, table: np.ndarray | None = None,
+             lagging: bool = False, token_scale=None) -> DecodeOutput:
   """Samples (B, N) token grids for class ``labels`` (B,).
 
   order: (B, N) raster cell per generation step (default: random per sample, drawn from ``key``).
-  prefix: (B, m) known tokens for the first m generation steps, teacher-forced in one prefill forward.
+  prefix: (B, m) known tokens for the first m generation steps, teacher-forced in one prefill forward; the
+    ``num_steps`` forwards then decode the other N - m (``lagging``: the original extrapolation schedule).
   forced: tokens that replace whatever is sampled at given generation steps (ragged known sets).
+  table: a RoPE table (N, head_dim / 2, 2) for another canvas (outpainting, extrapolation); N follows it.
+  token_scale: (B, branches, N) factors on image-token embeddings per guidance branch (spatial guidance).
   trace: also return per-token logits (after and before guidance), for parity checks.
   cache: a cache from a previous call with the same shapes; it is donated and returned in the output.
   """
   labels_np = np.asarray(labels)
   order_np = None if order is None else np.asarray(order)
   known = 0 if prefix is None else int(np.shape(prefix)[1])
-  validate(model.config, labels_np, num_steps, order_np, guidance, known)
-  n = model.config.num_tokens
-  plan = make_plan(n, num_steps, known, buckets)
+  n = model.config.num_tokens if table is None else int(np.shape(table)[0])
+  validate(model.config, labels_np, num_steps, order_np, guidance, known, n, lagging)
+  plan = make_plan(n, num_steps, known, buckets, lagging)
   order_key, sample_key = jax.random.split(key)
   orders = random_orders(order_key, labels_np.shape[0], n) if order is None else jnp.asarray(order, jnp.int32)
   branches = 1 if guidance is None else guidance.branches
@@ -152,8 +154,9 @@ def generate(model: RandAR, labels, key: jax.Array, *, num_steps: int = 88, orde
   if cache is None or cache.k.shape[1] != rows or cache.slots != plan.cache_slots:
     cache = new_cache(model, rows, plan)
   graphdef, state = nnx.split(model)
-  tokens, cache, logits = _decode(graphdef, state, plan, jnp.asarray(labels_np, jnp.int32), orders, sample_key,
-                                  sampling, guidance, forced, None if prefix is None else jnp.asarray(prefix),
-                                  cache, trace)
+  tokens, cache, logits = _decode(
+      graphdef, state, plan, jnp.asarray(labels_np, jnp.int32), orders, sample_key, sampling, guidance, forced,
+      None if prefix is None else jnp.asarray(prefix, jnp.int32), None if table is None else jnp.asarray(table),
+      None if token_scale is None else jnp.asarray(token_scale, jnp.float32), cache, trace)
   raster = jnp.take_along_axis(tokens, jnp.argsort(orders, axis=1), axis=1)
   return DecodeOutput(raster, orders, tokens, engine.collect_trace(plan, logits) if trace else None, cache)

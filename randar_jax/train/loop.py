@@ -130,7 +130,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, stop_at: int | Non
                                     tokens_per_step=config.batch_size * model_config.num_tokens)
   tokenizer = None
   if config.get("tokenizer"):  # on this process's devices: only process 0 decodes sample grids
-    tokenizer = checkpoint.load_model(config.tokenizer, mesh=sharding.build_mesh(devices=jax.local_devices()))
+    from randar_jax import tokenizers
+    tokenizer = tokenizers.load(config.tokenizer, mesh=sharding.build_mesh(devices=jax.local_devices()))
   rows, pending, timer, timed = [], [], None, 0
   end = config.total_steps if stop_at is None else min(stop_at, config.total_steps)
   try:
