@@ -53,5 +53,5 @@ def sample_grid(trainer, params: Mapping, step: int, workdir: str, *, num_images
   pictures = (np.asarray(tokenizer.decode(tokens)) if tokenizer is not None
               else images.token_map(tokens, cfg.vocab_size, cell=max(1, 64 // cfg.grid_size)))
   path = os.path.join(workdir, "samples", f"step_{step:08d}.png")
-  images.save_grid(pictures, path)
+  images.save_grid(pictures, path, scale=max(1, 64 // pictures.shape[1]))  # tiny images (pixel tokenizer) upscaled
   return path
