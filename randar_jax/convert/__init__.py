@@ -2,6 +2,7 @@
 
     params, config = convert_params('randar_0.3b_llamagen_360k_bs_1024_lr_0.0004.safetensors')
     convert_checkpoint('randar_l.safetensors', 'ckpt/randar_l')        # what `randar-jax convert` runs
+    convert_checkpoint('rar_l.bin', 'ckpt/rar_l')                      # RAR (raw torch state dict, safe reader)
     model = checkpoint.load_model('ckpt/randar_l')
 
 Each family registers how to recognise its state dict, how to infer its config from tensor shapes, and its
@@ -15,7 +16,7 @@ import os
 from typing import Any, Callable, Sequence
 
 from randar_jax import checkpoint
-from randar_jax.convert import randar
+from randar_jax.convert import randar, rar
 from randar_jax.convert.core import ConversionError, Rule, TensorSource, convert
 from randar_jax.convert.sources import open_source
 
@@ -31,6 +32,7 @@ class Family:
 
 FAMILIES = (
     Family("randar", randar.is_randar, randar.infer_config, randar.RULES, randar.IGNORE),
+    Family("rar", rar.is_rar, rar.infer_config, rar.RULES, rar.IGNORE),
 )
 
 

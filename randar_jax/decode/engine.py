@@ -9,17 +9,33 @@ forward can see); the engine does the rest, identically for every model:
 Everything here runs inside one ``jit``: one scan per plan segment (rows of equal chunk width), no Python
 loop over steps at run time, no host synchronisation. Keys are ``fold_in(key, forward_index)``, so results
 do not depend on how forwards are grouped into segments.
+
+A model family's ``generate`` validates on the host (:func:`validate`), builds its plan and calls
+:func:`decode` with an *adapter* ``adapter(model, labels (B, branches), order (B, N)) -> chunk_logits``
+(a module-level function: it is a static argument of the compiled program, cached per (adapter, plan, batch,
+guidance structure, sampling structure)). Guidance runs the batch as interleaved branches [conditional,
+null class] per sample, so a data-sharded batch keeps both branches of a sample on one device.
 """
 
 from __future__ import annotations
 
+import collections
+import dataclasses
+import functools
 from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from flax import nnx
 
+from randar_jax import sharding
 from randar_jax.decode.plan import Plan
 from randar_jax.decode.sampling import Guidance, Sampling, sample
+from randar_jax.models import attention
+from randar_jax.models.attention import KVCache
+
+TRACE_COUNT = collections.Counter()  # compilations of the decode program, by family name (tests check reuse)
 
 ChunkLogits = Callable[..., tuple[jax.Array, object]]
 
@@ -34,6 +50,15 @@ class Trace(NamedTuple):
   """Per-forward logits, when asked for: (forwards, B, K, V) after guidance and per branch before it."""
   guided: jax.Array
   raw: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeOutput:
+  tokens: jax.Array                     # (B, N) raster order
+  order: jax.Array                      # (B, N) raster cell generated at each step
+  tokens_in_order: jax.Array            # (B, N) generation order
+  trace: Trace | None = None            # per-token logits (B, N, V), raw (B, branches, N, V), if asked
+  cache: KVCache | None = None          # the cache buffer, to pass (donated) to the next call
 
 
 def run(plan: Plan, chunk_logits: ChunkLogits, cache, tokens: jax.Array, key: jax.Array, sampling: Sampling,
@@ -81,3 +106,78 @@ def collect_trace(plan: Plan, trace: Trace) -> Trace:
   guided = jnp.zeros((guided.shape[0], n, guided.shape[-1]), guided.dtype).at[:, out_gen].set(guided)
   raw = jnp.zeros(raw.shape[:2] + (n, raw.shape[-1]), raw.dtype).at[:, :, out_gen].set(raw)
   return Trace(guided[:, :-1], raw[:, :, :-1])
+
+
+# ---- what every family's generate() shares ---------------------------------------------------------------------
+
+def validate(config, labels: np.ndarray, num_steps: int, order: np.ndarray | None, guidance: Guidance | None,
+             known: int = 0) -> None:
+  """Host-side checks before anything is compiled."""
+  if labels.ndim != 1:
+    raise ValueError(f"labels must be a 1-D array of class ids, got shape {labels.shape}")
+  if labels.size and (labels.min() < 0 or labels.max() >= config.num_classes):
+    raise ValueError(f"class ids must be in [0, {config.num_classes}), got {labels.min()}..{labels.max()}")
+  if not (num_steps == -1 or 1 <= num_steps <= config.num_tokens):
+    raise ValueError(f"num_steps must be in [1, {config.num_tokens}] (or -1 for one token per step), "
+                     f"got {num_steps}")
+  if guidance is not None:
+    _ = config.null_class  # raises if the model has no null class
+  if order is not None:
+    expected = (labels.shape[0], config.num_tokens)
+    if order.shape != expected:
+      raise ValueError(f"order must have shape {expected}, got {order.shape}")
+    if not (np.sort(order, axis=1) == np.arange(config.num_tokens)).all():
+      raise ValueError("every row of order must be a permutation of 0..N-1")
+  if not 0 <= known < config.num_tokens:
+    raise ValueError(f"known prefix length must be in [0, {config.num_tokens}), got {known}")
+
+
+def random_orders(key: jax.Array, batch: int, num_tokens: int) -> jax.Array:
+  """(B, N) independent random permutations."""
+  return jax.vmap(lambda k: jax.random.permutation(k, num_tokens))(jax.random.split(key, batch)).astype(jnp.int32)
+
+
+def new_cache(config, rows: int, plan: Plan) -> KVCache:
+  """A zero cache for ``rows`` sequences (batch x branches) of a model config (n_layer, kv_heads, head_dim)."""
+  return KVCache.zeros(config.n_layer, rows, plan.cache_slots, config.kv_heads, config.head_dim,
+                       jnp.dtype(config.dtype))
+
+
+Adapter = Callable[[nnx.Module, jax.Array, jax.Array], ChunkLogits]
+
+
+@functools.partial(jax.jit, static_argnames=("name", "adapter", "graphdef", "plan", "trace"),
+                   donate_argnames=("cache",))
+def _decode(name: str, adapter: Adapter, graphdef, state, plan: Plan, labels, order, key, sampling, guidance,
+            forced, prefix, cache, trace: bool):
+  TRACE_COUNT[name] += 1
+  model = nnx.merge(graphdef, state)
+  batch = labels.shape[0]
+  branch_labels = labels[:, None] if guidance is None else jnp.stack(
+      [labels, jnp.full_like(labels, model.config.null_class)], axis=1)
+  cache = KVCache(*(sharding.constrain(c, attention.AXES) for c in cache))
+  tokens = jnp.zeros((batch, plan.num_tokens + 1), jnp.int32)
+  if prefix is not None:
+    tokens = tokens.at[:, : prefix.shape[1]].set(prefix)
+  tokens = sharding.constrain(tokens, ("batch", None))
+  tokens, cache, logits = run(plan, adapter(model, branch_labels, order), cache, tokens, key, sampling, guidance,
+                              forced, trace)
+  return tokens[:, :-1], cache, logits
+
+
+def decode(name: str, adapter: Adapter, model: nnx.Module, plan: Plan, labels: np.ndarray, orders: jax.Array,
+           key: jax.Array, sampling: Sampling, guidance: Guidance | None, *, forced: Forced | None = None,
+           prefix=None, cache: KVCache | None = None, trace: bool = False) -> DecodeOutput:
+  """Runs a validated decode: labels (B,) host ids, orders (B, N). Reuses (donates) ``cache`` when its shape
+  fits, else allocates one. Returns raster tokens, the orders, generation-order tokens, trace and cache."""
+  cfg = model.config
+  rows = labels.shape[0] * (1 if guidance is None else guidance.branches)
+  shape = (cfg.n_layer, rows, cfg.kv_heads, plan.cache_slots, cfg.head_dim)
+  if cache is None or cache.k.shape != shape or cache.k.dtype != jnp.dtype(cfg.dtype):
+    cache = new_cache(cfg, rows, plan)
+  graphdef, state = nnx.split(model)
+  tokens, cache, logits = _decode(name, adapter, graphdef, state, plan, jnp.asarray(labels, jnp.int32), orders, key,
+                                  sampling, guidance, forced, None if prefix is None else jnp.asarray(prefix),
+                                  cache, trace)
+  raster = jnp.take_along_axis(tokens, jnp.argsort(orders, axis=1), axis=1)
+  return DecodeOutput(raster, orders, tokens, collect_trace(plan, logits) if trace else None, cache)

@@ -6,10 +6,12 @@ from typing import Any, Mapping
 
 from flax import nnx
 
+from randar_jax.models.rar import RAR, RARConfig
 from randar_jax.models.randar import RandAR, RandARConfig
 
 FAMILIES: dict[str, tuple[type, type[nnx.Module]]] = {
     "randar": (RandARConfig, RandAR),
+    "rar": (RARConfig, RAR),
 }
 
 

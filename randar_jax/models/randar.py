@@ -30,10 +30,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from randar_jax import sharding
 from randar_jax.models import rope
-from randar_jax.models.attention import KVCache, attend, attend_cached, slot_mask
-from randar_jax.models.layers import RMSNorm, SwiGLU, cross_entropy, dropout, find_multiple, normal, param, zeros
+from randar_jax.models.attention import KVCache, self_attention
+from randar_jax.models.layers import (RMSNorm, SwiGLU, cross_entropy, drop_labels, dropout, find_multiple, normal,
+                                     param, scan_blocks, zeros)
 
 # Published sizes (RandAR configs/randar/*.yaml; XXL = LlamaGen GPT-XXL shape, no public weights).
 VARIANTS: dict[str, dict[str, int]] = {
@@ -175,12 +175,8 @@ class Attention(nnx.Module):
     q = rope.apply_rope(jnp.einsum("bsd,dhk->bshk", x, self.wq[...].astype(dtype)), rows)
     k = rope.apply_rope(jnp.einsum("bsd,dhk->bshk", x, self.wk[...].astype(dtype)), rows)
     v = jnp.einsum("bsd,dhk->bshk", x, self.wv[...].astype(dtype))
-    if cache is None:
-      out = attend(q, k, v, causal=True, implementation=cfg.attention_impl)
-    else:
-      window = cache.slots if window is None else window
-      cache, k, v = cache.update(layer, start, k, v, window)
-      out = attend_cached(q, k.astype(dtype), v.astype(dtype), slot_mask(start, x.shape[1], window))
+    out, cache = self_attention(q, k, v, cache=cache, layer=layer, start=start, window=window,
+                                implementation=cfg.attention_impl)
     return jnp.einsum("bshk,hkd->bsd", out, self.wo[...].astype(dtype)), cache
 
 
@@ -200,7 +196,7 @@ class Block(nnx.Module):
     x = x + dropout(h.astype(jnp.float32), cfg.resid_dropout, keys[0])
     h = self.feed_forward(self.ffn_norm(x), jnp.dtype(cfg.dtype))
     x = x + dropout(h.astype(jnp.float32), cfg.ffn_dropout, keys[1])
-    return sharding.constrain(x, ("batch", None, None)), cache
+    return x, cache
 
 
 class RandAR(nnx.Module):
@@ -240,8 +236,7 @@ class RandAR(nnx.Module):
   def class_embeddings(self, labels: jax.Array, dropout_key: jax.Array | None = None) -> jax.Array:
     """Class rows (B, D); during training each label becomes the null class with prob class_dropout_prob."""
     if dropout_key is not None and self.config.class_dropout_prob > 0:
-      drop = jax.random.uniform(dropout_key, labels.shape) < self.config.class_dropout_prob
-      labels = jnp.where(drop, self.config.null_class, labels)
+      labels = drop_labels(labels, self.config.class_dropout_prob, self.config.null_class, dropout_key)
     return self.cls_embedding[...][labels]
 
   def training_sequence(self, tokens: jax.Array, labels: jax.Array, order: jax.Array, *,
@@ -280,21 +275,12 @@ class RandAR(nnx.Module):
     """
     cfg = self.config
     rows = rope.gather_rows(self.rope_table() if table is None else table, cells)
-    graphdef, layer_state = nnx.split(self.layers)
-    keys = jax.random.split(dropout_rng, cfg.n_layer) if dropout_rng is not None else None
 
-    def body(carry, xs):
-      h, cache = carry
-      state, layer, key = xs
-      h, cache = nnx.merge(graphdef, state)(h, rows, cfg, cache=cache, layer=layer, start=start, window=window,
-                                            dropout_key=key)
-      return (h, cache), (h if return_hidden else None)
+    def apply(block, h, cache, layer, key):
+      return block(h, rows, cfg, cache=cache, layer=layer, start=start, window=window, dropout_key=key)
 
-    if cfg.remat:
-      body = jax.checkpoint(body, policy=getattr(jax.checkpoint_policies, cfg.remat_policy), prevent_cse=False)
-    x = sharding.constrain(x.astype(jnp.float32), ("batch", None, None))
-    (h, cache), hidden = jax.lax.scan(body, (x, cache), (layer_state, jnp.arange(cfg.n_layer), keys))
-    return h, cache, hidden
+    return scan_blocks(self.layers, cfg.n_layer, x, apply, cache=cache, dropout_rng=dropout_rng, remat=cfg.remat,
+                       remat_policy=cfg.remat_policy, return_hidden=return_hidden)
 
   def head(self, h: jax.Array) -> jax.Array:
     """Final RMSNorm and output projection; float32 logits (..., V)."""
