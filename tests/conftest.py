@@ -10,6 +10,7 @@ import pathlib
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 
 import jax  # noqa: E402  (after XLA_FLAGS)
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 jax.config.update("jax_default_matmul_precision", "highest")
@@ -43,18 +44,57 @@ def load_json(path: pathlib.Path) -> dict:
   return json.loads(path.read_text())
 
 
-@pytest.fixture(scope="session")
-def randar_tiny(fixtures):
-  """(model, config) for randar_tiny.safetensors, converted by the real converter with the fixture's config."""
-  from randar_jax import checkpoint, models, sharding
-  from randar_jax.convert import convert_params
-  from randar_jax.models.randar import RandARConfig
+class ManifestSource:
+  """A TensorSource over a manifest: real key names and shapes, zero tensors produced one at a time."""
+
+  def __init__(self, path):
+    self.path = str(path)
+    self.manifest = load_json(path)
+    self._shapes = {k: tuple(s) for k, s, _ in self.manifest["state_dict"]}
+    self._dtypes = {k: d.replace("torch.", "") for k, _, d in self.manifest["state_dict"]}
+
+  def keys(self):
+    return list(self._shapes)
+
+  def shape(self, key):
+    return self._shapes[key]
+
+  def dtype(self, key):
+    return self._dtypes[key]
+
+  def get(self, key):
+    return np.zeros(self._shapes[key], np.float32)
+
+
+def _restore(config, params):
+  """A model for ``config`` holding converted ``params`` (nested dict of NumPy arrays)."""
+  from randar_jax import models, sharding
   from flax import nnx
 
-  args = load_json(fixture_file(fixtures, "randar_tiny_config.json"))["constructor_args"]
-  config = RandARConfig.from_torch_args(args)
-  params, config = convert_params(fixture_file(fixtures, "randar_tiny.safetensors"), config, progress=False)
   with sharding.model_context():
     graphdef, state = nnx.split(nnx.eval_shape(lambda: models.build(config)))
   nnx.replace_by_pure_dict(state, jax.tree.map(jax.numpy.asarray, params))
-  return nnx.merge(graphdef, state), config
+  return nnx.merge(graphdef, state)
+
+
+@pytest.fixture(scope="session")
+def rar_tiny(fixtures):
+  """(model, config) for rar_tiny.safetensors, converted by the real converter with the fixture's config."""
+  from randar_jax.convert import convert_params
+  from randar_jax.models.rar import RARConfig
+
+  config = RARConfig.from_original(load_json(fixture_file(fixtures, "rar_tiny_config.json"))["config"])
+  params, config = convert_params(fixture_file(fixtures, "rar_tiny.safetensors"), config, progress=False)
+  return _restore(config, params), config
+
+
+@pytest.fixture(scope="session")
+def randar_tiny(fixtures):
+  """(model, config) for randar_tiny.safetensors, converted by the real converter with the fixture's config."""
+  from randar_jax.convert import convert_params
+  from randar_jax.models.randar import RandARConfig
+
+  args = load_json(fixture_file(fixtures, "randar_tiny_config.json"))["constructor_args"]
+  params, config = convert_params(fixture_file(fixtures, "randar_tiny.safetensors"),
+                                  RandARConfig.from_torch_args(args), progress=False)
+  return _restore(config, params), config

@@ -1,24 +1,29 @@
 """RAR state dict (``RAR.state_dict()`` of 1d-tokenizer, keys exactly as released in ``rar_{b,l,xl,xxl}.bin``) ->
 Flax params. 18 tensors per block + 9 (spec ``rar.md`` section 5).
 
-| PyTorch key                                        | Flax leaf                                  | transform            |
-|----------------------------------------------------|--------------------------------------------|----------------------|
-| cls_token (1, 1, D)                                | cls_token (1, D)                           | squeeze              |
-| embeddings.weight (V + 1 + C + 1, D)               | embeddings                                 | copy                 |
-| pos_embed, target_aware_pos_embed (1, N + 1024, D) | pos_embed, target_aware_pos_embed (N + 1024, D) | squeeze (all rows kept) |
-| timesteps_embeddings (1, N + 100, D)               | timesteps_embeddings (N + 100, D)          | squeeze (all rows kept) |
-| blocks.{i}.norm{1,2}.{weight,bias}                 | blocks/norm{1,2}/{scale,bias}[i]           | copy                 |
-| blocks.{i}.attn.qkv.weight (3D, D) / .bias         | blocks/attn/qkv/kernel[i] (D, 3, H, hd) / bias (3, H, hd) | transpose, split [3][H][hd] |
-| blocks.{i}.attn.{q,k}_norm.{weight,bias} (hd,)     | blocks/attn/{q,k}_norm/{scale,bias}[i]     | copy                 |
-| blocks.{i}.attn.proj.weight (D, D) / .bias         | blocks/attn/proj/kernel[i] (H, hd, D) / bias | transpose, split heads |
-| blocks.{i}.mlp.fc{1,2}.{weight,bias}               | blocks/mlp/fc{1,2}/{kernel,bias}[i]        | transpose / copy     |
-| blocks.{i}.adaLN_modulation.1.weight (6D, D) / .bias | blocks/adaLN_modulation/kernel[i] (D, 6, D) / bias (6, D) | transpose, [shift1,scale1,gate1,shift2,scale2,gate2] |
-| adaln_before_head.adaLN_modulation.1.weight (2D, D) / .bias | adaln_before_head/adaLN_modulation/kernel (D, 2, D) / bias (2, D) | transpose, [scale, shift] |
-| lm_head.weight (V, D) / .bias                      | lm_head/kernel (D, V) / bias               | transpose / copy     |
+| PyTorch key (i = block)                    | Flax leaf                                 | transform               |
+|--------------------------------------------|-------------------------------------------|-------------------------|
+| cls_token (1, 1, D)                        | cls_token (1, D)                          | squeeze                 |
+| embeddings.weight (V + 1 + C + 1, D)       | embeddings                                | copy                    |
+| pos_embed, target_aware_pos_embed          | same names, (N + 1024, D)                 | squeeze, all rows kept  |
+| timesteps_embeddings (1, N + 100, D)       | timesteps_embeddings (N + 100, D)         | squeeze, all rows kept  |
+| blocks.i.norm{1,2}.{weight,bias}           | blocks/norm{1,2}/{scale,bias}[i]          | copy                    |
+| blocks.i.attn.qkv.weight (3D, D) / bias    | blocks/attn/qkv/kernel[i] (D, 3, H, hd)   | transpose, [3][H][hd]   |
+| blocks.i.attn.{q,k}_norm.{weight,bias}     | blocks/attn/{q,k}_norm/{scale,bias}[i]    | copy                    |
+| blocks.i.attn.proj.weight (D, D) / bias    | blocks/attn/proj/kernel[i] (H, hd, D)     | transpose, split heads  |
+| blocks.i.mlp.fc{1,2}.{weight,bias}         | blocks/mlp/fc{1,2}/{kernel,bias}[i]       | transpose / copy        |
+| blocks.i.adaLN_modulation.1.weight (6D, D) | blocks/adaLN_modulation/kernel[i] (D,6,D) | transpose, (6, D) out * |
+| adaln_before_head.adaLN_modulation.1.*     | adaln_before_head/adaLN_modulation/kernel | transpose, (2, D) out * |
+| lm_head.weight (V, D) / bias               | lm_head/kernel (D, V) / bias              | transpose / copy        |
+
+* block output rows [shift1 | scale1 | gate1 | shift2 | scale2 | gate2], head rows [scale | shift] (kernel (D, 2, D)).
+Biases of split outputs are reshaped the same way ((3D,) -> (3, H, hd), (6D,) -> (6, D)).
 
 Choice recorded: the oversized position / time tables are kept whole (1280 and 356 rows for N = 256, of which
 only the first N + 2 are ever read), so the parameter count equals the original's and a round trip is lossless.
 The causal ``attn_mask`` buffer is not persistent and never in the state dict, so nothing is ignored.
+The released files are raw torch pickles; ``sources.open_source`` reads them without unpickling code
+(``.safetensors`` works as well).
 """
 
 from __future__ import annotations
@@ -71,7 +76,7 @@ def infer_config(source: TensorSource, **overrides) -> RARConfig:
   (dropouts) keep their defaults. Raises ConversionError on shapes no RAR model has."""
   keys = source.keys()
   if not is_rar(keys):
-    raise ConversionError(f"{source.path} is not a RAR checkpoint (no target_aware_pos_embed / timesteps_embeddings)")
+    raise ConversionError(f"{source.path} is not a RAR checkpoint (no target_aware_pos_embed or timesteps_embeddings)")
   needed = ("embeddings.weight", "pos_embed", "timesteps_embeddings", "lm_head.weight", "blocks.0.attn.q_norm.weight",
             "blocks.0.mlp.fc1.weight")
   missing = [k for k in needed if k not in keys]
@@ -85,7 +90,7 @@ def infer_config(source: TensorSource, **overrides) -> RARConfig:
   n_layer = len({m.group(1) for k in keys if (m := re.match(r"blocks\.(\d+)\.", k))})
   num_classes = rows - vocab - 2
   problems = [msg for ok, msg in (
-      (grid * grid == num_tokens and num_tokens > 0, f"pos_embed rows - {POS_EXTRA_ROWS} = {num_tokens} is not a square"),
+      (grid * grid == num_tokens > 0, f"pos_embed rows - {POS_EXTRA_ROWS} = {num_tokens} is not a square grid"),
       (source.shape("timesteps_embeddings")[-2] == num_tokens + TIME_EXTRA_ROWS,
        f"timesteps_embeddings has {source.shape('timesteps_embeddings')[-2]} rows, expected N + {TIME_EXTRA_ROWS}"),
       (head_dim > 0 and dim % head_dim == 0, f"q_norm size {head_dim} does not divide the width {dim}"),
