@@ -32,8 +32,9 @@ from flax import nnx
 
 from randar_jax.models import rope
 from randar_jax.models.attention import KVCache, self_attention
-from randar_jax.models.layers import (RMSNorm, SwiGLU, cross_entropy, drop_labels, dropout, find_multiple, normal,
-                                     param, scan_blocks, zeros)
+from randar_jax.models.generator import Generator, GeneratorConfig
+from randar_jax.models.layers import (RMSNorm, SwiGLU, drop_labels, dropout, find_multiple, normal, param, scan_blocks,
+                                     zeros)
 
 # Published sizes (RandAR configs/randar/*.yaml; XXL = LlamaGen GPT-XXL shape, no public weights).
 VARIANTS: dict[str, dict[str, int]] = {
@@ -47,8 +48,9 @@ TOKENIZER_VOCAB = {"llamagen": 16384, "maskgit": 1024}
 
 
 @dataclasses.dataclass(frozen=True)
-class RandARConfig:
+class RandARConfig(GeneratorConfig):
   """Architecture and numerics of a RandAR transformer. Defaults are RandAR-L with the LlamaGen tokenizer."""
+  FAMILY, NAME = "randar", "RandAR"
   vocab_size: int = 16384
   dim: int = 1024
   n_layer: int = 24
@@ -70,26 +72,15 @@ class RandARConfig:
   attention_impl: str | None = "xla"    # 'xla' | 'cudnn' | None (JAX picks)
 
   def __post_init__(self):
-    if self.dim % self.n_head:
-      raise ValueError(f"dim {self.dim} is not divisible by n_head {self.n_head}")
+    self.check_common()
     if self.n_head % self.kv_heads:
       raise ValueError(f"n_head {self.n_head} is not a multiple of n_kv_head {self.kv_heads}")
     if self.head_dim % 4:
       raise ValueError(f"2D RoPE needs head_dim divisible by 4, got {self.head_dim}")
-    if not hasattr(jax.checkpoint_policies, self.remat_policy):
-      raise ValueError(f"unknown remat_policy {self.remat_policy!r}; use a jax.checkpoint_policies name")
-
-  @property
-  def head_dim(self) -> int:
-    return self.dim // self.n_head
 
   @property
   def kv_heads(self) -> int:
     return self.n_kv_head or self.n_head
-
-  @property
-  def num_tokens(self) -> int:
-    return self.grid_size ** 2
 
   @property
   def ffn_hidden(self) -> int:
@@ -117,18 +108,6 @@ class RandARConfig:
     if tokenizer not in TOKENIZER_VOCAB:
       raise ValueError(f"unknown tokenizer {tokenizer!r}; choose from {sorted(TOKENIZER_VOCAB)}")
     return cls(**{"vocab_size": TOKENIZER_VOCAB[tokenizer], **VARIANTS[name], **overrides})
-
-  @classmethod
-  def from_dict(cls, values: Mapping[str, Any]) -> "RandARConfig":
-    """From a plain dict (a ConfigDict's ``to_dict()`` or a checkpoint's JSON); unknown keys are an error."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(values) - names - {"family"}
-    if unknown:
-      raise ValueError(f"unknown RandAR config keys {sorted(unknown)}; known: {sorted(names)}")
-    return cls(**{k: v for k, v in values.items() if k in names})
-
-  def to_dict(self) -> dict[str, Any]:
-    return {"family": "randar", **dataclasses.asdict(self)}
 
   @classmethod
   def from_torch_args(cls, args: Mapping[str, Any], **overrides: Any) -> "RandARConfig":
@@ -199,8 +178,9 @@ class Block(nnx.Module):
     return x, cache
 
 
-class RandAR(nnx.Module):
+class RandAR(Generator, nnx.Module):
   """The RandAR transformer. Parameter names follow the PyTorch state dict (see convert/randar.py)."""
+  STACKED = "layers"
 
   def __init__(self, cfg: RandARConfig, *, rngs: nnx.Rngs):
     self.config = cfg
@@ -303,17 +283,7 @@ class RandAR(nnx.Module):
     logits = self.head(h[:, 1::2][:, : order.shape[1]])  # the instruction slots 1, 3, ..., 2N - 1
     return (logits, hidden) if return_hidden else logits
 
-  def weight_decay_mask(self) -> dict:
-    """True for parameters that get weight decay: every tensor with ndim >= 2 (RandAR's rule; this includes
-    both embedding tables and pos_instruct_embeddings (1, D)), none on RMSNorm scales. Stacked layer
-    parameters are judged without their leading layer axis."""
-    def decays(path, p):
-      return p.ndim - (path[0].key == "layers") >= 2
-    return jax.tree_util.tree_map_with_path(decays, nnx.to_pure_dict(nnx.state(self, nnx.Param)))
-
-  def loss(self, tokens: jax.Array, labels: jax.Array, order: jax.Array, *,
-           dropout_rng: jax.Array | None = None, ordered: bool = False) -> tuple[jax.Array, jax.Array]:
-    """Mean cross-entropy over the instruction slots (float32) and the logits (B, N, V)."""
-    logits = self(tokens, labels, order, dropout_rng=dropout_rng, ordered=ordered)
-    targets = tokens if ordered else jnp.take_along_axis(tokens, order, axis=1)
-    return cross_entropy(logits, targets), logits
+  def decays(self, name: str, rank: int) -> bool:
+    """RandAR's rule: every tensor with ndim >= 2 decays (this includes both embedding tables and
+    pos_instruct_embeddings (1, D)); RMSNorm scales do not."""
+    return rank >= 2

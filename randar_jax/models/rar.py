@@ -36,8 +36,9 @@ import jax.numpy as jnp
 from flax import nnx
 
 from randar_jax.models.attention import KVCache, self_attention
-from randar_jax.models.layers import (Dense, LayerNorm, cross_entropy, drop_labels, dropout, layer_norm, normal, param,
-                                      scan_blocks, zeros)
+from randar_jax.models.generator import Generator, GeneratorConfig
+from randar_jax.models.layers import (Dense, LayerNorm, drop_labels, dropout, layer_norm, normal, param, scan_blocks,
+                                      zeros)
 
 # Published sizes (1d-tokenizer README_RAR.md; always 16 heads, MLP ratio 4). 'tiny' is for tests and demos.
 VARIANTS: dict[str, dict[str, int]] = {
@@ -53,8 +54,9 @@ NO_DECAY_SUBSTRINGS = ("ln", "bias", "latent_tokens", "mask_token", "embedding",
 
 
 @dataclasses.dataclass(frozen=True)
-class RARConfig:
+class RARConfig(GeneratorConfig):
   """Architecture and numerics of a RAR generator. Defaults are RAR-L with the MaskGIT VQGAN (1024 codes)."""
+  FAMILY, NAME = "rar", "RAR"
   vocab_size: int = 1024                # image codes (the MaskGIT VQGAN codebook)
   dim: int = 1024
   n_layer: int = 24
@@ -72,24 +74,13 @@ class RARConfig:
   attention_impl: str | None = "xla"    # 'xla' | 'cudnn' | None (JAX picks); training with attn dropout uses XLA
 
   def __post_init__(self):
-    if self.dim % self.n_head:
-      raise ValueError(f"dim {self.dim} is not divisible by n_head {self.n_head}")
-    if min(self.vocab_size, self.dim, self.n_layer, self.mlp_dim, self.grid_size, self.num_classes) < 1:
+    if min(self.vocab_size, self.dim, self.n_head, self.n_layer, self.mlp_dim, self.grid_size, self.num_classes) < 1:
       raise ValueError(f"every RAR size must be positive: {self}")
-    if not hasattr(jax.checkpoint_policies, self.remat_policy):
-      raise ValueError(f"unknown remat_policy {self.remat_policy!r}; use a jax.checkpoint_policies name")
-
-  @property
-  def head_dim(self) -> int:
-    return self.dim // self.n_head
+    self.check_common()
 
   @property
   def kv_heads(self) -> int:
     return self.n_head
-
-  @property
-  def num_tokens(self) -> int:
-    return self.grid_size ** 2
 
   @property
   def embedding_rows(self) -> int:
@@ -127,20 +118,6 @@ class RARConfig:
     if name not in VARIANTS:
       raise ValueError(f"unknown RAR variant {name!r}; choose from {sorted(VARIANTS)}")
     return cls(**{**VARIANTS[name], **overrides})
-
-  @classmethod
-  def from_dict(cls, values: Mapping[str, Any]) -> "RARConfig":
-    """From a plain dict (a ConfigDict's ``to_dict()`` or a checkpoint's JSON); unknown keys are an error."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(values) - names - {"family"}
-    if unknown:
-      raise ValueError(f"unknown RAR config keys {sorted(unknown)}; known: {sorted(names)}")
-    if values.get("family", "rar") != "rar":
-      raise ValueError(f"config is for family {values['family']!r}, not 'rar'")
-    return cls(**{k: v for k, v in values.items() if k in names})
-
-  def to_dict(self) -> dict[str, Any]:
-    return {"family": "rar", **dataclasses.asdict(self)}
 
   @classmethod
   def from_original(cls, config: Mapping[str, Any], **overrides: Any) -> "RARConfig":
@@ -229,8 +206,9 @@ class FinalLayer(nnx.Module):
     return modulate(layer_norm(x, cfg.norm_eps), mod[..., 1, :], mod[..., 0, :])
 
 
-class RAR(nnx.Module):
+class RAR(Generator, nnx.Module):
   """The RAR generator. Parameter names follow the PyTorch state dict (see convert/rar.py)."""
+  STACKED = "blocks"
 
   def __init__(self, cfg: RARConfig, *, rngs: nnx.Rngs):
     self.config = cfg
@@ -319,24 +297,13 @@ class RAR(nnx.Module):
     logits = self.head(h[:, 1:end], c[:, 1:end])
     return (logits, hidden, c) if return_hidden else logits
 
-  def weight_decay_mask(self) -> dict:
-    """True for parameters that get weight decay, by RAR's name rule (``create_optimizer`` in 1d-tokenizer):
-    no decay for tensors of rank < 2 or whose name contains any of NO_DECAY_SUBSTRINGS (case-sensitive).
+  def decays(self, name: str, rank: int) -> bool:
+    """RAR's name rule (``create_optimizer`` in 1d-tokenizer): no decay for tensors of rank < 2 or whose name
+    contains any of NO_DECAY_SUBSTRINGS (case-sensitive).
 
     Our leaf names keep the torch names' substrings and ranks >= 2 where torch has them, so the rule gives the
     same sets: decayed cls_token, qkv / proj / fc1 / fc2 / block adaLN kernels and lm_head kernel; not decayed:
     biases, norms, the embedding and positional / time tables, and -- by a string accident of the original
-    ("adaln" contains "ln") -- all of adaln_before_head. Stacked block parameters are judged without their
-    layer axis.
+    ("adaln" contains "ln") -- all of adaln_before_head.
     """
-    def decays(path, p):
-      name = ".".join(str(k.key) for k in path)
-      return p.ndim - (path[0].key == "blocks") >= 2 and not any(s in name for s in NO_DECAY_SUBSTRINGS)
-    return jax.tree_util.tree_map_with_path(decays, nnx.to_pure_dict(nnx.state(self, nnx.Param)))
-
-  def loss(self, tokens: jax.Array, labels: jax.Array, order: jax.Array, *,
-           dropout_rng: jax.Array | None = None, ordered: bool = False) -> tuple[jax.Array, jax.Array]:
-    """Mean cross-entropy over the N predictions (float32; ``ARLoss``) and the logits (B, N, V)."""
-    logits = self(tokens, labels, order, dropout_rng=dropout_rng, ordered=ordered)
-    targets = tokens if ordered else jnp.take_along_axis(tokens, order, axis=1)
-    return cross_entropy(logits, targets), logits
+    return rank >= 2 and not any(s in name for s in NO_DECAY_SUBSTRINGS)
