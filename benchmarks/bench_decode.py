@@ -8,9 +8,9 @@
     python -m benchmarks.bench_decode --model rar --layers 24 --dim 1024 --heads 16 --batch 128   # RAR-L (T5: f32)
 
 Prints one JSON line: images/s (RandAR: at 256 and 88 steps and the speed-up; RAR: at 256 steps), compile
-time, KV-cache bytes, and the FLOPs each image costs under the plan actually run (RandAR: padding included,
-attention counted over the whole cache; RAR: attention over each segment's window, as the masked kernel
-computes it) with the achieved FLOP/s against a measured matmul peak. Images/s exclude the VQ decoder.
+time, KV-cache bytes, and the FLOPs each image costs under the plan actually run (padding included; attention
+counted over each segment's cache window, as the masked kernel computes it) with the achieved FLOP/s against
+a measured matmul peak. Images/s exclude the VQ decoder.
 """
 
 from __future__ import annotations
@@ -37,9 +37,9 @@ def flops_per_image(cfg: RandARConfig, plan, branches: int) -> float:
   """Matmul FLOPs of one image (all branches) under ``plan``."""
   d, hd = cfg.dim, cfg.head_dim
   per_slot_layer = 2 * (d * (cfg.n_head + 2 * cfg.kv_heads) * hd + cfg.n_head * hd * d + 3 * d * cfg.ffn_hidden)
-  attention = 2 * 2 * plan.cache_slots * cfg.n_head * hd          # QK^T and PV against every cache slot
-  forwards = [(seg.width, len(seg.start)) for seg in plan.segments]
-  body = sum(w * n for w, n in forwards) * cfg.n_layer * (per_slot_layer + attention)
+  attention = 2 * 2 * cfg.n_head * hd          # per slot read: QK^T and PV against the segment's cache window
+  body = sum(seg.width * len(seg.start) * (per_slot_layer + attention * seg.window) for seg in plan.segments)
+  body *= cfg.n_layer
   head = plan.num_forwards * plan.max_queries * 2 * d * cfg.vocab_size
   return float(branches * (body + head))
 

@@ -82,9 +82,15 @@ def main() -> None:
                       grid_size=args.grid, num_classes=args.classes, dtype=args.dtype,
                       attention_impl=args.attention)
   settings = {"on": [True], "off": [False], "both": [True, False]}[args.remat]
-  results = [measure(dataclasses.replace(base, remat=r), args.batch, args.steps) for r in settings]
+  results = []
+  for remat in settings:
+    try:
+      results.append(measure(dataclasses.replace(base, remat=remat), args.batch, args.steps))
+    except Exception as e:  # noqa: BLE001 - e.g. out of memory without remat: report it, keep the other setting
+      results.append({"remat": remat, "error": f"{type(e).__name__}: {str(e)[:300]}"})
+  first = next((r for r in results if "error" not in r), {})
   params = checkpoint.param_count(checkpoint.abstract_params(base))
-  report({"tokens_per_s": results[0]["tokens_per_s"], "compile_s": results[0]["compile_s"], "params": params,
+  report({"tokens_per_s": first.get("tokens_per_s"), "compile_s": first.get("compile_s"), "params": params,
           "batch": args.batch, "config": {k: v for k, v in dataclasses.asdict(base).items() if k != "remat"},
           "results": results})
 

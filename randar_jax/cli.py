@@ -1,7 +1,10 @@
 """The ``randar-jax`` command line.
 
     randar-jax convert WEIGHTS.safetensors OUT_DIR [--config configs/randar.py:variant=L]
+    randar-jax convert vq_ds16_c2i.pt ckpt/vq_llamagen          # tokenizers too (.pt / .bin / .safetensors)
     randar-jax info OUT_DIR
+    randar-jax tokenize IMAGE... --tokenizer ckpt/vq_llamagen --out codes.npy [--image-size 256 --crop adm]
+    randar-jax detokenize codes.npy --tokenizer ckpt/vq_llamagen --out images/
     randar-jax sample CKPT_DIR --out DIR --classes 1,2,3 --num-per-class 4 --steps 88 --cfg 1,4 [--tokenizer TOK]
     randar-jax sample RAR_CKPT --out DIR --classes 1,2,3 [--cfg powcos:16,2.75 --temperature 1.0]   (RAR, raster)
     randar-jax demo
@@ -67,10 +70,64 @@ def _decode_settings(args: argparse.Namespace, config) -> dict:
               sampling=Sampling.make(1.0 if args.temperature is None else args.temperature, args.top_k, args.top_p))
 
 
+def _tokenize(args: argparse.Namespace) -> None:
+  import numpy as np
+
+  from randar_jax import tokenizers
+  from randar_jax.tokenizers.preprocess import crop_image, load_image
+
+  def read(path):
+    try:
+      return crop_image(load_image(path), args.image_size, args.crop)
+    except OSError as e:  # unreadable, truncated or not an image
+      raise ValueError(f"cannot read image {path}: {e}") from None
+
+  def load(paths):
+    images = [read(p) for p in paths]
+    if len({i.shape for i in images}) > 1:
+      raise ValueError(f"images differ in size ({sorted({i.shape for i in images})}); use --crop adm or resize")
+    return np.stack(images)
+
+  missing = [p for p in args.images if not os.path.isfile(p)]
+  if missing:
+    raise FileNotFoundError(f"{len(missing)} image file(s) not found: {', '.join(missing[:5])}")
+  tok = tokenizers.load(args.tokenizer)
+  codes = list(tokenizers.batches(tok.encode, args.images, args.batch_size, load=load, desc="tokenizing"))
+  if len({c.shape[1:] for c in codes}) > 1:
+    raise ValueError("images differ in size across batches; use --crop adm or resize")
+  codes = np.concatenate(codes)
+  np.save(args.out, codes)
+  print(f"wrote {args.out}: codes {codes.shape} {codes.dtype} in [0, {tok.vocab_size}) for {len(args.images)} "
+        f"image(s)")
+
+
+def _detokenize(args: argparse.Namespace) -> None:
+  import numpy as np
+  from PIL import Image
+
+  from randar_jax import tokenizers
+  from randar_jax.tokenizers.base import check_codes
+
+  try:
+    codes = np.load(args.codes)
+  except (OSError, EOFError) as e:
+    raise ValueError(f"cannot read codes from {args.codes} (a .npy of integer codes?): {e}") from None
+  codes = codes[None] if codes.ndim == 1 else codes.reshape(-1, *codes.shape[-2:]) if codes.ndim == 4 else codes
+  tok = tokenizers.load(args.tokenizer)
+  codes = check_codes(codes, tok.vocab_size)
+  os.makedirs(args.out, exist_ok=True)
+  index = 0
+  for images in tokenizers.batches(tok.decode, codes, args.batch_size, desc="decoding"):
+    for image in images:
+      Image.fromarray(image).save(os.path.join(args.out, f"{index:05d}.png"))
+      index += 1
+  print(f"wrote {index} PNG image(s) of {images.shape[1]}x{images.shape[2]} to {args.out}")
+
+
 def _sample(args: argparse.Namespace) -> None:
   import numpy as np
 
-  from randar_jax import checkpoint, models
+  from randar_jax import checkpoint, models, tokenizers
   from randar_jax.decode import batched
   from randar_jax.utils import images
 
@@ -80,7 +137,7 @@ def _sample(args: argparse.Namespace) -> None:
   if args.batch_size < 1:
     raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
   settings = _decode_settings(args, config)
-  tokenizer = checkpoint.load_model(args.tokenizer) if args.tokenizer else None
+  tokenizer = tokenizers.load(args.tokenizer) if args.tokenizer else None
   model = checkpoint.load_model(args.checkpoint, **({"dtype": args.dtype} if args.dtype else {}))
   tokens, orders = batched.sample_labels(model, labels, batch_size=args.batch_size, seed=args.seed, **settings)
   os.makedirs(args.out, exist_ok=True)
@@ -89,8 +146,7 @@ def _sample(args: argparse.Namespace) -> None:
   if tokenizer is None:
     images.save_grid(images.token_map(tokens[:64], config.vocab_size), os.path.join(args.out, "tokens.png"))
     return
-  pictures = np.concatenate([np.asarray(tokenizer.decode(tokens[i: i + args.batch_size]))
-                             for i in range(0, len(tokens), args.batch_size)])
+  pictures = np.concatenate(list(tokenizers.batches(tokenizer.decode, tokens, args.batch_size, desc="decoding")))
   images.save_grid(pictures[:64], os.path.join(args.out, "grid.png"))
   images.save_adm_npz(pictures, os.path.join(args.out, "samples.npz"), labels=labels)
   print(f"wrote {os.path.join(args.out, 'grid.png')} and samples.npz (ADM format, {pictures.shape})")
@@ -131,15 +187,12 @@ def _extract(args: argparse.Namespace) -> None:
 
   import jax
 
-  from randar_jax import checkpoint, sharding
+  from randar_jax import sharding, tokenizers
   from randar_jax.data import extract
 
   images = extract.open_images(args.images, split=args.split, data_dir=args.data_dir)
   # Local devices only: each process encodes its own images, independently of the others.
-  tokenizer = checkpoint.load_model(args.tokenizer, mesh=sharding.build_mesh(devices=jax.local_devices()))
-  missing = [a for a in ("vocab_size", "downsample", "encode") if not hasattr(tokenizer, a)]
-  if missing:
-    raise ValueError(f"{args.tokenizer} holds a {type(tokenizer).__name__}, not a tokenizer (no {missing})")
+  tokenizer = tokenizers.load(args.tokenizer, mesh=sharding.build_mesh(devices=jax.local_devices()))
   start = time.time()
   written = extract.extract(
       images, tokenizer, args.out, aug=args.aug, image_size=args.image_size, batch_size=args.batch_size,
@@ -174,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
   commands = parser.add_subparsers(dest="command", required=True)
 
   p = commands.add_parser("convert", help="PyTorch weights -> Orbax checkpoint (strict)")
-  p.add_argument("weights", help="released .safetensors file")
+  p.add_argument("weights", help="released weights: .safetensors, or a torch.save .pt / .pth / .bin (read safely)")
   p.add_argument("out", nargs="?", help="output checkpoint directory")
   p.add_argument("--config", help="config file[:args]; inferred from the tensor shapes when omitted")
   p.add_argument("--check", action="store_true", help="only validate keys and shapes, write nothing")
@@ -183,6 +236,24 @@ def main(argv: list[str] | None = None) -> int:
   p = commands.add_parser("info", help="print a checkpoint's config")
   p.add_argument("checkpoint")
   p.set_defaults(run=_info)
+
+  p = commands.add_parser("tokenize", help="images -> VQ codes (.npy, int32 (N, h, w))")
+  p.add_argument("images", nargs="+", help="image files (any format PIL reads)")
+  p.add_argument("--tokenizer", required=True, help="converted tokenizer checkpoint directory")
+  p.add_argument("--out", required=True, help="output .npy file")
+  p.add_argument("--image-size", type=int, default=256, help="side after cropping / resizing (default 256)")
+  p.add_argument("--crop", default="adm", choices=["adm", "resize", "none"],  # tokenizers.preprocess.CROPS
+                 help="adm: ADM center crop (RandAR's preprocessing, default); resize: squash to a square; "
+                      "none: as stored (sides must be multiples of 16)")
+  p.add_argument("--batch-size", type=int, default=8)
+  p.set_defaults(run=_tokenize)
+
+  p = commands.add_parser("detokenize", help="VQ codes (.npy) -> PNG images")
+  p.add_argument("codes", help=".npy of integer codes (N, h, w), (N, h * w) raster, or (N, views, h, w)")
+  p.add_argument("--tokenizer", required=True, help="converted tokenizer checkpoint directory")
+  p.add_argument("--out", required=True, help="output directory for 00000.png, 00001.png, ...")
+  p.add_argument("--batch-size", type=int, default=8)
+  p.set_defaults(run=_detokenize)
 
   p = commands.add_parser("sample", help="class-conditional sampling (RandAR: parallel decoding; RAR: raster)")
   p.add_argument("checkpoint", help="Orbax checkpoint directory (from convert or training)")
@@ -245,6 +316,9 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--grid", type=int, default=16)
   p.add_argument("--all", action="store_true", help="also the random and hierarchical orders")
   p.set_defaults(run=_orders)
+
+  from randar_jax.zeroshot import commands as zeroshot_commands
+  zeroshot_commands.register(commands)
 
   args = parser.parse_args(argv)
   if args.command == "convert" and not args.check and not args.out:

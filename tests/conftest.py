@@ -45,7 +45,7 @@ def load_json(path: pathlib.Path) -> dict:
 
 
 class ManifestSource:
-  """A TensorSource over a manifest: real key names and shapes, zero tensors produced one at a time."""
+  """A TensorSource over a full-size manifest: real key names and shapes, zero tensors made one at a time."""
 
   def __init__(self, path):
     self.path = str(path)

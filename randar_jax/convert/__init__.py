@@ -3,6 +3,7 @@
     params, config = convert_params('randar_0.3b_llamagen_360k_bs_1024_lr_0.0004.safetensors')
     convert_checkpoint('randar_l.safetensors', 'ckpt/randar_l')        # what `randar-jax convert` runs
     convert_checkpoint('rar_l.bin', 'ckpt/rar_l')                      # RAR (raw torch state dict, safe reader)
+    convert_checkpoint('vq_ds16_c2i.pt', 'ckpt/vq_llamagen')          # tokenizers: .pt / .bin / .safetensors
     model = checkpoint.load_model('ckpt/randar_l')
 
 Each family registers how to recognise its state dict, how to infer its config from tensor shapes, and its
@@ -16,8 +17,8 @@ import os
 from typing import Any, Callable, Sequence
 
 from randar_jax import checkpoint
-from randar_jax.convert import randar, rar
-from randar_jax.convert.core import ConversionError, Rule, TensorSource, convert
+from randar_jax.convert import randar, rar, vq_llamagen, vq_maskgit
+from randar_jax.convert.core import ConversionError, Rule, TensorSource, convert, module_rules
 from randar_jax.convert.sources import open_source
 
 
@@ -26,13 +27,18 @@ class Family:
   name: str
   detect: Callable[[list[str]], bool]
   infer_config: Callable[..., Any]
-  rules: Sequence[Rule]
+  rules: Sequence[Rule] | Callable[[dict], Sequence[Rule]]   # fixed, or built from the abstract param tree
   ignore: Sequence[str] = ()
+
+  def rules_for(self, abstract: dict) -> Sequence[Rule]:
+    return self.rules(abstract) if callable(self.rules) else self.rules
 
 
 FAMILIES = (
     Family("randar", randar.is_randar, randar.infer_config, randar.RULES, randar.IGNORE),
     Family("rar", rar.is_rar, rar.infer_config, rar.RULES, rar.IGNORE),
+    Family("vq_llamagen", vq_llamagen.is_vq_llamagen, vq_llamagen.infer_config, module_rules, vq_llamagen.IGNORE),
+    Family("vq_maskgit", vq_maskgit.is_vq_maskgit, vq_maskgit.infer_config, module_rules, vq_maskgit.IGNORE),
 )
 
 
@@ -55,12 +61,17 @@ def convert_params(path: str | os.PathLike, config=None, *, progress: bool = Tru
   source = open_source(path)
   family = detect_family(source)
   if config is None:
-    config = family.infer_config(source)
+    try:
+      config = family.infer_config(source)
+    except KeyError as e:
+      raise ConversionError(f"{path}: looks like a {family.name} checkpoint but has no tensor {e}, so its "
+                            f"config cannot be inferred; is the file complete?") from None
   elif config.to_dict()["family"] != family.name:
     raise ConversionError(f"{path} is a {family.name} checkpoint but the config is for "
                           f"{config.to_dict()['family']}")
-  params = convert(source, family.rules, checkpoint.abstract_params(config), ignore=family.ignore,
-                   progress=progress, check_only=check_only)
+  abstract = checkpoint.abstract_params(config)
+  params = convert(source, family.rules_for(abstract), abstract, ignore=family.ignore, progress=progress,
+                   check_only=check_only)
   return params, config
 
 

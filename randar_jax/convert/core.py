@@ -218,3 +218,31 @@ def convert(source: TensorSource, rules: Sequence[Rule], abstract: Mapping, *, i
       else:
         out[path][layer] = array
   return None if check_only else unflatten(out)
+
+
+# Flax leaf -> (PyTorch parameter name, transform) for torch's Conv2d / GroupNorm / Embedding-holding modules.
+TORCH_LEAVES: dict[str, tuple[str, Transform]] = {
+    "kernel": ("weight", conv), "bias": ("bias", copy), "scale": ("weight", copy),
+    "embedding": ("embedding.weight", copy)}
+
+
+def module_rules(abstract: Mapping, leaves: Mapping[str, tuple[str, Transform]] = TORCH_LEAVES) -> list[Rule]:
+  """One rule per parameter of a model whose module paths equal the PyTorch module names.
+
+  The target ``encoder/conv_blocks/0/res/1/conv1/kernel`` is filled from ``encoder.conv_blocks.0.res.1.conv1``
+  plus the torch name and transform of its leaf (``leaves['kernel'] = ('weight', conv)``). Coverage stays
+  strict both ways: a source key the model lacks is unexpected, a parameter the file lacks is missing.
+  """
+  rules = []
+  for path in flatten(abstract):
+    *modules, leaf = path.split("/")
+    if leaf not in leaves:
+      raise ConversionError(f"no PyTorch name is known for parameter {path!r} (leaf {leaf!r})")
+    name, transform = leaves[leaf]
+    rules.append(Rule(".".join([*modules, name]), (path,), transform))
+  return rules
+
+
+def count_children(keys: Iterable[str], prefix: str) -> int:
+  """How many numbered children ``prefix{i}.`` the keys have (e.g. layers, levels or blocks)."""
+  return len({m.group(1) for k in keys if (m := re.match(re.escape(prefix) + r"(\d+)\.", k))})

@@ -17,9 +17,7 @@
 
 from __future__ import annotations
 
-import re
-
-from randar_jax.convert.core import ConversionError, Rule, TensorSource, copy, linear, linear_in_heads
+from randar_jax.convert.core import ConversionError, Rule, TensorSource, copy, count_children, linear, linear_in_heads
 from randar_jax.models.randar import TOKENIZER_VOCAB, VARIANTS, RandARConfig
 
 RULES = (
@@ -53,7 +51,7 @@ def infer_config(source: TensorSource, **overrides) -> RandARConfig:
   if not is_randar(keys):
     raise ConversionError(f"{source.path} is not a RandAR checkpoint (no pos_instruct_embeddings / tok_embeddings)")
   vocab, dim = source.shape("tok_embeddings.weight")
-  n_layer = len({m.group(1) for k in keys if (m := re.match(r"layers\.(\d+)\.", k))})
+  n_layer = count_children(keys, "layers.")
   class_rows = source.shape("cls_embedding.embedding_table.weight")[0]
   for name, sizes in VARIANTS.items():
     if sizes["dim"] == dim and sizes["n_layer"] == n_layer and vocab in TOKENIZER_VOCAB.values():

@@ -1,6 +1,7 @@
 """Readers for checkpoint files that never execute code from the file.
 
-``.safetensors`` is read with the safetensors library (memory-mapped, one tensor at a time; bfloat16 included).
+``.safetensors`` is read with the safetensors library (memory-mapped, one tensor at a time; bfloat16 included);
+``torch.save`` archives (``.pt``, ``.pth``, ``.bin``) with the restricted reader in :mod:`.torch_pickle`.
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ import os
 import numpy as np
 from safetensors import SafetensorError, safe_open
 
-from randar_jax.convert.core import ConversionError, Shape
+from randar_jax.convert.core import ConversionError, Shape, TensorSource
+from randar_jax.convert.torch_pickle import TorchSource
 
 
 class SafetensorsSource:
@@ -24,16 +26,21 @@ class SafetensorsSource:
       self._file = safe_open(self.path, framework="numpy")
     except SafetensorError as e:
       raise ConversionError(f"{self.path} is not a readable .safetensors file (truncated or corrupt?): {e}") from None
-    self._keys = list(self._file.keys())
+    self._keys = dict.fromkeys(self._file.keys())   # ordered, O(1) membership
 
   def keys(self) -> list[str]:
     return list(self._keys)
 
+  def _slice(self, key: str):
+    if key not in self._keys:
+      raise KeyError(key)     # as every TensorSource does for a missing key
+    return self._file.get_slice(key)
+
   def shape(self, key: str) -> Shape:
-    return tuple(self._file.get_slice(key).get_shape())
+    return tuple(self._slice(key).get_shape())
 
   def dtype(self, key: str) -> str:
-    return self._file.get_slice(key).get_dtype()
+    return self._slice(key).get_dtype()
 
   def get(self, key: str) -> np.ndarray:
     try:
@@ -42,9 +49,12 @@ class SafetensorsSource:
       raise ConversionError(f"{self.path}: cannot read tensor {key!r} (truncated or corrupt file?): {e}") from None
 
 
-def open_source(path: str | os.PathLike) -> SafetensorsSource:
-  """Opens a checkpoint by extension. Supported: .safetensors."""
+READERS = {".safetensors": SafetensorsSource, ".pt": TorchSource, ".pth": TorchSource, ".bin": TorchSource}
+
+
+def open_source(path: str | os.PathLike) -> TensorSource:
+  """Opens a checkpoint by extension: .safetensors, or a torch.save archive (.pt / .pth / .bin)."""
   suffix = os.path.splitext(os.fspath(path))[1].lower()
-  if suffix == ".safetensors":
-    return SafetensorsSource(path)
-  raise ConversionError(f"unsupported checkpoint format {suffix!r} for {path}; expected .safetensors")
+  if suffix not in READERS:
+    raise ConversionError(f"unsupported checkpoint format {suffix!r} for {path}; expected one of {sorted(READERS)}")
+  return READERS[suffix](path)

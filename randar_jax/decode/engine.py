@@ -11,10 +11,11 @@ loop over steps at run time, no host synchronisation. Keys are ``fold_in(key, fo
 do not depend on how forwards are grouped into segments.
 
 A model family's ``generate`` validates on the host (:func:`validate`), builds its plan and calls
-:func:`decode` with an *adapter* ``adapter(model, labels (B, branches), order (B, N)) -> chunk_logits``
-(a module-level function: it is a static argument of the compiled program, cached per (adapter, plan, batch,
-guidance structure, sampling structure)). Guidance runs the batch as interleaved branches [conditional,
-null class] per sample, so a data-sharded batch keeps both branches of a sample on one device.
+:func:`decode` with an *adapter* ``adapter(model, labels (B, branches), order (B, N), *extras) ->
+chunk_logits`` (a module-level function: it is a static argument of the compiled program, cached per
+(adapter, plan, batch, guidance structure, sampling structure)). Guidance runs the batch as interleaved
+branches per sample ([conditional, null class], or three for spatial guidance), so a data-sharded batch keeps
+every branch of a sample on one device.
 """
 
 from __future__ import annotations
@@ -111,25 +112,25 @@ def collect_trace(plan: Plan, trace: Trace) -> Trace:
 # ---- what every family's generate() shares ---------------------------------------------------------------------
 
 def validate(config, labels: np.ndarray, num_steps: int, order: np.ndarray | None, guidance: Guidance | None,
-             known: int = 0) -> None:
-  """Host-side checks before anything is compiled."""
+             known: int = 0, num_tokens: int | None = None, lagging: bool = False) -> None:
+  """Host-side checks before anything is compiled (num_tokens: the canvas size, default the model's)."""
+  n = num_tokens or config.num_tokens
+  steps_max = n if lagging else n - known
   if labels.ndim != 1:
     raise ValueError(f"labels must be a 1-D array of class ids, got shape {labels.shape}")
   if labels.size and (labels.min() < 0 or labels.max() >= config.num_classes):
     raise ValueError(f"class ids must be in [0, {config.num_classes}), got {labels.min()}..{labels.max()}")
-  if not (num_steps == -1 or 1 <= num_steps <= config.num_tokens):
-    raise ValueError(f"num_steps must be in [1, {config.num_tokens}] (or -1 for one token per step), "
-                     f"got {num_steps}")
+  if not 0 <= known < n:
+    raise ValueError(f"the known prefix must leave tokens to generate: need 0 <= known < {n}, got {known}")
+  if not (num_steps == -1 or 1 <= num_steps <= steps_max):
+    raise ValueError(f"num_steps must be in [1, {steps_max}] (or -1 for one token per step), got {num_steps}")
   if guidance is not None:
     _ = config.null_class  # raises if the model has no null class
   if order is not None:
-    expected = (labels.shape[0], config.num_tokens)
-    if order.shape != expected:
-      raise ValueError(f"order must have shape {expected}, got {order.shape}")
-    if not (np.sort(order, axis=1) == np.arange(config.num_tokens)).all():
+    if order.shape != (labels.shape[0], n):
+      raise ValueError(f"order must have shape {(labels.shape[0], n)}, got {order.shape}")
+    if not (np.sort(order, axis=1) == np.arange(n)).all():
       raise ValueError("every row of order must be a permutation of 0..N-1")
-  if not 0 <= known < config.num_tokens:
-    raise ValueError(f"known prefix length must be in [0, {config.num_tokens}), got {known}")
 
 
 def random_orders(key: jax.Array, batch: int, num_tokens: int) -> jax.Array:
@@ -143,33 +144,34 @@ def new_cache(config, rows: int, plan: Plan) -> KVCache:
                        jnp.dtype(config.dtype))
 
 
-Adapter = Callable[[nnx.Module, jax.Array, jax.Array], ChunkLogits]
+Adapter = Callable[..., ChunkLogits]
 
 
 @functools.partial(jax.jit, static_argnames=("name", "adapter", "graphdef", "plan", "trace"),
                    donate_argnames=("cache",))
 def _decode(name: str, adapter: Adapter, graphdef, state, plan: Plan, labels, order, key, sampling, guidance,
-            forced, prefix, cache, trace: bool):
+            forced, prefix, extras, cache, trace: bool):
   TRACE_COUNT[name] += 1
   model = nnx.merge(graphdef, state)
-  batch = labels.shape[0]
-  branch_labels = labels[:, None] if guidance is None else jnp.stack(
-      [labels, jnp.full_like(labels, model.config.null_class)], axis=1)
+  null = jnp.full_like(labels, model.config.null_class) if guidance is not None else None
+  branch_labels = labels[:, None] if guidance is None else guidance.branch_labels(labels, null)
   cache = KVCache(*(sharding.constrain(c, attention.AXES) for c in cache))
-  tokens = jnp.zeros((batch, plan.num_tokens + 1), jnp.int32)
+  tokens = jnp.zeros((labels.shape[0], plan.num_tokens + 1), jnp.int32)
   if prefix is not None:
     tokens = tokens.at[:, : prefix.shape[1]].set(prefix)
   tokens = sharding.constrain(tokens, ("batch", None))
-  tokens, cache, logits = run(plan, adapter(model, branch_labels, order), cache, tokens, key, sampling, guidance,
-                              forced, trace)
+  tokens, cache, logits = run(plan, adapter(model, branch_labels, order, *extras), cache, tokens, key, sampling,
+                              guidance, forced, trace)
   return tokens[:, :-1], cache, logits
 
 
 def decode(name: str, adapter: Adapter, model: nnx.Module, plan: Plan, labels: np.ndarray, orders: jax.Array,
-           key: jax.Array, sampling: Sampling, guidance: Guidance | None, *, forced: Forced | None = None,
-           prefix=None, cache: KVCache | None = None, trace: bool = False) -> DecodeOutput:
-  """Runs a validated decode: labels (B,) host ids, orders (B, N). Reuses (donates) ``cache`` when its shape
-  fits, else allocates one. Returns raster tokens, the orders, generation-order tokens, trace and cache."""
+           key: jax.Array, sampling: Sampling, guidance, *, forced: Forced | None = None, prefix=None,
+           extras: tuple = (), cache: KVCache | None = None, trace: bool = False) -> DecodeOutput:
+  """Runs a validated decode: labels (B,) host ids, orders (B, N). ``adapter(model, labels (B, branches),
+  order, *extras)`` builds the chunk_logits function (extras: arrays or None, e.g. RandAR's RoPE table).
+  Reuses (donates) ``cache`` when its shape fits, else allocates one. Returns raster tokens, the orders,
+  generation-order tokens, the trace if asked, and the cache."""
   cfg = model.config
   rows = labels.shape[0] * (1 if guidance is None else guidance.branches)
   shape = (cfg.n_layer, rows, cfg.kv_heads, plan.cache_slots, cfg.head_dim)
@@ -177,7 +179,6 @@ def decode(name: str, adapter: Adapter, model: nnx.Module, plan: Plan, labels: n
     cache = new_cache(cfg, rows, plan)
   graphdef, state = nnx.split(model)
   tokens, cache, logits = _decode(name, adapter, graphdef, state, plan, jnp.asarray(labels, jnp.int32), orders, key,
-                                  sampling, guidance, forced, None if prefix is None else jnp.asarray(prefix),
-                                  cache, trace)
+                                  sampling, guidance, forced, prefix, tuple(extras), cache, trace)
   raster = jnp.take_along_axis(tokens, jnp.argsort(orders, axis=1), axis=1)
   return DecodeOutput(raster, orders, tokens, collect_trace(plan, logits) if trace else None, cache)

@@ -138,8 +138,13 @@ def _segment(group: list[Forward], width: int, window: int, max_queries: int, nu
 
 
 def build_plan(num_tokens: int, num_steps: int, known: int = 0, buckets: Sequence[int] | None = None,
-               slot_multiple: int = 8, windows: int = 4) -> Plan:
+               slot_multiple: int = 8, windows: int = 4, lagging: bool = False) -> Plan:
   """Pads the forwards of a schedule into segments and sizes the cache.
+
+  With ``known`` teacher-forced tokens, the cosine schedule runs over the N - known unknown tokens (so
+  ``num_steps`` forwards decode them), unless ``lagging``: then it runs over all N with the known ones
+  counted as decoded, as the original resolution extrapolation does (one token per forward until the
+  target passes the prefix).
 
   ``buckets``: allowed chunk widths. Each forward is padded to the smallest bucket that fits it and that is
   not smaller than the previous forward's width (monotone, so equal widths form contiguous segments);
@@ -147,7 +152,7 @@ def build_plan(num_tokens: int, num_steps: int, known: int = 0, buckets: Sequenc
   a static window of the cache (``windows`` steps of cache_slots / windows): early forwards read fewer
   slots. The prefill forward (with ``known`` tokens) is its own segment.
   """
-  counts = query_counts(num_tokens, num_steps, known)
+  counts = query_counts(num_tokens, num_steps, known) if lagging else query_counts(num_tokens - known, num_steps)
   passes = forwards(num_tokens, counts, known)
   head, body = ([passes[0]], passes[1:]) if known else ([], passes)
   widths = [passes[0].length] if head else []

@@ -7,7 +7,8 @@
 The plan (:mod:`randar_jax.decode.plan`) is built on the host from (N, num_steps, known prefix); the loop
 (:mod:`randar_jax.decode.engine`) runs as ``lax.scan`` s inside one ``jit``, cached per (plan, batch,
 guidance structure, sampling structure). Guidance runs the batch as interleaved branches
-[conditional, null class] per sample that share every sampled token.
+[conditional, null class] per sample (so a data-sharded batch keeps both branches of a sample on one device)
+that share every sampled token.
 """
 
 from __future__ import annotations
@@ -20,18 +21,18 @@ import numpy as np
 
 from randar_jax.decode import engine
 from randar_jax.decode.engine import TRACE_COUNT, DecodeOutput, random_orders, validate  # noqa: F401 (re-exported)
-from randar_jax.decode.plan import CLS, PAD, QUERY, TOKEN, Plan, build_plan, default_buckets
+from randar_jax.decode.plan import CLS, QUERY, TOKEN, Plan, build_plan, default_buckets
 from randar_jax.decode.sampling import Guidance, Sampling
 from randar_jax.models.attention import KVCache
 from randar_jax.models.randar import RandAR
 
 
-def make_plan(num_tokens: int, num_steps: int, known: int = 0, buckets: str | Sequence[int] | None = "default"
-              ) -> Plan:
+def make_plan(num_tokens: int, num_steps: int, known: int = 0, buckets: str | Sequence[int] | None = "default",
+              lagging: bool = False) -> Plan:
   """``buckets``: 'default' (monotone buckets, the fast path), None (one width), or explicit widths."""
   if buckets == "default":
     buckets = default_buckets(num_tokens, num_steps) if known == 0 else None
-  return build_plan(num_tokens, num_steps, known, buckets)
+  return build_plan(num_tokens, num_steps, known, buckets, lagging=lagging)
 
 
 def chunk_logits_fn(model: RandAR, labels: jax.Array, order: jax.Array, table: np.ndarray | None,
@@ -59,30 +60,38 @@ def chunk_logits_fn(model: RandAR, labels: jax.Array, order: jax.Array, table: n
   return chunk_logits
 
 
-def _adapter(model: RandAR, labels: jax.Array, order: jax.Array):
+def _adapter(model: RandAR, labels: jax.Array, order: jax.Array, table: jax.Array | None,
+             token_scale: jax.Array | None):
   """The engine's adapter (module level: a static argument of the compiled program)."""
-  return chunk_logits_fn(model, labels, order, None)
+  return chunk_logits_fn(model, labels, order, table, token_scale)
 
 
 def generate(model: RandAR, labels, key: jax.Array, *, num_steps: int = 88, order=None,
              sampling: Sampling = Sampling(), guidance: Guidance | None = None, prefix=None,
              forced: engine.Forced | None = None, buckets: str | Sequence[int] | None = "default",
-             trace: bool = False, cache: KVCache | None = None) -> DecodeOutput:
+             trace: bool = False, cache: KVCache | None = None, table: np.ndarray | None = None,
+             lagging: bool = False, token_scale=None) -> DecodeOutput:
   """Samples (B, N) token grids for class ``labels`` (B,).
 
   order: (B, N) raster cell per generation step (default: random per sample, drawn from ``key``).
-  prefix: (B, m) known tokens for the first m generation steps, teacher-forced in one prefill forward.
+  prefix: (B, m) known tokens for the first m generation steps, teacher-forced in one prefill forward; the
+    ``num_steps`` forwards then decode the other N - m (``lagging``: the original extrapolation schedule).
   forced: tokens that replace whatever is sampled at given generation steps (ragged known sets).
+  table: a RoPE table (N, head_dim / 2, 2) for another canvas (outpainting, extrapolation); N follows it.
+  token_scale: (B, branches, N) factors on image-token embeddings per guidance branch (spatial guidance).
   trace: also return per-token logits (after and before guidance), for parity checks.
   cache: a cache from a previous call with the same shapes; it is donated and returned in the output.
   """
   labels_np = np.asarray(labels)
   order_np = None if order is None else np.asarray(order)
   known = 0 if prefix is None else int(np.shape(prefix)[1])
-  validate(model.config, labels_np, num_steps, order_np, guidance, known)
-  n = model.config.num_tokens
-  plan = make_plan(n, num_steps, known, buckets)
+  n = model.config.num_tokens if table is None else int(np.shape(table)[0])
+  validate(model.config, labels_np, num_steps, order_np, guidance, known, n, lagging)
+  plan = make_plan(n, num_steps, known, buckets, lagging)
   order_key, sample_key = jax.random.split(key)
   orders = random_orders(order_key, labels_np.shape[0], n) if order is None else jnp.asarray(order, jnp.int32)
+  extras = (None if table is None else jnp.asarray(table),
+            None if token_scale is None else jnp.asarray(token_scale, jnp.float32))
   return engine.decode("randar", _adapter, model, plan, labels_np, orders, sample_key, sampling, guidance,
-                       forced=forced, prefix=prefix, cache=cache, trace=trace)
+                       forced=forced, prefix=None if prefix is None else jnp.asarray(prefix, jnp.int32),
+                       extras=extras, cache=cache, trace=trace)

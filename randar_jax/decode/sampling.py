@@ -120,7 +120,34 @@ class Guidance:
       return (self.end - 1.0) * (1.0 - jnp.cos(jnp.pi * t ** self.power)) / 2.0 + 1.0
     raise ValueError(f"unknown guidance schedule {self.schedule!r}")
 
+  def branch_labels(self, labels: jax.Array, null: jax.Array) -> jax.Array:
+    """(B,) -> (B, branches): [class, null class]."""
+    return jnp.stack([labels, null], axis=1)
+
   def combine(self, logits: jax.Array, t: jax.Array) -> jax.Array:
     """logits (B, branches, ..., V) -> guided (B, ..., V) at decoded fraction t."""
     cond, uncond = logits[:, 0], logits[:, 1]
     return uncond + self.scale(t) * (cond - uncond)
+
+
+@struct.dataclass
+class SpatialGuidance:
+  """RandAR's spatial guidance for resolution extrapolation: three branches per sample,
+  c = (class, all anchors), s = (null class, all anchors), u = (null class, some anchor embeddings zeroed):
+
+      l = l_u + cfg * (l_c - l_s) + spatial * (l_s - l_u),  both scales linear in the decoded fraction.
+  """
+  cfg_start: float = 3.0
+  cfg_end: float = 3.0
+  spatial_start: float = 2.5
+  spatial_end: float = 2.5
+  branches: int = struct.field(pytree_node=False, default=3)
+
+  def branch_labels(self, labels: jax.Array, null: jax.Array) -> jax.Array:
+    return jnp.stack([labels, null, null], axis=1)
+
+  def combine(self, logits: jax.Array, t: jax.Array) -> jax.Array:
+    cond, spatial, uncond = logits[:, 0], logits[:, 1], logits[:, 2]
+    cfg = self.cfg_start + (self.cfg_end - self.cfg_start) * t
+    scfg = self.spatial_start + (self.spatial_end - self.spatial_start) * t
+    return uncond + cfg * (cond - spatial) + scfg * (spatial - uncond)

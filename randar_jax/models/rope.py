@@ -29,37 +29,55 @@ def axis_frequencies(head_dim: int, base: float = 10000.0) -> np.ndarray:
 
 
 def table_from_angles(row_angles: np.ndarray, col_angles: np.ndarray) -> np.ndarray:
-  """Combines per-axis angles (grid, head_dim // 4) into a row-major table (grid * grid, head_dim // 2, 2)."""
-  grid, quarter = row_angles.shape
+  """Combines per-axis angles (rows, head_dim // 4) and (cols, head_dim // 4) into a row-major table
+  (rows * cols, head_dim // 2, 2)."""
+  rows, quarter = row_angles.shape
+  cols = col_angles.shape[0]
   angles = np.concatenate([
-      np.broadcast_to(row_angles[:, None, :], (grid, grid, quarter)),  # y first
-      np.broadcast_to(col_angles[None, :, :], (grid, grid, quarter)),  # x second
+      np.broadcast_to(row_angles[:, None, :], (rows, cols, quarter)),  # y first
+      np.broadcast_to(col_angles[None, :, :], (rows, cols, quarter)),  # x second
   ], axis=-1)
   table = np.stack([np.cos(angles), np.sin(angles)], axis=-1).astype(np.float32)
-  return table.reshape(grid * grid, 2 * quarter, 2)
+  return table.reshape(rows * cols, 2 * quarter, 2)
+
+
+def axis_angles(length: int, head_dim: int, base: float = 10000.0, trained: float | None = None,
+                ntk_boundary: int = 2) -> np.ndarray:
+  """Angles (length, head_dim // 4) for positions 0..length-1 along one axis.
+
+  If the axis is longer than the ``trained`` length, NTK mixing applies (RandAR resolution extrapolation):
+  frequencies with index < ``ntk_boundary`` (the highest) see the extrapolated positions 0..length-1, the
+  others see positions interpolated onto the trained range, ``linspace(0, trained - 1, length)``.
+  """
+  freqs = axis_frequencies(head_dim, base)
+  extrapolated = np.arange(length, dtype=np.float32)
+  if trained is None or length <= trained:
+    return np.outer(extrapolated, freqs).astype(np.float32)
+  interpolated = np.linspace(0, trained - 1, length, dtype=np.float32)
+  return np.concatenate([np.outer(extrapolated, freqs[:ntk_boundary]),
+                         np.outer(interpolated, freqs[ntk_boundary:])], axis=-1).astype(np.float32)
 
 
 def rope_table(grid_size: int, head_dim: int, base: float = 10000.0) -> np.ndarray:
   """The standard 2D table for a ``grid_size x grid_size`` grid: (grid_size**2, head_dim // 2, 2) float32."""
-  angles = np.outer(np.arange(grid_size, dtype=np.float32), axis_frequencies(head_dim, base)).astype(np.float32)
+  angles = axis_angles(grid_size, head_dim, base)
   return table_from_angles(angles, angles)
 
 
 def extrapolated_rope_table(grid_size: int, head_dim: int, base: float = 10000.0, factor: float = 2.0,
                             ntk_boundary: int = 2) -> np.ndarray:
-  """NTK-mixed table for resolution extrapolation (RandAR ``precompute_freqs_cis_2d_extrapolation``).
-
-  Frequencies with index < ``ntk_boundary`` (the highest) see extrapolated positions ``0..grid_size-1``; the others
-  see positions interpolated onto the trained grid, ``linspace(0, grid_size / factor - 1, grid_size)``.
-  """
-  freqs = axis_frequencies(head_dim, base)
-  extrapolated = np.arange(grid_size, dtype=np.float32)
-  interpolated = np.linspace(0, grid_size / factor - 1, grid_size, dtype=np.float32)
-  angles = np.concatenate([
-      np.outer(extrapolated, freqs[:ntk_boundary]),
-      np.outer(interpolated, freqs[ntk_boundary:]),
-  ], axis=-1).astype(np.float32)
+  """NTK-mixed table for a ``grid_size``-wide grid from a model trained on ``grid_size / factor``
+  (RandAR ``precompute_freqs_cis_2d_extrapolation``)."""
+  angles = axis_angles(grid_size, head_dim, base, grid_size / factor, ntk_boundary)
   return table_from_angles(angles, angles)
+
+
+def canvas_rope_table(rows: int, cols: int, head_dim: int, base: float, trained_grid: int,
+                      ntk_boundary: int = 2) -> np.ndarray:
+  """Table for a rows x cols canvas (e.g. outpainting 16x16 -> 16x32): axes longer than the trained grid are
+  NTK-mixed as in resolution extrapolation; the others keep the trained positions."""
+  return table_from_angles(axis_angles(rows, head_dim, base, trained_grid, ntk_boundary),
+                           axis_angles(cols, head_dim, base, trained_grid, ntk_boundary))
 
 
 def with_class_rows(table: np.ndarray, num_class_tokens: int = 1) -> np.ndarray:

@@ -1,15 +1,28 @@
 """Image tokenizers behind one interface (VQ models, and the pixel tokenizer of the digits demo).
 
 Image convention at this API: uint8 images (B, H, W, 3) in, integer codes (B, H / f, W / f) out, where f is
-the tokenizer's downsampling factor; ``decode`` maps codes back to uint8 images. Value ranges internal to a
-model ([-1, 1] for LlamaGen VQ, [0, 1] for MaskGIT VQGAN) never leak out of it.
+the tokenizer's downsampling factor; ``decode`` maps codes back to uint8 images. The VQ models also take float
+images in [0, 1] (torchvision ``ToTensor`` range). Value ranges internal to a model ([-1, 1] for LlamaGen VQ,
+[0, 1] for MaskGIT VQGAN) never leak out of it. Codes index the grid row-major (16 * row + col at 16x16).
+
+    tok = tokenizers.load('ckpt/vq_llamagen')          # a converted checkpoint (randar-jax convert vq_ds16_c2i.pt)
+    codes = tok.encode(images)                          # uint8 (8, 256, 256, 3) -> int32 (8, 16, 16)
+    images = tok.decode(codes)                          # -> uint8 (8, 256, 256, 3)
+
+Models: :mod:`.vq_llamagen` (LlamaGen VQ-16), :mod:`.vq_maskgit` (MaskGIT VQGAN); preprocessing (ADM center
+crop, ten-crop) in :mod:`.preprocess`.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+import os
+from typing import Callable, Iterator, Protocol, Sequence
 
 import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+FAMILIES = ("vq_llamagen", "vq_maskgit")   # checkpoint families that are image tokenizers
 
 
 class Tokenizer(Protocol):
@@ -25,3 +38,31 @@ class Tokenizer(Protocol):
   def decode(self, codes: jax.Array) -> jax.Array:
     """int32 codes (B, h, w) -> uint8 images (B, h * downsample, w * downsample, C)."""
     ...
+
+
+def load(directory: str | os.PathLike, *, mesh: jax.sharding.Mesh | None = None) -> Tokenizer:
+  """The tokenizer stored in a checkpoint directory (or ``'pixels:LEVELS'`` for the grey-level tokenizer);
+  a clear error if the directory holds another kind of model."""
+  if os.fspath(directory).startswith("pixels:"):
+    from randar_jax.tokenizers.pixels import PixelTokenizer
+    return PixelTokenizer(levels=int(os.fspath(directory).split(":", 1)[1]))
+  from randar_jax import checkpoint  # here: checkpoint -> models -> tokenizer modules import this package
+  family = checkpoint.read_config(directory).get("family")
+  if family not in FAMILIES:
+    raise ValueError(f"{directory} holds a {family!r} checkpoint, not an image tokenizer ({', '.join(FAMILIES)}); "
+                     f"convert one with `randar-jax convert vq_ds16_c2i.pt DIR` (or the MaskGIT .bin)")
+  return checkpoint.load_model(directory, family=family, mesh=mesh)
+
+
+def batches(fn: Callable[[np.ndarray], jax.Array], items: Sequence, batch_size: int, *,
+            load: Callable[[Sequence], np.ndarray] = np.asarray, desc: str = "") -> Iterator[np.ndarray]:
+  """Yields ``fn`` over consecutive batches of ``items`` (``load`` turns a slice into an array), with a progress
+  bar. The last batch is padded to ``batch_size`` and trimmed, so ``fn`` compiles for one shape only."""
+  if batch_size < 1:
+    raise ValueError(f"batch size must be positive, got {batch_size}")
+  for start in tqdm(range(0, len(items), batch_size), desc=desc, unit="batch", disable=not desc):
+    chunk = load(items[start: start + batch_size])
+    pad = batch_size - len(chunk)
+    if pad:
+      chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, axis=0)])
+    yield np.asarray(fn(chunk))[: batch_size - pad]

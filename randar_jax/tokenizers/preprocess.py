@@ -3,6 +3,7 @@
     img = load_image('cat.jpg')                      # PIL RGB
     crop = center_crop_arr(img, 256)                 # uint8 (256, 256, 3): what RandAR/RAR/LlamaGen encode
     crops = ten_crop(Image.fromarray(center_crop_arr(img, 281)), 256)   # LlamaGen ten-crop (10 arrays)
+    arr = crop_image(img, 256, 'resize')             # what `randar-jax tokenize --crop` selects
 
 ``center_crop_arr`` is guided-diffusion's (ADM) algorithm, used by RandAR's and LlamaGen's extraction scripts:
 halve with a BOX filter while the short side is at least twice the target, resize with BICUBIC so that the
@@ -52,3 +53,18 @@ def ten_crop(pil_image: Image.Image, crop_size: int) -> list[np.ndarray]:
   """torchvision ``TenCrop(crop_size)``: 5 crops of the image, then 5 of its horizontal flip; uint8 HWC arrays."""
   arr = np.asarray(pil_image)
   return _five_crop(arr, crop_size) + _five_crop(arr[:, ::-1], crop_size)
+
+
+CROPS = ("adm", "resize", "none")
+
+
+def crop_image(pil_image: Image.Image, image_size: int, mode: str = "adm") -> np.ndarray:
+  """PIL image -> uint8 (H, W, C) by ``mode``: 'adm' = :func:`center_crop_arr`; 'resize' = BICUBIC to
+  image_size x image_size (aspect ratio not kept); 'none' = as stored."""
+  if mode == "adm":
+    return center_crop_arr(pil_image, image_size)
+  if mode == "resize":
+    return np.asarray(pil_image.resize((image_size, image_size), resample=Image.BICUBIC))
+  if mode == "none":
+    return np.asarray(pil_image)
+  raise ValueError(f"unknown crop mode {mode!r}; choose one of {CROPS}")

@@ -54,3 +54,19 @@ def save_adm_npz(images: np.ndarray, path: str | os.PathLike, **extra: np.ndarra
     raise ValueError(f"ADM sample files hold uint8 (N, H, W, 3) images, got {images.dtype} {images.shape}")
   np.savez(path, arr_0=images, **extra)
   return os.fspath(path)
+
+
+def save_panel(pictures: list[np.ndarray], path: str | os.PathLike, pad: int = 4, scale: int = 1) -> str:
+  """Saves pictures (H, W, C) of one height side by side (grey ones as RGB), e.g. input | mask | result."""
+  rgb = [np.repeat(p, 3, axis=-1) if p.shape[-1] == 1 else p for p in (np.asarray(p, np.uint8) for p in pictures)]
+  height = max(p.shape[0] for p in rgb)
+  gap = np.full((height, pad, 3), 255, np.uint8)
+  row = []
+  for p in rgb:
+    row += [np.pad(p, ((0, height - p.shape[0]), (0, 0), (0, 0)), constant_values=255), gap]
+  picture = Image.fromarray(np.concatenate(row[:-1], axis=1))
+  if scale > 1:
+    picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  picture.save(path)
+  return os.fspath(path)
