@@ -14,7 +14,7 @@ import pytest
 import safetensors.numpy
 from flax import nnx
 
-from conftest import fixture_file, load_json
+from conftest import fixture_file, load_json, torch_save
 from randar_jax import checkpoint, models, sharding
 from randar_jax.config_io import load_config
 from randar_jax.convert import ConversionError, convert_checkpoint, convert_params
@@ -128,6 +128,10 @@ def test_converter_infers_the_config_and_is_strict(fixtures, rar_tiny, tmp_path)
         r"cls_token.*\(1, 2, 64\).*leading unit axes")
   fails(lambda t: t.update({"blocks.0.adaLN_modulation.1.bias": np.zeros((6, config.dim), np.float32)}),
         r"blocks\.0\.adaLN_modulation\.1\.bias: expected a 1-D tensor")
+  # the released rar_*.bin are raw torch.save state dicts: the same tensors as a .bin convert identically
+  bin_params, bin_config = convert_params(torch_save(tmp_path / "rar_tiny.bin", tensors), progress=False)
+  assert bin_config == inferred
+  jax.tree.map(np.testing.assert_array_equal, bin_params, params)
   deeper = dataclasses.replace(config, n_layer=config.n_layer + 1)
   with pytest.raises(ConversionError, match=r"missing .*blocks\.2\..*does the config match"):
     convert_params(path, deeper, progress=False)
@@ -229,9 +233,9 @@ def test_configs_and_bad_input():
   assert RARConfig.from_dict(model.to_dict()) == model
   with pytest.raises(ValueError, match="unknown RAR variant"):
     RARConfig.variant("M")
-  with pytest.raises(ValueError, match="unknown RAR config keys"):
+  with pytest.raises(ValueError, match="unknown rar config keys"):
     RARConfig.from_dict({"dim": 64, "n_layers": 2})
-  with pytest.raises(ValueError, match="not 'rar'"):
+  with pytest.raises(ValueError, match="'randar' config is not a rar config"):
     RARConfig.from_dict({"family": "randar"})
   with pytest.raises(ValueError, match="not divisible by n_head"):
     RARConfig(dim=100, n_head=16)

@@ -29,9 +29,9 @@ The released files are raw torch pickles; ``sources.open_source`` reads them wit
 from __future__ import annotations
 
 import math
-import re
 
-from randar_jax.convert.core import ConversionError, Rule, TensorSource, copy, linear, linear_in_heads, squeeze, vector
+from randar_jax.convert.core import (ConversionError, Rule, TensorSource, copy, count_children, linear, linear_in_heads,
+                                     squeeze, vector)
 from randar_jax.models.rar import POS_EXTRA_ROWS, TIME_EXTRA_ROWS, RARConfig
 
 
@@ -87,7 +87,7 @@ def infer_config(source: TensorSource, **overrides) -> RARConfig:
   num_tokens = source.shape("pos_embed")[-2] - POS_EXTRA_ROWS
   grid = math.isqrt(max(num_tokens, 0))
   head_dim = source.shape("blocks.0.attn.q_norm.weight")[0]
-  n_layer = len({m.group(1) for k in keys if (m := re.match(r"blocks\.(\d+)\.", k))})
+  n_layer = count_children(keys, "blocks.")
   num_classes = rows - vocab - 2
   problems = [msg for ok, msg in (
       (grid * grid == num_tokens > 0, f"pos_embed rows - {POS_EXTRA_ROWS} = {num_tokens} is not a square grid"),

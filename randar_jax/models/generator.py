@@ -1,9 +1,10 @@
-"""What every generator shares: the config mixin (derived sizes, checks, dict round trip with 'family') and the
-module mixin (the training contract: ``loss`` and ``weight_decay_mask``).
+"""What every generator shares: the config mixin (derived sizes and checks; the dict round trip with 'family'
+comes from :class:`~randar_jax.models.family.FamilyConfig`) and the module mixin (the training contract:
+``loss`` and ``weight_decay_mask``).
 
     @dataclasses.dataclass(frozen=True)
     class RARConfig(GeneratorConfig):
-      FAMILY, NAME = "rar", "RAR"
+      FAMILY = "rar"
       dim: int = 1024
       ...
       def __post_init__(self):
@@ -13,26 +14,22 @@ module mixin (the training contract: ``loss`` and ``weight_decay_mask``).
       STACKED = "blocks"                             # the attribute holding the nnx.vmap-stacked blocks
       def __call__(self, tokens, labels, order, *, dropout_rng=None, ordered=False): ...   # (B, N, V)
       def decays(self, name, rank): ...              # the model's weight-decay rule
-
-    RARConfig.from_dict(checkpoint_config)  ->  RARConfig(...);  cfg.to_dict() == {'family': 'rar', ...}
 """
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any, ClassVar, Mapping
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from randar_jax.models.family import FamilyConfig
 from randar_jax.models.layers import cross_entropy
 
 
-class GeneratorConfig:
+class GeneratorConfig(FamilyConfig):
   """Mixin for frozen dataclasses with ``dim``, ``n_head``, ``grid_size`` and ``remat_policy`` fields."""
-  FAMILY: ClassVar[str]   # the name stored in checkpoints ('randar', 'rar')
-  NAME: ClassVar[str]     # for messages ('RandAR', 'RAR')
 
   def check_common(self) -> None:
     if self.dim % self.n_head:
@@ -47,20 +44,6 @@ class GeneratorConfig:
   @property
   def num_tokens(self) -> int:
     return self.grid_size ** 2
-
-  @classmethod
-  def from_dict(cls, values: Mapping[str, Any]):
-    """From a plain dict (a ConfigDict's ``to_dict()`` or a checkpoint's JSON); unknown keys are an error."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(values) - names - {"family"}
-    if unknown:
-      raise ValueError(f"unknown {cls.NAME} config keys {sorted(unknown)}; known: {sorted(names)}")
-    if values.get("family", cls.FAMILY) != cls.FAMILY:
-      raise ValueError(f"config is for family {values['family']!r}, not {cls.FAMILY!r}")
-    return cls(**{k: v for k, v in values.items() if k in names})
-
-  def to_dict(self) -> dict[str, Any]:
-    return {"family": self.FAMILY, **dataclasses.asdict(self)}
 
 
 class Generator:

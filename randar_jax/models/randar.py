@@ -50,7 +50,7 @@ TOKENIZER_VOCAB = {"llamagen": 16384, "maskgit": 1024}
 @dataclasses.dataclass(frozen=True)
 class RandARConfig(GeneratorConfig):
   """Architecture and numerics of a RandAR transformer. Defaults are RandAR-L with the LlamaGen tokenizer."""
-  FAMILY, NAME = "randar", "RandAR"
+  FAMILY = "randar"
   vocab_size: int = 16384
   dim: int = 1024
   n_layer: int = 24

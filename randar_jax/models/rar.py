@@ -56,7 +56,7 @@ NO_DECAY_SUBSTRINGS = ("ln", "bias", "latent_tokens", "mask_token", "embedding",
 @dataclasses.dataclass(frozen=True)
 class RARConfig(GeneratorConfig):
   """Architecture and numerics of a RAR generator. Defaults are RAR-L with the MaskGIT VQGAN (1024 codes)."""
-  FAMILY, NAME = "rar", "RAR"
+  FAMILY = "rar"
   vocab_size: int = 1024                # image codes (the MaskGIT VQGAN codebook)
   dim: int = 1024
   n_layer: int = 24
