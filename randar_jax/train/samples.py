@@ -3,14 +3,14 @@
     path = sample_grid(trainer, state.params, step, workdir, num_images=16, seed=0, tokenizer=None)
 
 Every process must call it (multi-process runs gather the parameters, a collective); process 0 then samples on
-its local devices and writes ``WORKDIR/samples/step_<step>.png``; the others return None. Samplers are looked up
-by the model family (``GENERATORS``); a family without one is skipped with a note.
+its local devices and writes ``WORKDIR/samples/step_<step>.png``; the others return None. The sampler is the model
+family's (``decode.batched.GENERATORS``); a family without one is skipped with a note.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import jax
 import numpy as np
@@ -19,10 +19,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from randar_jax import sharding
 from randar_jax.decode import batched
-from randar_jax.decode import randar as randar_decode
 from randar_jax.utils import images
-
-GENERATORS: dict[str, Callable] = {"randar": randar_decode.generate}
 
 
 def _sampling_model(trainer, params: Mapping):
@@ -41,7 +38,7 @@ def sample_grid(trainer, params: Mapping, step: int, workdir: str, *, num_images
   """Samples ``num_images`` class-conditional grids (classes spread over the label range) and saves a PNG."""
   cfg = trainer.model_config
   family = cfg.to_dict()["family"]
-  if family not in GENERATORS:
+  if family not in batched.GENERATORS:
     print(f"no sampler registered for {family!r}; skipping sample grids")
     return None
   model = _sampling_model(trainer, params)
@@ -49,7 +46,7 @@ def sample_grid(trainer, params: Mapping, step: int, workdir: str, *, num_images
     return None
   labels = np.linspace(0, cfg.num_classes - 1, num_images).astype(np.int32)
   tokens, _ = batched.sample_labels(model, labels, batch_size=num_images, seed=seed + step,
-                                    generate=GENERATORS[family], progress=False, **kwargs)
+                                    progress=False, **kwargs)
   pictures = (np.asarray(tokenizer.decode(tokens)) if tokenizer is not None
               else images.token_map(tokens, cfg.vocab_size, cell=max(1, 64 // cfg.grid_size)))
   path = os.path.join(workdir, "samples", f"step_{step:08d}.png")
