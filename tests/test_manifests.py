@@ -57,7 +57,7 @@ def test_rar_manifest_maps_completely(fixtures, name):
   assert len(source.keys()) == source.manifest["num_state_dict_entries"] == 18 * config.n_layer + 9
   convert(source, rar_convert.RULES, abstract, ignore=rar_convert.IGNORE, progress=False, check_only=True)
   generator = source.manifest["config"]["model"]["generator"]
-  assert tuple(recipe.orders.anneal) == (generator["randomness_anneal_start"], generator["randomness_anneal_end"])
+  assert tuple(recipe.data.order.anneal) == (generator["randomness_anneal_start"], generator["randomness_anneal_end"])
 
 
 def test_rar_published_parameter_counts_and_sampling_defaults(fixtures):

@@ -34,8 +34,8 @@ STEPS = 5          # mesh / multi-process comparisons (of a 300-step schedule)
 RESUME_STEPS = 8   # the SIGKILL run: checkpoints at 3 and 6, killed after 5
 
 
-def tiny_config(**extra):
-  config = load_config(f"{REPO}/configs/randar.py:runlocal")
+def tiny_config(family="randar", **extra):
+  config = load_config(f"{REPO}/configs/{family}.py:runlocal")
   for key, value in {**OVERRIDES, **extra}.items():
     *parents, leaf = key.split(".")
     node = config
@@ -326,3 +326,18 @@ def test_learns_the_synthetic_structure_well_below_the_unigram_entropy(reference
   print(f"unigram entropy {unigram:.3f}, floor {source.token_entropy():.3f}, loss {losses[0]:.3f} -> {final:.3f}")
   assert int(state.step) == config.total_steps
   assert source.token_entropy() - 0.05 < final < 0.5 * unigram
+
+
+def test_rar_trains_with_the_same_trainer():
+  """configs/rar.py (same schema) and the RAR model train through the same Trainer: its decay mask, no skip rule,
+  cosine to an absolute end lr. Dropout off here only to keep the compile short."""
+  config = tiny_config("rar", **{"model.dropout": 0.0, "model.attn_dropout": 0.0, "model.dim": 64,
+                                 "model.grid_size": 4, "model.vocab_size": 64})
+  mesh = sharding.build_mesh(devices=jax.devices()[:1])
+  trainer, model_config = make_trainer(config, mesh)
+  assert model_config.to_dict()["family"] == "rar" and trainer.optim.skip_threshold is None
+  loader = make_loader(config, model_config, mesh)
+  state, losses = run_steps(trainer, trainer.init(), loader, 40)
+  loader.close()
+  assert np.mean(losses[-5:]) < losses[0] - 0.5 and int(state.skipped) == 0
+  assert float(optim.learning_rate(trainer.optim, config.total_steps)(config.total_steps)) == pytest.approx(1e-5)
