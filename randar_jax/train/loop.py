@@ -38,14 +38,19 @@ COMPUTE_KEYS = ("dtype", "remat", "remat_policy", "attention_impl")
 
 def make_source(data: Mapping[str, Any], model_config, split: str | None = None):
   """The codes source a data config names: 'synthetic' (planted-structure codes sized to the model; every split
-  reads the same i.i.d. stream) or a path / 'tfds:NAME' (see data.pipeline.open_source). Checks the grid."""
+  reads the same i.i.d. stream), 'digits' (scikit-learn's digits, grey levels as tokens; splits 'train' and
+  'test') or a path / 'tfds:NAME' (see data.pipeline.open_source). Checks the grid."""
   spec = data["source"]
-  if spec == "synthetic":
+  if spec == "digits":
+    from randar_jax.data.digits import digits_source
+    source = digits_source(split or data.get("split", "train"))
+  elif spec == "synthetic":
     syn = data["synthetic"]
     return SyntheticCodes(grid=model_config.grid_size, vocab_size=model_config.vocab_size,
                           num_classes=model_config.num_classes, **(syn.to_dict() if hasattr(syn, "to_dict") else syn))
-  source = open_source(spec, split=split or data.get("split", "train"), data_dir=data.get("data_dir") or None,
-                       vocab_size=model_config.vocab_size)
+  else:
+    source = open_source(spec, split=split or data.get("split", "train"), data_dir=data.get("data_dir") or None,
+                         vocab_size=model_config.vocab_size)
   grid = (model_config.grid_size, model_config.grid_size)
   if tuple(source.grid) != grid:
     raise ValueError(f"{spec} holds {tuple(source.grid)} token grids but the model expects {grid}")
