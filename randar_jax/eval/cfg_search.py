@@ -206,17 +206,40 @@ def plot(results: list[dict], path: str, best: dict | None = None) -> str:
   return path
 
 
+def on_lead(fn, *args, **kwargs):
+  """Runs ``fn`` on process 0 only and shares whether it succeeded: on failure process 0 raises the error and
+  every other process stops too (instead of waiting forever in the next collective). Returns fn's result on
+  process 0, None elsewhere."""
+  result, error = None, None
+  if jax.process_index() == 0:
+    try:
+      result = fn(*args, **kwargs)
+    except Exception as e:  # noqa: BLE001 - re-raised below, after the other processes were told
+      error = e
+  failed = bool(_agree(np.array([error is not None]))[0])
+  if error is not None:
+    raise error
+  if failed:
+    raise RuntimeError("process 0 stopped with an error (see its log)")
+  return result
+
+
+def prepare(out_dir: str, search: SearchConfig, extractor: str, inputs: dict | None = None) -> None:
+  """Creates the output directory, or checks that the search stored there has the same settings (every process
+  stops if not). Call it before reusing anything cached in ``out_dir``; :func:`run` calls it too."""
+  on_lead(_check_settings, os.path.join(out_dir, "search.json"),
+          {**search.settings(), "extractor": extractor, **(inputs or {})})
+
+
 def run(model, tokenizer, extractor, reference: Statistics | None, out_dir: str, search: SearchConfig, *,
-        mesh=None) -> dict | None:
+        mesh=None, inputs: dict | None = None) -> dict | None:
   """Runs (or continues) the search; returns the summary on process 0 (None elsewhere). ``reference`` is needed
-  on process 0 only."""
+  on process 0 only. ``inputs`` (e.g. the model and reference paths) joins the settings a re-run must share."""
   lead = jax.process_index() == 0
   scale_dir = os.path.join(out_dir, "scales")
-  if lead:
-    if reference is None:
-      raise ValueError("process 0 needs the reference statistics")
-    os.makedirs(scale_dir, exist_ok=True)
-    _check_settings(os.path.join(out_dir, "search.json"), {**search.settings(), "extractor": extractor.name})
+  if lead and reference is None:
+    raise ValueError("process 0 needs the reference statistics")
+  prepare(out_dir, search, extractor.name, inputs)
   labels = batched.parse_labels(None, None, model.config.num_classes, search.num_samples, search.seed)
   done = np.array([os.path.isfile(os.path.join(scale_dir, _name(s) + ".json")) if lead else False
                    for s in search.scales])
@@ -243,6 +266,7 @@ def run(model, tokenizer, extractor, reference: Statistics | None, out_dir: str,
 
 
 def _check_settings(path: str, settings: dict) -> None:
+  os.makedirs(os.path.join(os.path.dirname(path), "scales"), exist_ok=True)
   if os.path.isfile(path):
     stored = _read_json(path)
     changed = {k: (stored.get(k), v) for k, v in settings.items() if stored.get(k) != v}

@@ -65,12 +65,12 @@ def _cfg_search(args: argparse.Namespace) -> None:
   mesh = sharding.build_mesh(devices=jax.local_devices())     # each process samples on its own devices
   tokenizer = tokenizers.load(args.tokenizer, mesh=mesh)
   net = _extractor(args)
-  reference = None
-  if jax.process_index() == 0:
-    cache = os.path.join(args.out, "reference_stats.npz")
-    reference = evaluate.reference_statistics(args.ref, net, batch_size=args.batch_size, cache=cache)
+  inputs = {"model": os.path.abspath(args.model), "reference": os.path.abspath(args.ref)}
+  cfg_search.prepare(args.out, search, net.name, inputs)      # refuse another search's directory before its cache
+  reference = cfg_search.on_lead(evaluate.reference_statistics, args.ref, net, batch_size=args.batch_size,
+                                 cache=os.path.join(args.out, "reference_stats.npz"))
   model = checkpoint.load_model(args.model, mesh=mesh, **({"dtype": args.dtype} if args.dtype else {}))
-  cfg_search.run(model, tokenizer, net, reference, args.out, search, mesh=mesh)
+  cfg_search.run(model, tokenizer, net, reference, args.out, search, mesh=mesh, inputs=inputs)
 
 
 def _add_extractor(p: argparse.ArgumentParser) -> None:

@@ -49,7 +49,9 @@ class Statistics:
 
   def save(self, path: str | os.PathLike) -> str:
     """Writes an ``.npz`` that :func:`reference_statistics` reads back (atomically: no half-written file)."""
-    values = {"mu": self.mu, "sigma": self.sigma, "count": np.int64(self.count), "extractor": str(self.extractor)}
+    values = {"mu": self.mu, "sigma": self.sigma, "count": np.int64(self.count)}
+    if self.extractor is not None:       # None: an ADM batch's TF Inception statistics, which stay untagged
+      values["extractor"] = self.extractor
     if self.features is not None:
       values["features"] = self.features
     if self.inception_score is not None:
