@@ -28,7 +28,8 @@ TOKENIZER = "pixels:64"      # the fixture model's vocabulary: 64 grey levels on
 def workspace(fixtures, tmp_path_factory):
   """The converted tiny model and a reference set of 48 grey 4x4 images (.npz, arr_0)."""
   root = tmp_path_factory.mktemp("eval")
-  config = RandARConfig.from_torch_args(load_json(fixture_file(fixtures, "randar_tiny_config.json"))["constructor_args"])
+  args = load_json(fixture_file(fixtures, "randar_tiny_config.json"))["constructor_args"]
+  config = RandARConfig.from_torch_args(args)
   model_dir = convert_checkpoint(fixture_file(fixtures, "randar_tiny.safetensors"), root / "model", config,
                                  progress=False)
   rng = np.random.default_rng(0)
@@ -162,6 +163,20 @@ def test_eval_command_on_npz_and_folder(workspace, tmp_path, capsys):
   again = json.loads((tmp_path / "m2.json").read_text())
   for key in ("fid", "inception_score", "precision", "recall"):
     assert again[key] == pytest.approx(result[key], rel=1e-12)
+
+
+def test_eval_inception_flags_reach_the_loader(workspace, tmp_path, monkeypatch):
+  """--inception PATH --preprocess tf1 loads that file with that preprocessing (the network itself, from a weights
+  file, is tested in test_inception.py; here a stand-in keeps the 2048-d linear algebra out of the test)."""
+  _, _, ref_images = workspace
+  np.savez(tmp_path / "s.npz", arr_0=ref_images[:10])
+  seen = []
+  monkeypatch.setattr(extractors, "load_inception", lambda path, preprocessing: seen.append((path, preprocessing))
+                      or TinyFeatures())
+  args = ["eval", str(tmp_path / "s.npz"), "--ref", str(tmp_path / "s.npz"), "--inception", "w.pth", "--preprocess",
+          "tf1", "--out", str(tmp_path / "m.json")]
+  assert cli.main(args) == 0 and seen == [("w.pth", "tf1")]
+  assert json.loads((tmp_path / "m.json").read_text())["fid"] == pytest.approx(0.0, abs=1e-9)
 
 
 def test_eval_refuses_statistics_of_another_network(workspace, tmp_path, capsys):

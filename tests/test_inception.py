@@ -12,7 +12,7 @@ import pytest
 from safetensors.numpy import save_file
 
 from conftest import ManifestSource
-from randar_jax import checkpoint, cli
+from randar_jax import checkpoint
 from randar_jax.convert import ConversionError, convert_params, detect_family
 from randar_jax.convert import core, inception_fid
 from randar_jax.convert.torch_pickle import TorchSource
@@ -210,16 +210,3 @@ def test_truncated_legacy_file_is_reported(tmp_path):
     with pytest.raises(ConversionError, match="truncated|corrupt"):
       TorchSource(path)
 
-
-def test_eval_command_with_the_weights_file(weights_file, golden, tmp_path):
-  """`randar-jax eval --inception FILE` end to end (one batch each; the metrics are tested on small features)."""
-  images = golden["images"]
-  np.savez(tmp_path / "samples.npz", arr_0=images)
-  np.savez(tmp_path / "ref.npz", arr_0=255 - images)
-  args = ["eval", str(tmp_path / "samples.npz"), "--ref", str(tmp_path / "ref.npz"), "--inception", str(weights_file),
-          "--batch-size", str(len(images)), "--no-pr", "--out", str(tmp_path / "m.json")]
-  assert cli.main(args) == 0
-  result = json.loads((tmp_path / "m.json").read_text())
-  assert result["extractor"] == "inception_fid/pytorch_fid" and result["num_samples"] == len(images)
-  assert np.isfinite(result["fid"]) and result["fid"] > 0 and result["inception_score"] >= 1.0
-  assert "precision" not in result

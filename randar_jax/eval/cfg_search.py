@@ -14,8 +14,9 @@ Layout of the output directory (every file written by process 0, atomically):
     final_cfg_4.2000.json        the final run at the best scale (``final_samples`` > 0)
     samples_cfg_4.2000[_p{i}of{n}].npz   its images in the ADM format (``save_samples``), one file per process
 
-A re-run skips every scale whose result file exists, so an interrupted search continues where it stopped (a
-result can also be placed there by hand). Guidance for scale s: RandAR's linear ramp 1 -> s over the decoded
+A re-run skips every scale whose result file exists, so an interrupted search continues where it stopped (a result
+can also be placed there by hand). The final run draws fresh labels and samples (seed + 1), so the chosen scale is
+not scored on the samples that chose it. Guidance for scale s: RandAR's linear ramp 1 -> s over the decoded
 fraction (``schedule='linear'``), a constant s, or RAR's ``powcos:P`` (s with power P).
 
 Multi-host: the class labels (uniformly random, the same for every scale) are split into one contiguous share per
@@ -151,7 +152,7 @@ def sample_statistics(model, tokenizer, extractor, labels: np.ndarray, scale: fl
   feats, logits = [], []
   with (AdmNpzWriter(save, len(share), (side, side, tokenizer.channels), labels=share) if save
         else contextlib.nullcontext()) as writer:
-    for f, lg in extractors.extract(extractor, _decoded(tokenizer, tokens, search.batch_size, writer),
+    for f, lg in extractors.extract(extractor, _decoded(tokenizer, tokens, search.batch_size, writer, progress),
                                     search.batch_size):
       feats.append(f)
       logits.append(lg)
@@ -165,9 +166,10 @@ def sample_statistics(model, tokenizer, extractor, labels: np.ndarray, scale: fl
   return Statistics.from_running(running, extractor.name)
 
 
-def _decoded(tokenizer, tokens: np.ndarray, batch_size: int, writer: AdmNpzWriter | None):
+def _decoded(tokenizer, tokens: np.ndarray, batch_size: int, writer: AdmNpzWriter | None, progress: bool):
   """Device images per batch of token grids; batches are padded for the decoder (one compile) and trimmed."""
-  for start in tqdm(range(0, len(tokens), batch_size), desc="decoding + features", unit="batch", leave=False):
+  for start in tqdm(range(0, len(tokens), batch_size), desc="decoding + features", unit="batch", leave=False,
+                    disable=not progress):
     chunk = tokens[start: start + batch_size]
     n = len(chunk)
     if n < batch_size:
@@ -249,7 +251,7 @@ def run(model, tokenizer, extractor, reference: Statistics | None, out_dir: str,
   for scale in tqdm([s for s, d in zip(search.scales, done) if not d], desc="cfg scales", unit="scale",
                     disable=not lead):
     start = time.time()
-    stats = sample_statistics(model, tokenizer, extractor, labels, scale, search, mesh=mesh)
+    stats = sample_statistics(model, tokenizer, extractor, labels, scale, search, mesh=mesh, progress=lead)
     if lead:
       result = {"scale": scale, **compare(stats, reference), "seconds": round(time.time() - start, 1)}
       _write_json(os.path.join(scale_dir, _name(scale) + ".json"), result)
@@ -305,7 +307,8 @@ def _final(model, tokenizer, extractor, reference, out_dir: str, search: SearchC
   parts = "" if jax.process_count() == 1 else f"_p{jax.process_index()}of{jax.process_count()}"
   save = os.path.join(out_dir, f"samples_{_name(scale)}{parts}.npz") if search.save_samples else None
   start = time.time()
-  stats = sample_statistics(model, tokenizer, extractor, labels, scale, final, mesh=mesh, save=save)
+  stats = sample_statistics(model, tokenizer, extractor, labels, scale, final, mesh=mesh, save=save,
+                            progress=jax.process_index() == 0)
   if jax.process_index() != 0:
     return None
   result = {"scale": scale, **compare(stats, reference), "seconds": round(time.time() - start, 1)}

@@ -113,7 +113,7 @@ class RunningStats:
     self._outer += centred.T @ centred
     self.count += x.shape[0]
     if self.keep_features:
-      self._kept.append(np.asarray(features, np.float32))
+      self._kept.append(np.array(features, np.float32))          # a copy: callers may reuse their buffer
     if logits is not None:
       self._update_splits(_softmax64(logits))
 
