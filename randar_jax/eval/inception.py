@@ -304,13 +304,13 @@ def _features(graphdef, state, images: jax.Array, mode: str) -> jax.Array:
   return model(preprocess(images, mode))
 
 
-
 class InceptionExtractor:
   """:class:`randar_jax.eval.extractors.FeatureExtractor` over :class:`InceptionV3`.
 
-  One compiled program per input shape; the batch is split over the devices of ``mesh`` (default: the mesh the
-  model's parameters live on, else all local devices). ``precision`` is the matmul / conv precision; 'highest'
-  (default) keeps float32 exactly on GPUs and TPUs, whose defaults (TF32 / bf16 passes) shift FID slightly.
+  One compiled program per input shape; the batch is split over the devices of ``mesh`` (default: this process's
+  devices; the parameters should be replicated there, as ``extractors.load_inception`` places them). ``precision``
+  is the conv / matmul precision: 'highest' (default) keeps float32 on GPUs and TPUs, whose defaults (TF32 / bf16
+  passes) shift FID slightly.
   """
 
   def __init__(self, model: InceptionV3, preprocessing: str = "pytorch_fid", *, mesh=None,
