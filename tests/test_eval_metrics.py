@@ -41,7 +41,10 @@ def gaussians(rng, n, d, rank=None):
 ])
 def test_frechet_distance_matches_scipy(n, d, rank, rtol):
   (mu1, s1), (mu2, s2) = gaussians(np.random.default_rng(d + n), n, d, rank)
-  assert metrics.frechet_distance(mu1, s1, mu2, s2) == pytest.approx(adm_frechet(mu1, s1, mu2, s2), rel=rtol)
+  ours = metrics.frechet_distance(mu1, s1, mu2, s2)
+  assert ours == pytest.approx(adm_frechet(mu1, s1, mu2, s2), rel=rtol)
+  assert metrics.frechet_distance(mu1, s1, mu2, s2, sqrt_sigma1=metrics.sqrt_psd(s1)) == ours
+  assert metrics.frechet_distance(mu2, s2, mu1, s1) == pytest.approx(ours, rel=rtol)     # symmetric
 
 
 def test_frechet_distance_of_a_distribution_with_itself_is_zero_and_shifts_add():

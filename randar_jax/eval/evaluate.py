@@ -41,6 +41,13 @@ class Statistics:
   extractor: str | None = None
   features: np.ndarray | None = None       # (N, D) float32, for precision / recall
   inception_score: float | None = None
+  _sqrt_sigma: np.ndarray | None = dataclasses.field(default=None, repr=False, compare=False)
+
+  def sqrt_sigma(self) -> np.ndarray:
+    """sigma^1/2, computed once (a reference is compared with every scale of a search)."""
+    if self._sqrt_sigma is None:
+      self._sqrt_sigma = metrics.sqrt_psd(self.sigma)
+    return self._sqrt_sigma
 
   @classmethod
   def from_running(cls, running: metrics.RunningStats, extractor: str) -> "Statistics":
@@ -155,7 +162,8 @@ def compare(stats: Statistics, reference: Statistics, *, k: int = metrics.K_NEIG
   """FID (and IS, precision / recall where the statistics allow) of ``stats`` against ``reference``."""
   if reference.extractor is not None and stats.extractor != reference.extractor:
     raise ValueError(f"statistics of {stats.extractor!r} features cannot be compared with {reference.extractor!r}")
-  out = {"fid": metrics.frechet_distance(stats.mu, stats.sigma, reference.mu, reference.sigma)}
+  out = {"fid": metrics.frechet_distance(reference.mu, reference.sigma, stats.mu, stats.sigma,
+                                        sqrt_sigma1=reference.sqrt_sigma())}
   if stats.inception_score is not None:
     out["inception_score"] = stats.inception_score
   if precision_recall and stats.features is not None and reference.features is not None:

@@ -38,14 +38,19 @@ K_NEIGHBOURS = 3
 
 # ---- Frechet distance ------------------------------------------------------------------------------------------
 
-def _sqrt_psd(sigma: np.ndarray) -> np.ndarray:
+def sqrt_psd(sigma: np.ndarray) -> np.ndarray:
   """Symmetric square root of a symmetric positive semi-definite matrix (negative round-off eigenvalues -> 0)."""
-  w, v = np.linalg.eigh(sigma)
+  sigma = np.asarray(sigma, np.float64)
+  w, v = np.linalg.eigh((sigma + sigma.T) / 2)
   return (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
 
 
-def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
-  """Frechet distance between N(mu1, sigma1) and N(mu2, sigma2); means (D,), covariances (D, D); float64."""
+def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray, *,
+                     sqrt_sigma1: np.ndarray | None = None) -> float:
+  """Frechet distance between N(mu1, sigma1) and N(mu2, sigma2); means (D,), covariances (D, D); float64.
+
+  ``sqrt_sigma1`` = :func:`sqrt_psd` (sigma1), when one side is compared many times (a reference in a CFG search):
+  it saves the larger of the two eigendecompositions."""
   mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
   sigma1, sigma2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
   if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape or sigma1.shape != mu1.shape * 2:
@@ -54,7 +59,7 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
   for name, s in (("first", sigma1), ("second", sigma2)):
     if not np.isfinite(s).all():
       raise ValueError(f"the {name} covariance has non-finite entries")
-  root = _sqrt_psd((sigma1 + sigma1.T) / 2)
+  root = sqrt_psd(sigma1) if sqrt_sigma1 is None else sqrt_sigma1
   middle = root @ sigma2 @ root
   eig = np.linalg.eigvalsh((middle + middle.T) / 2)
   tr_covmean = np.sqrt(np.clip(eig, 0.0, None)).sum()
