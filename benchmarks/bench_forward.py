@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from benchmarks.common import report
+from benchmarks.common import add_model_args, each_setting, randar_config, report
 from randar_jax import checkpoint, models, sharding
 from randar_jax.models.randar import RandARConfig
 
@@ -65,30 +65,10 @@ def measure(config: RandARConfig, batch: int, steps: int) -> dict:
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--layers", type=int, default=12)
-  parser.add_argument("--dim", type=int, default=512)
-  parser.add_argument("--heads", type=int, default=8)
-  parser.add_argument("--vocab", type=int, default=16384)
-  parser.add_argument("--grid", type=int, default=16)
-  parser.add_argument("--classes", type=int, default=1000)
-  parser.add_argument("--batch", type=int, default=8)
-  parser.add_argument("--steps", type=int, default=3, help="timed steps per setting (after one warm-up step)")
-  parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-  parser.add_argument("--remat", default="both", choices=["on", "off", "both"])
-  parser.add_argument("--attention", default="xla", choices=["xla", "cudnn"])
+  add_model_args(parser)
   args = parser.parse_args()
-
-  base = RandARConfig(vocab_size=args.vocab, dim=args.dim, n_layer=args.layers, n_head=args.heads,
-                      grid_size=args.grid, num_classes=args.classes, dtype=args.dtype,
-                      attention_impl=args.attention)
-  settings = {"on": [True], "off": [False], "both": [True, False]}[args.remat]
-  results = []
-  for remat in settings:
-    try:
-      results.append(measure(dataclasses.replace(base, remat=remat), args.batch, args.steps))
-    except Exception as e:  # noqa: BLE001 - e.g. out of memory without remat: report it, keep the other setting
-      results.append({"remat": remat, "error": f"{type(e).__name__}: {str(e)[:300]}"})
-  first = next((r for r in results if "error" not in r), {})
+  base, settings = randar_config(args)
+  results, first = each_setting(lambda config: measure(config, args.batch, args.steps), base, settings)
   params = checkpoint.param_count(checkpoint.abstract_params(base))
   report({"tokens_per_s": first.get("tokens_per_s"), "compile_s": first.get("compile_s"), "params": params,
           "batch": args.batch, "config": {k: v for k, v in dataclasses.asdict(base).items() if k != "remat"},

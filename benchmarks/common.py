@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import datetime
 import json
 import time
@@ -33,3 +35,39 @@ def timed(fn: Callable[[], Any], repeats: int) -> tuple[float, list[float]]:
 def report(results: dict[str, Any]) -> None:
   """Prints the benchmark's single JSON line."""
   print(json.dumps({**results, "env": environment()}), flush=True)
+
+
+def add_model_args(parser: argparse.ArgumentParser, batch: int = 8) -> None:
+  """The RandAR size flags shared by the training benchmarks (CPU-sized defaults: 12x512, vocab 16384)."""
+  parser.add_argument("--layers", type=int, default=12)
+  parser.add_argument("--dim", type=int, default=512)
+  parser.add_argument("--heads", type=int, default=8)
+  parser.add_argument("--vocab", type=int, default=16384)
+  parser.add_argument("--grid", type=int, default=16)
+  parser.add_argument("--classes", type=int, default=1000)
+  parser.add_argument("--batch", type=int, default=batch)
+  parser.add_argument("--steps", type=int, default=3, help="timed steps per setting (after one warm-up step)")
+  parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+  parser.add_argument("--remat", default="both", choices=["on", "off", "both"])
+  parser.add_argument("--attention", default="xla", choices=["xla", "cudnn"])
+
+
+def randar_config(args: argparse.Namespace):
+  """The RandARConfig those flags describe, and the remat settings to measure."""
+  from randar_jax.models.randar import RandARConfig
+  config = RandARConfig(vocab_size=args.vocab, dim=args.dim, n_layer=args.layers, n_head=args.heads,
+                        grid_size=args.grid, num_classes=args.classes, dtype=args.dtype,
+                        attention_impl=args.attention)
+  return config, {"on": [True], "off": [False], "both": [True, False]}[args.remat]
+
+
+def each_setting(measure: Callable[[Any], dict], base, settings) -> tuple[list[dict], dict]:
+  """measure(config with remat=r) for each setting; a failure (e.g. out of memory without remat) is reported in
+  the results, not fatal. Returns (results, the first successful result or {})."""
+  results = []
+  for remat in settings:
+    try:
+      results.append(measure(dataclasses.replace(base, remat=remat)))
+    except Exception as e:  # noqa: BLE001 - keep the other setting's numbers
+      results.append({"remat": remat, "error": f"{type(e).__name__}: {str(e)[:300]}"})
+  return results, next((r for r in results if "error" not in r), {})

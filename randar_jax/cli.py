@@ -6,6 +6,7 @@
     randar-jax tokenize IMAGE... --tokenizer ckpt/vq_llamagen --out codes.npy [--image-size 256 --crop adm]
     randar-jax detokenize codes.npy --tokenizer ckpt/vq_llamagen --out images/
     randar-jax sample CKPT_DIR --out DIR --classes 1,2,3 --num-per-class 4 --steps 88 --cfg 1,4 [--tokenizer TOK]
+    randar-jax sample RAR_CKPT --out DIR --classes 1,2,3 [--cfg powcos:16,2.75 --temperature 1.0]   (RAR, raster)
     randar-jax demo
     randar-jax extract IMAGES OUT_DIR --tokenizer CKPT [--aug adm|ten-crop]   (IMAGES: folder, .tar, tfds:NAME)
     randar-jax import-codes RANDAR_CODES_DIR OUT_DIR --vocab-size 16384
@@ -42,6 +43,33 @@ def _convert(args: argparse.Namespace) -> None:
 def _info(args: argparse.Namespace) -> None:
   from randar_jax import checkpoint
   print(json.dumps(checkpoint.read_config(args.checkpoint), indent=1))
+
+
+def _decode_settings(args: argparse.Namespace, config) -> dict:
+  """generate() keyword arguments from the sample flags; unset flags take the model family's defaults
+  (RandAR: 88 steps, linear guidance 1 -> 4, temperature 1; RAR: N steps, the per-size settings of rar.md 7.2)."""
+  import numpy as np
+
+  from randar_jax.decode import rar as rar_decode
+  from randar_jax.decode.sampling import Guidance, Sampling
+
+  family = config.to_dict()["family"]
+  if args.model and args.model != family:
+    raise ValueError(f"{args.checkpoint} holds a {family!r} model, not {args.model!r} (drop --model or fix it)")
+  n = config.num_tokens
+  if family == "rar":
+    default_sampling, default_guidance = rar_decode.default_settings(config)
+    if args.steps not in (None, -1, n):
+      raise ValueError(f"RAR decodes one token per step: --steps must be {n} (or -1), got {args.steps}")
+    temperature = default_sampling.temperature if args.temperature is None else args.temperature
+    guidance = default_guidance if args.cfg is None else Guidance.parse(args.cfg)
+    return dict(sampling=Sampling.make(temperature, args.top_k, args.top_p), guidance=guidance, order=args.order)
+  steps = 88 if args.steps is None else args.steps
+  if not (steps == -1 or 1 <= steps <= n):
+    raise ValueError(f"--steps must be in [1, {n}] (or -1), got {steps}")
+  order = np.tile(np.arange(n), (args.batch_size, 1)) if args.order == "raster" else None
+  return dict(num_steps=steps, order=order, guidance=Guidance.parse("1,4" if args.cfg is None else args.cfg),
+              sampling=Sampling.make(1.0 if args.temperature is None else args.temperature, args.top_k, args.top_p))
 
 
 def _tokenize(args: argparse.Namespace) -> None:
@@ -103,22 +131,17 @@ def _sample(args: argparse.Namespace) -> None:
 
   from randar_jax import checkpoint, models, tokenizers
   from randar_jax.decode import batched
-  from randar_jax.decode.sampling import Guidance, Sampling
   from randar_jax.utils import images
 
   # Validate everything that can be checked before loading weights or compiling.
   config = models.config_from_dict(checkpoint.read_config(args.checkpoint))
   labels = batched.parse_labels(args.classes, args.num_per_class, config.num_classes, args.num_samples, args.seed)
-  guidance = Guidance.parse(args.cfg)
-  sampling = Sampling.make(args.temperature, args.top_k, args.top_p)
-  if not (args.steps == -1 or 1 <= args.steps <= config.num_tokens):
-    raise ValueError(f"--steps must be in [1, {config.num_tokens}] (or -1), got {args.steps}")
   if args.batch_size < 1:
     raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+  settings = _decode_settings(args, config)
   tokenizer = tokenizers.load(args.tokenizer) if args.tokenizer else None
   model = checkpoint.load_model(args.checkpoint, **({"dtype": args.dtype} if args.dtype else {}))
-  tokens, orders = batched.sample_labels(model, labels, batch_size=args.batch_size, seed=args.seed,
-                                         num_steps=args.steps, sampling=sampling, guidance=guidance)
+  tokens, orders = batched.sample_labels(model, labels, batch_size=args.batch_size, seed=args.seed, **settings)
   os.makedirs(args.out, exist_ok=True)
   np.savez(os.path.join(args.out, "tokens.npz"), tokens=tokens, labels=labels, orders=orders)
   print(f"wrote {len(tokens)} token grids to {os.path.join(args.out, 'tokens.npz')}")
@@ -234,15 +257,19 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--batch-size", type=int, default=8)
   p.set_defaults(run=_detokenize)
 
-  p = commands.add_parser("sample", help="class-conditional sampling with parallel decoding")
+  p = commands.add_parser("sample", help="class-conditional sampling (RandAR: parallel decoding; RAR: raster)")
   p.add_argument("checkpoint", help="Orbax checkpoint directory (from convert or training)")
+  p.add_argument("--model", choices=["randar", "rar"], help="expected model family (default: the checkpoint's)")
   p.add_argument("--out", required=True, help="output directory")
   p.add_argument("--classes", help="class ids, e.g. '1,5,9' or '0-9'")
   p.add_argument("--num-per-class", type=int, help="samples per listed class (every class if none listed)")
   p.add_argument("--num-samples", type=int, help="this many samples with uniformly random classes")
-  p.add_argument("--steps", type=int, default=88, help="forward passes (tokens for one-by-one: -1)")
-  p.add_argument("--cfg", default="1,4", help="guidance: 'none', 'S', 'S0,S1' (linear) or 'powcos:S,P'")
-  p.add_argument("--temperature", type=float, default=1.0)
+  p.add_argument("--steps", type=int, help="forward passes (one token each: -1); RandAR default 88, RAR: all")
+  p.add_argument("--cfg", help="guidance: 'none', 'S', 'S0,S1' (linear) or 'powcos:S,P' (RAR); default: "
+                 "RandAR '1,4', RAR the per-size setting (e.g. RAR-B powcos:16,2.75)")
+  p.add_argument("--temperature", type=float, help="default: RandAR 1.0, RAR per size (1.0 / 1.02)")
+  p.add_argument("--order", choices=["raster", "random"],
+                 help="generation order (default: RandAR random, RAR raster; RAR random for random-only models)")
   p.add_argument("--top-k", type=int, default=0)
   p.add_argument("--top-p", type=float, default=1.0)
   p.add_argument("--seed", type=int, default=0)

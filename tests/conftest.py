@@ -6,6 +6,8 @@ skip with a clear reason when neither exists (a user's clone has no ../shared).
 
 import os
 import pathlib
+import struct
+import zipfile
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 
@@ -66,18 +68,75 @@ class ManifestSource:
     return np.zeros(self._shapes[key], np.float32)
 
 
-@pytest.fixture(scope="session")
-def randar_tiny(fixtures):
-  """(model, config) for randar_tiny.safetensors, converted by the real converter with the fixture's config."""
-  from randar_jax import checkpoint, models, sharding
-  from randar_jax.convert import convert_params
-  from randar_jax.models.randar import RandARConfig
+def torch_zip(path, data_pkl: bytes, storages: dict[str, bytes] = {}):  # noqa: B006 - read only
+  """A torch.save zip archive from a data.pkl and raw storages (no torch needed)."""
+  with zipfile.ZipFile(path, "w") as z:
+    z.writestr("archive/data.pkl", data_pkl)
+    z.writestr("archive/byteorder", "little")
+    for key, data in storages.items():
+      z.writestr(f"archive/data/{key}", data)
+  return path
+
+
+def _unicode(s: str) -> bytes:
+  return b"X" + struct.pack("<I", len(s.encode())) + s.encode()
+
+
+def _ints(values) -> bytes:
+  return b"(" + b"".join(b"J" + struct.pack("<i", v) for v in values) + b"t"
+
+
+def tensor_pickle(entries: dict[str, tuple[str, int, int, tuple, tuple]]) -> bytes:
+  """A protocol-2 pickle of {name: FloatStorage tensor (storage key, numel, offset, size, stride)}, written
+  opcode by opcode as torch.save lays it out (no torch needed)."""
+  out = b"\x80\x02}("
+  for name, (key, numel, offset, size, stride) in entries.items():
+    record = b"(" + _unicode("storage") + b"ctorch\nFloatStorage\n" + _unicode(key) + _unicode("cpu") + \
+        b"J" + struct.pack("<i", numel) + b"tQ"
+    out += _unicode(name) + b"ctorch._utils\n_rebuild_tensor_v2\n(" + record + b"J" + struct.pack("<i", offset) + \
+        _ints(size) + _ints(stride) + b"\x89ccollections\nOrderedDict\n)Rt" + b"R"
+  return out + b"u."
+
+
+def torch_save(path, tensors) -> pathlib.Path:
+  """What ``torch.save(state_dict, path)`` writes for float32 tensors (one contiguous storage each)."""
+  entries, storages = {}, {}
+  for i, (name, tensor) in enumerate(tensors.items()):
+    tensor = np.ascontiguousarray(tensor, np.float32)
+    entries[name] = (str(i), tensor.size, 0, tensor.shape, tuple(s // 4 for s in tensor.strides))
+    storages[str(i)] = tensor.tobytes()
+  return torch_zip(path, tensor_pickle(entries), storages)
+
+
+def _restore(config, params):
+  """A model for ``config`` holding converted ``params`` (nested dict of NumPy arrays)."""
+  from randar_jax import models, sharding
   from flax import nnx
 
-  args = load_json(fixture_file(fixtures, "randar_tiny_config.json"))["constructor_args"]
-  config = RandARConfig.from_torch_args(args)
-  params, config = convert_params(fixture_file(fixtures, "randar_tiny.safetensors"), config, progress=False)
   with sharding.model_context():
     graphdef, state = nnx.split(nnx.eval_shape(lambda: models.build(config)))
   nnx.replace_by_pure_dict(state, jax.tree.map(jax.numpy.asarray, params))
-  return nnx.merge(graphdef, state), config
+  return nnx.merge(graphdef, state)
+
+
+@pytest.fixture(scope="session")
+def rar_tiny(fixtures):
+  """(model, config) for rar_tiny.safetensors, converted by the real converter with the fixture's config."""
+  from randar_jax.convert import convert_params
+  from randar_jax.models.rar import RARConfig
+
+  config = RARConfig.from_original(load_json(fixture_file(fixtures, "rar_tiny_config.json"))["config"])
+  params, config = convert_params(fixture_file(fixtures, "rar_tiny.safetensors"), config, progress=False)
+  return _restore(config, params), config
+
+
+@pytest.fixture(scope="session")
+def randar_tiny(fixtures):
+  """(model, config) for randar_tiny.safetensors, converted by the real converter with the fixture's config."""
+  from randar_jax.convert import convert_params
+  from randar_jax.models.randar import RandARConfig
+
+  args = load_json(fixture_file(fixtures, "randar_tiny_config.json"))["constructor_args"]
+  params, config = convert_params(fixture_file(fixtures, "randar_tiny.safetensors"),
+                                  RandARConfig.from_torch_args(args), progress=False)
+  return _restore(config, params), config

@@ -261,3 +261,19 @@ def test_multihost_search_gathers_every_process_share(workspace, tmp_path):
   ref = _features(ref_images)
   fid = metrics.frechet_distance(feats.mean(0), np.cov(feats, rowvar=False), ref.mean(0), np.cov(ref, rowvar=False))
   assert result["fid"] == pytest.approx(fid, rel=1e-9)
+
+
+def test_cfg_search_samples_rar_with_its_own_defaults(fixtures, workspace, tmp_path):
+  """A RAR checkpoint searches with RAR's sampler: one token per step, pow-cosine guidance, per-size temperature."""
+  from randar_jax.models.rar import RARConfig
+  root, _, _ = workspace
+  config = RARConfig.from_original(load_json(fixture_file(fixtures, "rar_tiny_config.json"))["config"])
+  model_dir = convert_checkpoint(fixture_file(fixtures, "rar_tiny.safetensors"), tmp_path / "rar", config,
+                                 progress=False)
+  args = ["cfg-search", "--model", str(model_dir), "--tokenizer", "pixels:32", "--ref", str(root / "ref.npz"),
+          "--features", "tiny:", "--out", str(tmp_path / "search"), "--scales", "3.0", "--num-samples", "8",
+          "--batch-size", "8"]
+  assert cli.main(args) == 0
+  settings = json.loads((tmp_path / "search" / "search.json").read_text())
+  assert settings["steps"] == -1 and settings["schedule"].startswith("powcos:")
+  assert json.loads((tmp_path / "search" / "scales" / "cfg_3.0000.json").read_text())["num_samples"] == 8

@@ -7,8 +7,11 @@ from randar_jax import checkpoint
 from randar_jax.config_io import load_config
 from randar_jax.convert import convert_params
 from randar_jax.convert import randar as randar_convert
+from randar_jax.convert import rar as rar_convert
 from randar_jax.convert.core import convert
+from randar_jax.decode import rar as rar_decode
 from randar_jax.models.randar import RandARConfig
+from randar_jax.models.rar import RARConfig
 
 # manifest file -> the configs/randar.py arguments that must describe the same architecture
 MANIFESTS = {
@@ -16,6 +19,8 @@ MANIFESTS = {
     "manifest_randar_xl.json": "variant=XL,tokenizer=llamagen",
     "manifest_randar_l_maskgit.json": "variant=L,tokenizer=maskgit",
 }
+RAR_MANIFESTS = {"manifest_rar_b.json": "B", "manifest_rar_l.json": "L", "manifest_rar_xl.json": "XL",
+                 "manifest_rar_xxl.json": "XXL"}
 
 
 @pytest.mark.parametrize("name", sorted(MANIFESTS))
@@ -37,3 +42,30 @@ def test_published_parameter_counts():
   for (variant, tokenizer), count in expected.items():
     config = RandARConfig.variant(variant, tokenizer)
     assert checkpoint.param_count(checkpoint.abstract_params(config)) == count, (variant, tokenizer)
+
+
+@pytest.mark.parametrize("name", sorted(RAR_MANIFESTS))
+def test_rar_manifest_maps_completely(fixtures, name):
+  source = ManifestSource(fixture_file(fixtures, name))
+  config = RARConfig.from_original(source.manifest["config"])
+  recipe = load_config(f"configs/rar.py:variant={RAR_MANIFESTS[name]}")
+  assert RARConfig.from_dict(recipe.model.to_dict()) == config, "configs/rar.py must describe the released model"
+  assert config.variant_name == RAR_MANIFESTS[name]
+  assert rar_convert.infer_config(source) == config
+  abstract = checkpoint.abstract_params(config)
+  assert checkpoint.param_count(abstract) == source.manifest["num_parameters"]
+  assert len(source.keys()) == source.manifest["num_state_dict_entries"] == 18 * config.n_layer + 9
+  convert(source, rar_convert.RULES, abstract, ignore=rar_convert.IGNORE, progress=False, check_only=True)
+  generator = source.manifest["config"]["model"]["generator"]
+  assert tuple(recipe.data.order.anneal) == (generator["randomness_anneal_start"], generator["randomness_anneal_end"])
+
+
+def test_rar_published_parameter_counts_and_sampling_defaults(fixtures):
+  expected = {"B": 260_923_648, "L": 461_668_352, "XL": 955_425_024, "XXL": 1_498_520_704}
+  for variant, count in expected.items():
+    assert checkpoint.param_count(checkpoint.abstract_params(RARConfig.variant(variant))) == count, variant
+  # rar.yaml (the RAR-B recipe) carries RAR-B's sampling settings
+  generator = ManifestSource(fixture_file(fixtures, "manifest_rar_b.json")).manifest["config"]["model"]["generator"]
+  sampling, guidance = rar_decode.default_settings(RARConfig.variant("B"))
+  assert (sampling.temperature, guidance.end, guidance.power) == (
+      generator["randomize_temperature"], generator["guidance_scale"], generator["guidance_scale_pow"])

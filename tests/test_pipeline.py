@@ -98,7 +98,7 @@ def test_processes_see_disjoint_records_forming_the_global_batch(source):
   for _ in range(6):
     a, b, g = next(parts[0]), next(parts[1]), next(whole)
     assert a["index"].shape == (8,) and not set(a["index"]) & set(b["index"])
-    assert sorted(np.concatenate([a["index"], b["index"]])) == sorted(g["index"])
+    np.testing.assert_array_equal(np.concatenate([a["index"], b["index"]]), g["index"])  # row for row
     # the same record at the same stream position gets the same order, whatever the process count
     merged = {int(i): p for i, p in zip(np.concatenate([a["index"], b["index"]]),
                                          np.concatenate([a["positions"], b["positions"]]))}

@@ -2,9 +2,7 @@
 
 import os
 import pickle
-import struct
 import subprocess
-import zipfile
 
 import jax
 import jax.numpy as jnp
@@ -15,6 +13,8 @@ from flax import nnx
 from PIL import Image
 
 from conftest import ManifestSource, fixture_file, load_json
+from conftest import tensor_pickle as _tensor_pickle
+from conftest import torch_zip as _torch_zip
 from randar_jax import checkpoint, models, sharding, tokenizers
 from randar_jax.convert import FAMILIES as CONVERTERS
 from randar_jax.convert import ConversionError, convert_checkpoint, convert_params
@@ -150,35 +150,6 @@ def test_missing_tokenizer_key_is_named(fixtures, tmp_path):
 
 
 # ---- the restricted torch reader ---------------------------------------------------------------------------------
-
-def _torch_zip(path, data_pkl: bytes, storages: dict[str, bytes] = {}):  # noqa: B006 - read only
-  with zipfile.ZipFile(path, "w") as z:
-    z.writestr("archive/data.pkl", data_pkl)
-    z.writestr("archive/byteorder", "little")
-    for key, data in storages.items():
-      z.writestr(f"archive/data/{key}", data)
-  return path
-
-
-def _unicode(s: str) -> bytes:
-  return b"X" + struct.pack("<I", len(s.encode())) + s.encode()
-
-
-def _ints(values) -> bytes:
-  return b"(" + b"".join(b"J" + struct.pack("<i", v) for v in values) + b"t"
-
-
-def _tensor_pickle(entries: dict[str, tuple[str, int, int, tuple, tuple]]) -> bytes:
-  """A protocol-2 pickle of {name: FloatStorage tensor (storage key, numel, offset, size, stride)}, written
-  opcode by opcode as torch.save lays it out (no torch needed)."""
-  out = b"\x80\x02}("
-  for name, (key, numel, offset, size, stride) in entries.items():
-    record = b"(" + _unicode("storage") + b"ctorch\nFloatStorage\n" + _unicode(key) + _unicode("cpu") + \
-        b"J" + struct.pack("<i", numel) + b"tQ"
-    out += _unicode(name) + b"ctorch._utils\n_rebuild_tensor_v2\n(" + record + b"J" + struct.pack("<i", offset) + \
-        _ints(size) + _ints(stride) + b"\x89ccollections\nOrderedDict\n)Rt" + b"R"
-  return out + b"u."
-
 
 def test_torch_reader_rebuilds_strided_views(tmp_path):
   storage = np.arange(6, dtype=np.float32)

@@ -73,6 +73,22 @@ def copy(tensor: np.ndarray, shapes: Sequence[Shape]) -> list[np.ndarray]:
   return [tensor]
 
 
+def squeeze(tensor: np.ndarray, shapes: Sequence[Shape]) -> list[np.ndarray]:
+  """Drops leading unit axes of a bare parameter, e.g. (1, 1, D) -> (1, D) or (1, R, D) -> (R, D)."""
+  shape = tuple(shapes[0])
+  extra = tensor.ndim - len(shape)
+  if extra < 0 or tensor.shape[:extra] != (1,) * extra or tuple(tensor.shape[extra:]) != shape:
+    raise ConversionError(f"shape {tuple(tensor.shape)} is not the model's {shape} with leading unit axes")
+  return [tensor.reshape(shape)]
+
+
+def vector(tensor: np.ndarray, shapes: Sequence[Shape]) -> list[np.ndarray]:
+  """A 1-D tensor (a bias) split into the target's output axes, e.g. qkv bias (3D,) -> (3, H, hd)."""
+  if tensor.ndim != 1:
+    raise ConversionError(f"expected a 1-D tensor for the model's {tuple(shapes[0])}, got {tuple(tensor.shape)}")
+  return [_reshaped(tensor, tuple(shapes[0]), "vector")]
+
+
 def linear_in_heads(tensor: np.ndarray, shapes: Sequence[Shape]) -> list[np.ndarray]:
   """torch Linear (out, heads * head_dim) -> kernel (heads, head_dim, out) (attention output projections)."""
   out_dim = shapes[0][-1]

@@ -13,12 +13,14 @@ Stages (one global stream, cut into per-process strides):
     source -> shuffle(seed; a new permutation each epoch) -> repeat -> attach stream position g
       -> per-record random map (Philox keyed by (seed, g)): pick one stored augmentation uniformly, draw the order
          for step g // global_batch, permute the tokens into that order
-      -> records g = process_index (mod process_count) -> batch(global_batch / process_count) -> prefetch threads
+      -> chunks of global_batch / process_count consecutive positions; this process takes chunks
+         process_index (mod process_count) -> prefetch threads
 
 Everything random is a function of (seed, g), and the step that RAR's annealing needs is g // global_batch, not
 host state: the batches are the same across restarts, prefetch depth and worker count, and process p's batch k
-holds stream positions [k * global_batch, (k+1) * global_batch) with stride process_count, so processes see
-disjoint records and together make exactly global batch k. Resuming needs the same process count (Grain's state
+holds stream positions k * global_batch + [p * local, (p+1) * local), so processes see disjoint records and,
+concatenated in process order (as ``jax.make_array_from_process_local_data`` lays them out), make exactly the
+single-process global batch k, row for row: a run's trajectory does not depend on how many hosts feed it. Resuming needs the same process count (Grain's state
 is per process). Emitted per example: ``tokens`` (h*w,) codes in generation order, ``positions`` (h*w,) the raster
 cell of each generated token (= the order), ``label``, ``index`` (the source's item number) and ``random``
 (whether the policy's order, not its fallback, was used).
@@ -93,7 +95,8 @@ def make_dataset(source, config: PipelineConfig, process_index: int | None = Non
     ds = ds.repeat(config.num_epochs)
   ds = ds.map_with_index(_with_position)
   ds = ds.random_map(PickAugAndOrder(source.grid, config.order, config.batch_size), seed=(config.seed + 1) % 2**32)
-  ds = ds[index::count].batch(config.batch_size // count, drop_remainder=True)
+  chunks = ds.batch(config.batch_size // count, drop_remainder=True)   # chunk c: positions [c * local, ...)
+  ds = chunks[: len(chunks) // count * count][index::count]          # every process gets as many batches
   it = ds.to_iter_dataset(grain.ReadOptions(num_threads=config.num_threads, prefetch_buffer_size=config.prefetch))
   if config.workers > 0:
     from absl import flags

@@ -1,6 +1,10 @@
-"""Sampling many images: fixed-size batches (one compilation), a progress bar, outputs on the host.
+"""Sampling many images with any generator: fixed-size batches (one compilation), a progress bar, host outputs.
 
-    tokens = sample_labels(model, labels, batch_size=32, seed=0, num_steps=88, guidance=Guidance.linear(1, 4))
+    tokens, orders = sample_labels(randar, labels, batch_size=32, seed=0, num_steps=88,
+                                   guidance=Guidance.linear(1, 4))
+    tokens, orders = sample_labels(rar, labels, batch_size=32)      # RAR: raster, per-size defaults
+
+``generator_for(model)`` picks the family's ``generate`` from ``model.config`` ('randar' | 'rar').
 """
 
 from __future__ import annotations
@@ -12,6 +16,17 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from randar_jax.decode import randar as randar_decode
+from randar_jax.decode import rar as rar_decode
+
+GENERATORS: dict[str, Callable] = {"randar": randar_decode.generate, "rar": rar_decode.generate}
+
+
+def generator_for(model) -> Callable:
+  """The ``generate`` function of a model's family (from its config's 'family')."""
+  family = model.config.to_dict()["family"]
+  if family not in GENERATORS:
+    raise ValueError(f"no decoder for model family {family!r}; known: {sorted(GENERATORS)}")
+  return GENERATORS[family]
 
 
 def parse_labels(classes: str | None, num_per_class: int | None, num_classes: int, count: int | None = None,
@@ -42,10 +57,11 @@ def sample_labels(model, labels: np.ndarray, *, batch_size: int, seed: int = 0, 
                   progress: bool = True, **kwargs) -> tuple[np.ndarray, np.ndarray]:
   """Samples one image per label in batches of ``batch_size`` (the last batch is padded, so every batch has
   the same shape and reuses one compiled program; the cache buffer is donated from batch to batch).
+  ``generate`` defaults to the model family's; ``kwargs`` go to it (num_steps, sampling, guidance, ...).
 
   Returns raster token grids (N, g, g) and generation orders (N, g*g) as NumPy.
   """
-  generate = generate or randar_decode.generate
+  generate = generate or generator_for(model)
   grid = model.config.grid_size
   tokens, orders, cache = [], [], None
   starts = range(0, len(labels), batch_size)

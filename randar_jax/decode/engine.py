@@ -9,17 +9,34 @@ forward can see); the engine does the rest, identically for every model:
 Everything here runs inside one ``jit``: one scan per plan segment (rows of equal chunk width), no Python
 loop over steps at run time, no host synchronisation. Keys are ``fold_in(key, forward_index)``, so results
 do not depend on how forwards are grouped into segments.
+
+A model family's ``generate`` validates on the host (:func:`validate`), builds its plan and calls
+:func:`decode` with an *adapter* ``adapter(model, labels (B, branches), order (B, N), *extras) ->
+chunk_logits`` (a module-level function: it is a static argument of the compiled program, cached per
+(adapter, plan, batch, guidance structure, sampling structure)). Guidance runs the batch as interleaved
+branches per sample ([conditional, null class], or three for spatial guidance), so a data-sharded batch keeps
+every branch of a sample on one device.
 """
 
 from __future__ import annotations
 
+import collections
+import dataclasses
+import functools
 from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from flax import nnx
 
+from randar_jax import sharding
 from randar_jax.decode.plan import Plan
 from randar_jax.decode.sampling import Guidance, Sampling, sample
+from randar_jax.models import attention
+from randar_jax.models.attention import KVCache
+
+TRACE_COUNT = collections.Counter()  # compilations of the decode program, by family name (tests check reuse)
 
 ChunkLogits = Callable[..., tuple[jax.Array, object]]
 
@@ -34,6 +51,15 @@ class Trace(NamedTuple):
   """Per-forward logits, when asked for: (forwards, B, K, V) after guidance and per branch before it."""
   guided: jax.Array
   raw: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeOutput:
+  tokens: jax.Array                     # (B, N) raster order
+  order: jax.Array                      # (B, N) raster cell generated at each step
+  tokens_in_order: jax.Array            # (B, N) generation order
+  trace: Trace | None = None            # per-token logits (B, N, V), raw (B, branches, N, V), if asked
+  cache: KVCache | None = None          # the cache buffer, to pass (donated) to the next call
 
 
 def run(plan: Plan, chunk_logits: ChunkLogits, cache, tokens: jax.Array, key: jax.Array, sampling: Sampling,
@@ -81,3 +107,78 @@ def collect_trace(plan: Plan, trace: Trace) -> Trace:
   guided = jnp.zeros((guided.shape[0], n, guided.shape[-1]), guided.dtype).at[:, out_gen].set(guided)
   raw = jnp.zeros(raw.shape[:2] + (n, raw.shape[-1]), raw.dtype).at[:, :, out_gen].set(raw)
   return Trace(guided[:, :-1], raw[:, :, :-1])
+
+
+# ---- what every family's generate() shares ---------------------------------------------------------------------
+
+def validate(config, labels: np.ndarray, num_steps: int, order: np.ndarray | None, guidance: Guidance | None,
+             known: int = 0, num_tokens: int | None = None, lagging: bool = False) -> None:
+  """Host-side checks before anything is compiled (num_tokens: the canvas size, default the model's)."""
+  n = num_tokens or config.num_tokens
+  steps_max = n if lagging else n - known
+  if labels.ndim != 1:
+    raise ValueError(f"labels must be a 1-D array of class ids, got shape {labels.shape}")
+  if labels.size and (labels.min() < 0 or labels.max() >= config.num_classes):
+    raise ValueError(f"class ids must be in [0, {config.num_classes}), got {labels.min()}..{labels.max()}")
+  if not 0 <= known < n:
+    raise ValueError(f"the known prefix must leave tokens to generate: need 0 <= known < {n}, got {known}")
+  if not (num_steps == -1 or 1 <= num_steps <= steps_max):
+    raise ValueError(f"num_steps must be in [1, {steps_max}] (or -1 for one token per step), got {num_steps}")
+  if guidance is not None:
+    _ = config.null_class  # raises if the model has no null class
+  if order is not None:
+    if order.shape != (labels.shape[0], n):
+      raise ValueError(f"order must have shape {(labels.shape[0], n)}, got {order.shape}")
+    if not (np.sort(order, axis=1) == np.arange(n)).all():
+      raise ValueError("every row of order must be a permutation of 0..N-1")
+
+
+def random_orders(key: jax.Array, batch: int, num_tokens: int) -> jax.Array:
+  """(B, N) independent random permutations."""
+  return jax.vmap(lambda k: jax.random.permutation(k, num_tokens))(jax.random.split(key, batch)).astype(jnp.int32)
+
+
+def new_cache(config, rows: int, plan: Plan) -> KVCache:
+  """A zero cache for ``rows`` sequences (batch x branches) of a model config (n_layer, kv_heads, head_dim)."""
+  return KVCache.zeros(config.n_layer, rows, plan.cache_slots, config.kv_heads, config.head_dim,
+                       jnp.dtype(config.dtype))
+
+
+Adapter = Callable[..., ChunkLogits]
+
+
+@functools.partial(jax.jit, static_argnames=("name", "adapter", "graphdef", "plan", "trace"),
+                   donate_argnames=("cache",))
+def _decode(name: str, adapter: Adapter, graphdef, state, plan: Plan, labels, order, key, sampling, guidance,
+            forced, prefix, extras, cache, trace: bool):
+  TRACE_COUNT[name] += 1
+  model = nnx.merge(graphdef, state)
+  null = jnp.full_like(labels, model.config.null_class) if guidance is not None else None
+  branch_labels = labels[:, None] if guidance is None else guidance.branch_labels(labels, null)
+  cache = KVCache(*(sharding.constrain(c, attention.AXES) for c in cache))
+  tokens = jnp.zeros((labels.shape[0], plan.num_tokens + 1), jnp.int32)
+  if prefix is not None:
+    tokens = tokens.at[:, : prefix.shape[1]].set(prefix)
+  tokens = sharding.constrain(tokens, ("batch", None))
+  tokens, cache, logits = run(plan, adapter(model, branch_labels, order, *extras), cache, tokens, key, sampling,
+                              guidance, forced, trace)
+  return tokens[:, :-1], cache, logits
+
+
+def decode(name: str, adapter: Adapter, model: nnx.Module, plan: Plan, labels: np.ndarray, orders: jax.Array,
+           key: jax.Array, sampling: Sampling, guidance, *, forced: Forced | None = None, prefix=None,
+           extras: tuple = (), cache: KVCache | None = None, trace: bool = False) -> DecodeOutput:
+  """Runs a validated decode: labels (B,) host ids, orders (B, N). ``adapter(model, labels (B, branches),
+  order, *extras)`` builds the chunk_logits function (extras: arrays or None, e.g. RandAR's RoPE table).
+  Reuses (donates) ``cache`` when its shape fits, else allocates one. Returns raster tokens, the orders,
+  generation-order tokens, the trace if asked, and the cache."""
+  cfg = model.config
+  rows = labels.shape[0] * (1 if guidance is None else guidance.branches)
+  shape = (cfg.n_layer, rows, cfg.kv_heads, plan.cache_slots, cfg.head_dim)
+  if cache is None or cache.k.shape != shape or cache.k.dtype != jnp.dtype(cfg.dtype):
+    cache = new_cache(cfg, rows, plan)
+  graphdef, state = nnx.split(model)
+  tokens, cache, logits = _decode(name, adapter, graphdef, state, plan, jnp.asarray(labels, jnp.int32), orders, key,
+                                  sampling, guidance, forced, prefix, tuple(extras), cache, trace)
+  raster = jnp.take_along_axis(tokens, jnp.argsort(orders, axis=1), axis=1)
+  return DecodeOutput(raster, orders, tokens, collect_trace(plan, logits) if trace else None, cache)

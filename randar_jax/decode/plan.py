@@ -162,13 +162,24 @@ def build_plan(num_tokens: int, num_steps: int, known: int = 0, buckets: Sequenc
     for f in body:
       width = min(w for w in allowed if w >= f.length)
       widths.append(max(width, widths[-1]) if len(widths) > len(head) else width)  # monotone within the body
+  return pack(passes, widths, num_tokens, num_steps, known, separate_first=bool(head),
+              slot_multiple=slot_multiple, windows=windows)
+
+
+def pack(passes: Sequence[Forward], widths: Sequence[int], num_tokens: int, num_steps: int, known: int = 0, *,
+         separate_first: bool = False, slot_multiple: int = 8, windows: int = 4) -> Plan:
+  """Groups forwards padded to ``widths`` into segments (equal width and attention window, consecutive) and
+  sizes the cache to a multiple of ``slot_multiple`` that holds every chunk. Each segment attends to a static
+  window (``windows`` steps of cache_slots / windows), so early forwards read fewer slots.
+  ``separate_first``: the first forward (a prefill) gets a segment of its own."""
+  counts = [len(f.samples) for f in passes]
   ends = [f.start + w for f, w in zip(passes, widths)]
   slots = -(-max(ends) // slot_multiple) * slot_multiple
   step = -(-slots // (windows * slot_multiple)) * slot_multiple
   groups: list[tuple[tuple[int, int], list[Forward]]] = []
   for i, (f, width, end) in enumerate(zip(passes, widths, ends)):
     key = (width, min(slots, -(-end // step) * step))
-    if groups and groups[-1][0] == key and not (head and i == 1):
+    if groups and groups[-1][0] == key and not (separate_first and i == 1):
       groups[-1][1].append(f)
     else:
       groups.append((key, [f]))

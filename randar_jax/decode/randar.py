@@ -13,34 +13,18 @@ that share every sampled token.
 
 from __future__ import annotations
 
-import collections
-import dataclasses
-import functools
 from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
-from randar_jax import sharding
 from randar_jax.decode import engine
-from randar_jax.decode.plan import CLS, PAD, QUERY, TOKEN, Plan, build_plan, default_buckets
+from randar_jax.decode.engine import TRACE_COUNT, DecodeOutput, random_orders, validate  # noqa: F401 (re-exported)
+from randar_jax.decode.plan import CLS, QUERY, TOKEN, Plan, build_plan, default_buckets
 from randar_jax.decode.sampling import Guidance, Sampling
-from randar_jax.models import attention
 from randar_jax.models.attention import KVCache
 from randar_jax.models.randar import RandAR
-
-TRACE_COUNT = collections.Counter()  # compilations of the decode program, by name (tests check reuse)
-
-
-@dataclasses.dataclass(frozen=True)
-class DecodeOutput:
-  tokens: jax.Array                     # (B, N) raster order
-  order: jax.Array                      # (B, N) raster cell generated at each step
-  tokens_in_order: jax.Array            # (B, N) generation order
-  trace: engine.Trace | None = None     # per-token logits (B, N, V), raw (B, branches, N, V), if asked
-  cache: KVCache | None = None          # the cache buffer, to pass (donated) to the next call
 
 
 def make_plan(num_tokens: int, num_steps: int, known: int = 0, buckets: str | Sequence[int] | None = "default",
@@ -76,53 +60,10 @@ def chunk_logits_fn(model: RandAR, labels: jax.Array, order: jax.Array, table: n
   return chunk_logits
 
 
-def new_cache(model: RandAR, batch: int, plan: Plan) -> KVCache:
-  cfg = model.config
-  return KVCache.zeros(cfg.n_layer, batch, plan.cache_slots, cfg.kv_heads, cfg.head_dim, jnp.dtype(cfg.dtype))
-
-
-@functools.partial(jax.jit, static_argnames=("graphdef", "plan", "trace"), donate_argnames=("cache",))
-def _decode(graphdef, state, plan: Plan, labels, order, key, sampling, guidance, forced, prefix, table,
-            token_scale, cache, trace: bool):
-  TRACE_COUNT["randar"] += 1
-  model = nnx.merge(graphdef, state)
-  null = jnp.full_like(labels, model.config.null_class) if guidance is not None else None
-  branch_labels = labels[:, None] if guidance is None else guidance.branch_labels(labels, null)
-  cache = KVCache(*(sharding.constrain(c, attention.AXES) for c in cache))
-  tokens = jnp.zeros((labels.shape[0], plan.num_tokens + 1), jnp.int32)
-  if prefix is not None:
-    tokens = tokens.at[:, : prefix.shape[1]].set(prefix)
-  tokens = sharding.constrain(tokens, ("batch", None))
-  step = chunk_logits_fn(model, branch_labels, order, table, token_scale)
-  tokens, cache, logits = engine.run(plan, step, cache, tokens, key, sampling, guidance, forced, trace)
-  return tokens[:, :-1], cache, logits
-
-
-def validate(config, labels: np.ndarray, num_steps: int, order: np.ndarray | None, guidance: Guidance | None,
-             known: int = 0, num_tokens: int | None = None, lagging: bool = False) -> None:
-  """Host-side checks before anything is compiled (num_tokens: the canvas size, default the model's)."""
-  n = num_tokens or config.num_tokens
-  steps_max = n if lagging else n - known
-  if labels.ndim != 1:
-    raise ValueError(f"labels must be a 1-D array of class ids, got shape {labels.shape}")
-  if labels.size and (labels.min() < 0 or labels.max() >= config.num_classes):
-    raise ValueError(f"class ids must be in [0, {config.num_classes}), got {labels.min()}..{labels.max()}")
-  if not 0 <= known < n:
-    raise ValueError(f"the known prefix must leave tokens to generate: need 0 <= known < {n}, got {known}")
-  if not (num_steps == -1 or 1 <= num_steps <= steps_max):
-    raise ValueError(f"num_steps must be in [1, {steps_max}] (or -1 for one token per step), got {num_steps}")
-  if guidance is not None:
-    _ = config.null_class  # raises if the model has no null class
-  if order is not None:
-    if order.shape != (labels.shape[0], n):
-      raise ValueError(f"order must have shape {(labels.shape[0], n)}, got {order.shape}")
-    if not (np.sort(order, axis=1) == np.arange(n)).all():
-      raise ValueError("every row of order must be a permutation of 0..N-1")
-
-
-def random_orders(key: jax.Array, batch: int, num_tokens: int) -> jax.Array:
-  """(B, N) independent random permutations."""
-  return jax.vmap(lambda k: jax.random.permutation(k, num_tokens))(jax.random.split(key, batch)).astype(jnp.int32)
+def _adapter(model: RandAR, labels: jax.Array, order: jax.Array, table: jax.Array | None,
+             token_scale: jax.Array | None):
+  """The engine's adapter (module level: a static argument of the compiled program)."""
+  return chunk_logits_fn(model, labels, order, table, token_scale)
 
 
 def generate(model: RandAR, labels, key: jax.Array, *, num_steps: int = 88, order=None,
@@ -149,14 +90,8 @@ def generate(model: RandAR, labels, key: jax.Array, *, num_steps: int = 88, orde
   plan = make_plan(n, num_steps, known, buckets, lagging)
   order_key, sample_key = jax.random.split(key)
   orders = random_orders(order_key, labels_np.shape[0], n) if order is None else jnp.asarray(order, jnp.int32)
-  branches = 1 if guidance is None else guidance.branches
-  rows = labels_np.shape[0] * branches
-  if cache is None or cache.k.shape[1] != rows or cache.slots != plan.cache_slots:
-    cache = new_cache(model, rows, plan)
-  graphdef, state = nnx.split(model)
-  tokens, cache, logits = _decode(
-      graphdef, state, plan, jnp.asarray(labels_np, jnp.int32), orders, sample_key, sampling, guidance, forced,
-      None if prefix is None else jnp.asarray(prefix, jnp.int32), None if table is None else jnp.asarray(table),
-      None if token_scale is None else jnp.asarray(token_scale, jnp.float32), cache, trace)
-  raster = jnp.take_along_axis(tokens, jnp.argsort(orders, axis=1), axis=1)
-  return DecodeOutput(raster, orders, tokens, engine.collect_trace(plan, logits) if trace else None, cache)
+  extras = (None if table is None else jnp.asarray(table),
+            None if token_scale is None else jnp.asarray(token_scale, jnp.float32))
+  return engine.decode("randar", _adapter, model, plan, labels_np, orders, sample_key, sampling, guidance,
+                       forced=forced, prefix=None if prefix is None else jnp.asarray(prefix, jnp.int32),
+                       extras=extras, cache=cache, trace=trace)

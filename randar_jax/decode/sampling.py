@@ -85,13 +85,13 @@ class Guidance:
 
   @classmethod
   def parse(cls, spec: str | None) -> "Guidance | None":
-    """'none' | 'S' (constant) | 'S0,S1' (linear, as RandAR's --cfg-scales) | 'powcos:S,P'."""
+    """'none' | 'S' (constant) | 'S0,S1' (linear, as RandAR's --cfg-scales) | 'powcos:S,P' (RAR; S = 0 is off)."""
     if spec is None or spec.strip().lower() in ("", "none", "off"):
       return None
     try:
       if spec.startswith("powcos:"):
         scale, power = (float(v) for v in spec[len("powcos:"):].split(","))
-        return cls.pow_cosine(scale, power)
+        return cls.from_rar(scale, power)
       values = [float(v) for v in spec.split(",")]
     except ValueError:
       raise ValueError(f"malformed guidance {spec!r}: use 'none', 'S', 'S0,S1' or 'powcos:S,P'") from None
@@ -106,6 +106,12 @@ class Guidance:
     """RandAR's ``cfg_scales=(s0, s1)``: guidance is on only when s1 > 1."""
     s0, s1 = (float(v) for v in cfg_scales)
     return cls.linear(s0, s1) if s1 > 1.0 else None
+
+  @classmethod
+  def from_rar(cls, guidance_scale: float, guidance_scale_pow: float) -> "Guidance | None":
+    """RAR's ``generate(guidance_scale, guidance_scale_pow)``: guidance (batch doubled) whenever the scale is
+    not 0 -- even at 1.0, where it changes nothing but cost; pow-cosine schedule."""
+    return cls.pow_cosine(guidance_scale, guidance_scale_pow) if float(guidance_scale) != 0.0 else None
 
   def scale(self, t: jax.Array) -> jax.Array:
     if self.schedule == "linear":

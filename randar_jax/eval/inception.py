@@ -44,8 +44,8 @@ import numpy as np
 from flax import nnx
 
 from randar_jax import sharding
+from randar_jax.models.family import FamilyConfig
 from randar_jax.models.layers import param, zeros
-from randar_jax.tokenizers.base import TokenizerConfig
 from randar_jax.tokenizers.layers import Conv
 
 SIZE = 299            # the network's input side
@@ -54,7 +54,7 @@ PREPROCESSING = ("pytorch_fid", "tf1")
 
 
 @dataclasses.dataclass(frozen=True)
-class InceptionConfig(TokenizerConfig):
+class InceptionConfig(FamilyConfig):
   """The FID Inception network. Defaults: ``pt_inception-2015-12-05-6726825d.pth`` (1008 classes)."""
   FAMILY: ClassVar[str] = "inception_fid"
   num_classes: int = 1008

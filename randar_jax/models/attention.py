@@ -74,9 +74,43 @@ def attend_cached(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> 
 
 
 def attend(q: jax.Array, k: jax.Array, v: jax.Array, *, mask: jax.Array | None = None, causal: bool = False,
-           implementation: str | None = "xla") -> jax.Array:
+           implementation: str | None = "xla", dropout_rate: float = 0.0,
+           dropout_key: jax.Array | None = None) -> jax.Array:
   """Softmax attention with scale head_dim**-0.5. q (B, T, H, hd); k, v (B, S, Hkv, hd) with H % Hkv == 0.
 
   Returns (B, T, H, hd). ``mask`` is boolean, broadcastable to (B, H, T, S), True where attention is allowed.
+  With ``dropout_key`` (training) and ``dropout_rate`` > 0, attention probabilities are dropped (torch SDPA's
+  ``dropout_p``); that path is plain XLA (no fused kernel supports it).
   """
-  return jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=causal, implementation=implementation)
+  if dropout_key is None or dropout_rate == 0.0:
+    return jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=causal, implementation=implementation)
+  groups = q.shape[2] // k.shape[2]
+  k, v = jnp.repeat(k, groups, axis=2), jnp.repeat(v, groups, axis=2)
+  scores = jnp.einsum("bthd,bshd->bhts", q, k, preferred_element_type=jnp.float32) / jnp.sqrt(
+      jnp.float32(q.shape[-1]))
+  allowed = jnp.ones(scores.shape[-2:], bool) if mask is None else mask
+  if causal:
+    allowed = allowed & jnp.tril(jnp.ones(scores.shape[-2:], bool))
+  probs = jax.nn.softmax(jnp.where(allowed, scores, jnp.finfo(jnp.float32).min), axis=-1)
+  keep = jax.random.bernoulli(dropout_key, 1.0 - dropout_rate, probs.shape)
+  probs = jnp.where(keep, probs / (1.0 - dropout_rate), 0.0).astype(v.dtype)
+  return jnp.einsum("bhts,bshd->bthd", probs, v, preferred_element_type=jnp.float32).astype(q.dtype)
+
+
+def self_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, cache: KVCache | None = None,
+                   layer: jax.Array | None = None, start: jax.Array | None = None, window: int | None = None,
+                   implementation: str | None = "xla", dropout_rate: float = 0.0,
+                   dropout_key: jax.Array | None = None) -> tuple[jax.Array, KVCache | None]:
+  """Causal self-attention of a sequence, or of a chunk decoded through the KV cache.
+
+  q (B, T, H, hd); k, v (B, T, Hkv, hd). Without a cache: plain causal attention over the T slots (training,
+  teacher forcing). With a cache: the chunk sits at slots start..start+T-1 of ``layer``; its k, v are written
+  there and every query attends to the cached slots [0, window) up to its own (``window`` static, default all).
+  Returns ((B, T, H, hd), the updated cache or None).
+  """
+  if cache is None:
+    return attend(q, k, v, causal=True, implementation=implementation, dropout_rate=dropout_rate,
+                  dropout_key=dropout_key), None
+  window = cache.slots if window is None else window
+  cache, k, v = cache.update(layer, start, k, v, window)
+  return attend_cached(q, k.astype(q.dtype), v.astype(q.dtype), slot_mask(start, q.shape[1], window)), cache

@@ -1,17 +1,24 @@
-"""Small building blocks shared by the transformers: annotated parameters, RMSNorm, SwiGLU, dropout, loss.
+"""Small building blocks shared by the transformers: annotated parameters, norms, dense layers, SwiGLU,
+dropout, loss, and the scan over stacked blocks.
 
 Every parameter carries logical axis names (``'embed'``, ``'heads'``, ``'mlp'``, ...) as ``out_sharding``
 metadata; :mod:`randar_jax.sharding` maps them to mesh axes. Modules hold parameters only: dropout randomness
 is passed in as explicit keys, so a module is a plain pytree of arrays that scans, remats and jits cleanly.
+
+    proj = Dense((heads, head_dim), (dim,), ('heads', 'head_dim', 'embed'), init=normal(0.02), rngs=rngs)
+    y = proj(x, jnp.float32)                               # contracts x's last two axes
+    h, cache, hidden = scan_blocks(model.blocks, n_layer, x, lambda blk, h, cache, i, key: blk(h, ...))
 """
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
+
+from randar_jax import sharding
 
 Initializer = Callable[[jax.Array, tuple[int, ...], jnp.dtype], jax.Array]
 
@@ -50,6 +57,52 @@ class RMSNorm(nnx.Module):
     return normed.astype(x.dtype) * self.scale[...].astype(x.dtype)
 
 
+def layer_norm(x: jax.Array, eps: float, scale: jax.Array | None = None, bias: jax.Array | None = None
+               ) -> jax.Array:
+  """LayerNorm over the last axis (biased variance, as torch); statistics and affine in float32, result in
+  x's dtype."""
+  x32 = x.astype(jnp.float32)
+  mean = jnp.mean(x32, axis=-1, keepdims=True)
+  centred = x32 - mean
+  out = centred * jax.lax.rsqrt(jnp.mean(centred * centred, axis=-1, keepdims=True) + eps)
+  if scale is not None:
+    out = out * scale.astype(jnp.float32)
+  if bias is not None:
+    out = out + bias.astype(jnp.float32)
+  return out.astype(x.dtype)
+
+
+class LayerNorm(nnx.Module):
+  """Affine LayerNorm (torch ``nn.LayerNorm``): ``scale`` (weight) and ``bias`` of shape (dim,)."""
+
+  def __init__(self, dim: int, eps: float, *, rngs: nnx.Rngs, names: Sequence[str | None] = ("embed",)):
+    self.eps = eps
+    self.scale = param(rngs, ones, (dim,), names)
+    self.bias = param(rngs, zeros, (dim,), names)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return layer_norm(x, self.eps, self.scale[...], self.bias[...])
+
+
+class Dense(nnx.Module):
+  """``x @ kernel + bias`` contracting the last ``len(in_shape)`` axes of x (a torch Linear, transposed).
+
+  kernel: in_shape + out_shape with one logical name per axis; bias: out_shape (names of the output axes).
+  Split output axes (e.g. qkv as (3, heads, head_dim)) keep torch's row order [3][H][hd].
+  """
+
+  def __init__(self, in_shape: Sequence[int], out_shape: Sequence[int], names: Sequence[str | None], *,
+               init: Initializer, rngs: nnx.Rngs, bias: bool = True, bias_init: Initializer | None = None):
+    in_shape, out_shape = tuple(in_shape), tuple(out_shape)
+    self.contract = len(in_shape)
+    self.kernel = param(rngs, init, in_shape + out_shape, names)
+    self.bias = param(rngs, bias_init or zeros, out_shape, names[len(in_shape):]) if bias else None
+
+  def __call__(self, x: jax.Array, dtype: jnp.dtype) -> jax.Array:
+    y = jnp.tensordot(x.astype(dtype), self.kernel[...].astype(dtype), axes=self.contract)
+    return y if self.bias is None else y + self.bias[...].astype(dtype)
+
+
 class SwiGLU(nnx.Module):
   """LLaMA feed-forward ``w2(silu(w1 x) * w3 x)`` without biases; kernels (D, H) and (H, D)."""
 
@@ -77,9 +130,46 @@ def dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
   return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
 
 
+def drop_labels(labels: jax.Array, rate: float, null_class: int, key: jax.Array | None) -> jax.Array:
+  """Label dropout for classifier-free guidance: each label becomes ``null_class`` with probability ``rate``."""
+  if key is None or rate == 0.0:
+    return labels
+  return jnp.where(jax.random.uniform(key, labels.shape) < rate, null_class, labels)
+
+
 def cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
   """Mean token cross-entropy in float32. logits (..., V), integer targets (...)."""
   logits = logits.astype(jnp.float32)
   log_z = jax.nn.logsumexp(logits, axis=-1)
   picked = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
   return jnp.mean(log_z - picked)
+
+
+def scan_blocks(blocks: nnx.Module, count: int, x: jax.Array,
+                apply: Callable[[nnx.Module, jax.Array, Any, jax.Array, jax.Array | None], tuple[jax.Array, Any]], *,
+                cache: Any = None, dropout_rng: jax.Array | None = None, remat: bool = False,
+                remat_policy: str = "nothing_saveable", return_hidden: bool = False
+                ) -> tuple[jax.Array, Any, jax.Array | None]:
+  """Runs ``count`` blocks stacked on a leading axis (``nnx.vmap`` at creation) with one ``lax.scan``.
+
+  ``apply(block, h, cache, layer, dropout_key) -> (h, cache)`` runs one block; ``layer`` is the traced layer
+  index (for the layer-first KV cache), ``dropout_key`` None unless ``dropout_rng`` is given (one key per layer).
+  x (B, S, D) enters the residual stream in float32. ``remat`` rematerialises each block in the backward pass
+  with the named ``jax.checkpoint_policies`` policy. Returns (h (B, S, D), cache, per-layer h (count, B, S, D)
+  if ``return_hidden`` else None).
+  """
+  graphdef, state = nnx.split(blocks)
+  keys = jax.random.split(dropout_rng, count) if dropout_rng is not None else None
+
+  def body(carry, xs):
+    h, cache = carry
+    layer_state, layer, key = xs
+    h, cache = apply(nnx.merge(graphdef, layer_state), h, cache, layer, key)
+    h = sharding.constrain(h, ("batch", None, None))
+    return (h, cache), (h if return_hidden else None)
+
+  if remat:
+    body = jax.checkpoint(body, policy=getattr(jax.checkpoint_policies, remat_policy), prevent_cse=False)
+  x = sharding.constrain(x.astype(jnp.float32), ("batch", None, None))
+  (h, cache), hidden = jax.lax.scan(body, (x, cache), (state, jnp.arange(count), keys))
+  return h, cache, hidden

@@ -30,10 +30,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from randar_jax import sharding
 from randar_jax.models import rope
-from randar_jax.models.attention import KVCache, attend, attend_cached, slot_mask
-from randar_jax.models.layers import RMSNorm, SwiGLU, cross_entropy, dropout, find_multiple, normal, param, zeros
+from randar_jax.models.attention import KVCache, self_attention
+from randar_jax.models.generator import Generator, GeneratorConfig
+from randar_jax.models.layers import (RMSNorm, SwiGLU, drop_labels, dropout, find_multiple, normal, param, scan_blocks,
+                                     zeros)
 
 # Published sizes (RandAR configs/randar/*.yaml; XXL = LlamaGen GPT-XXL shape, no public weights).
 VARIANTS: dict[str, dict[str, int]] = {
@@ -47,8 +48,9 @@ TOKENIZER_VOCAB = {"llamagen": 16384, "maskgit": 1024}
 
 
 @dataclasses.dataclass(frozen=True)
-class RandARConfig:
+class RandARConfig(GeneratorConfig):
   """Architecture and numerics of a RandAR transformer. Defaults are RandAR-L with the LlamaGen tokenizer."""
+  FAMILY = "randar"
   vocab_size: int = 16384
   dim: int = 1024
   n_layer: int = 24
@@ -70,26 +72,15 @@ class RandARConfig:
   attention_impl: str | None = "xla"    # 'xla' | 'cudnn' | None (JAX picks)
 
   def __post_init__(self):
-    if self.dim % self.n_head:
-      raise ValueError(f"dim {self.dim} is not divisible by n_head {self.n_head}")
+    self.check_common()
     if self.n_head % self.kv_heads:
       raise ValueError(f"n_head {self.n_head} is not a multiple of n_kv_head {self.kv_heads}")
     if self.head_dim % 4:
       raise ValueError(f"2D RoPE needs head_dim divisible by 4, got {self.head_dim}")
-    if not hasattr(jax.checkpoint_policies, self.remat_policy):
-      raise ValueError(f"unknown remat_policy {self.remat_policy!r}; use a jax.checkpoint_policies name")
-
-  @property
-  def head_dim(self) -> int:
-    return self.dim // self.n_head
 
   @property
   def kv_heads(self) -> int:
     return self.n_kv_head or self.n_head
-
-  @property
-  def num_tokens(self) -> int:
-    return self.grid_size ** 2
 
   @property
   def ffn_hidden(self) -> int:
@@ -117,18 +108,6 @@ class RandARConfig:
     if tokenizer not in TOKENIZER_VOCAB:
       raise ValueError(f"unknown tokenizer {tokenizer!r}; choose from {sorted(TOKENIZER_VOCAB)}")
     return cls(**{"vocab_size": TOKENIZER_VOCAB[tokenizer], **VARIANTS[name], **overrides})
-
-  @classmethod
-  def from_dict(cls, values: Mapping[str, Any]) -> "RandARConfig":
-    """From a plain dict (a ConfigDict's ``to_dict()`` or a checkpoint's JSON); unknown keys are an error."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(values) - names - {"family"}
-    if unknown:
-      raise ValueError(f"unknown RandAR config keys {sorted(unknown)}; known: {sorted(names)}")
-    return cls(**{k: v for k, v in values.items() if k in names})
-
-  def to_dict(self) -> dict[str, Any]:
-    return {"family": "randar", **dataclasses.asdict(self)}
 
   @classmethod
   def from_torch_args(cls, args: Mapping[str, Any], **overrides: Any) -> "RandARConfig":
@@ -175,12 +154,8 @@ class Attention(nnx.Module):
     q = rope.apply_rope(jnp.einsum("bsd,dhk->bshk", x, self.wq[...].astype(dtype)), rows)
     k = rope.apply_rope(jnp.einsum("bsd,dhk->bshk", x, self.wk[...].astype(dtype)), rows)
     v = jnp.einsum("bsd,dhk->bshk", x, self.wv[...].astype(dtype))
-    if cache is None:
-      out = attend(q, k, v, causal=True, implementation=cfg.attention_impl)
-    else:
-      window = cache.slots if window is None else window
-      cache, k, v = cache.update(layer, start, k, v, window)
-      out = attend_cached(q, k.astype(dtype), v.astype(dtype), slot_mask(start, x.shape[1], window))
+    out, cache = self_attention(q, k, v, cache=cache, layer=layer, start=start, window=window,
+                                implementation=cfg.attention_impl)
     return jnp.einsum("bshk,hkd->bsd", out, self.wo[...].astype(dtype)), cache
 
 
@@ -200,11 +175,12 @@ class Block(nnx.Module):
     x = x + dropout(h.astype(jnp.float32), cfg.resid_dropout, keys[0])
     h = self.feed_forward(self.ffn_norm(x), jnp.dtype(cfg.dtype))
     x = x + dropout(h.astype(jnp.float32), cfg.ffn_dropout, keys[1])
-    return sharding.constrain(x, ("batch", None, None)), cache
+    return x, cache
 
 
-class RandAR(nnx.Module):
+class RandAR(Generator, nnx.Module):
   """The RandAR transformer. Parameter names follow the PyTorch state dict (see convert/randar.py)."""
+  STACKED = "layers"
 
   def __init__(self, cfg: RandARConfig, *, rngs: nnx.Rngs):
     self.config = cfg
@@ -240,8 +216,7 @@ class RandAR(nnx.Module):
   def class_embeddings(self, labels: jax.Array, dropout_key: jax.Array | None = None) -> jax.Array:
     """Class rows (B, D); during training each label becomes the null class with prob class_dropout_prob."""
     if dropout_key is not None and self.config.class_dropout_prob > 0:
-      drop = jax.random.uniform(dropout_key, labels.shape) < self.config.class_dropout_prob
-      labels = jnp.where(drop, self.config.null_class, labels)
+      labels = drop_labels(labels, self.config.class_dropout_prob, self.config.null_class, dropout_key)
     return self.cls_embedding[...][labels]
 
   def training_sequence(self, tokens: jax.Array, labels: jax.Array, order: jax.Array, *,
@@ -280,21 +255,12 @@ class RandAR(nnx.Module):
     """
     cfg = self.config
     rows = rope.gather_rows(self.rope_table() if table is None else table, cells)
-    graphdef, layer_state = nnx.split(self.layers)
-    keys = jax.random.split(dropout_rng, cfg.n_layer) if dropout_rng is not None else None
 
-    def body(carry, xs):
-      h, cache = carry
-      state, layer, key = xs
-      h, cache = nnx.merge(graphdef, state)(h, rows, cfg, cache=cache, layer=layer, start=start, window=window,
-                                            dropout_key=key)
-      return (h, cache), (h if return_hidden else None)
+    def apply(block, h, cache, layer, key):
+      return block(h, rows, cfg, cache=cache, layer=layer, start=start, window=window, dropout_key=key)
 
-    if cfg.remat:
-      body = jax.checkpoint(body, policy=getattr(jax.checkpoint_policies, cfg.remat_policy), prevent_cse=False)
-    x = sharding.constrain(x.astype(jnp.float32), ("batch", None, None))
-    (h, cache), hidden = jax.lax.scan(body, (x, cache), (layer_state, jnp.arange(cfg.n_layer), keys))
-    return h, cache, hidden
+    return scan_blocks(self.layers, cfg.n_layer, x, apply, cache=cache, dropout_rng=dropout_rng, remat=cfg.remat,
+                       remat_policy=cfg.remat_policy, return_hidden=return_hidden)
 
   def head(self, h: jax.Array) -> jax.Array:
     """Final RMSNorm and output projection; float32 logits (..., V)."""
@@ -317,17 +283,7 @@ class RandAR(nnx.Module):
     logits = self.head(h[:, 1::2][:, : order.shape[1]])  # the instruction slots 1, 3, ..., 2N - 1
     return (logits, hidden) if return_hidden else logits
 
-  def weight_decay_mask(self) -> dict:
-    """True for parameters that get weight decay: every tensor with ndim >= 2 (RandAR's rule; this includes
-    both embedding tables and pos_instruct_embeddings (1, D)), none on RMSNorm scales. Stacked layer
-    parameters are judged without their leading layer axis."""
-    def decays(path, p):
-      return p.ndim - (path[0].key == "layers") >= 2
-    return jax.tree_util.tree_map_with_path(decays, nnx.to_pure_dict(nnx.state(self, nnx.Param)))
-
-  def loss(self, tokens: jax.Array, labels: jax.Array, order: jax.Array, *,
-           dropout_rng: jax.Array | None = None, ordered: bool = False) -> tuple[jax.Array, jax.Array]:
-    """Mean cross-entropy over the instruction slots (float32) and the logits (B, N, V)."""
-    logits = self(tokens, labels, order, dropout_rng=dropout_rng, ordered=ordered)
-    targets = tokens if ordered else jnp.take_along_axis(tokens, order, axis=1)
-    return cross_entropy(logits, targets), logits
+  def decays(self, name: str, rank: int) -> bool:
+    """RandAR's rule: every tensor with ndim >= 2 decays (this includes both embedding tables and
+    pos_instruct_embeddings (1, D)); RMSNorm scales do not."""
+    return rank >= 2

@@ -20,14 +20,14 @@ import numpy as np
 from flax import nnx
 
 from randar_jax import sharding
+from randar_jax.models.family import FamilyConfig
 from randar_jax.tokenizers.layers import Codebook
 
 
-class TokenizerConfig:
+class TokenizerConfig(FamilyConfig):
   """Mixin for the frozen config dataclasses (whose defaults are the released model): ``released()``,
-  ``to_dict`` with the family name, a strict ``from_dict``, and ``from_torch_args`` for the original
+  ``to_dict`` / strict ``from_dict`` (FamilyConfig), and ``from_torch_args`` for the original
   constructor's keyword arguments (``TORCH_NAMES`` renames them, ``TORCH_UNUSED`` only matter for training)."""
-  FAMILY: ClassVar[str]
   TORCH_NAMES: ClassVar[Mapping[str, str]] = {}
   TORCH_UNUSED: ClassVar[frozenset[str]] = frozenset()
 
@@ -46,20 +46,6 @@ class TokenizerConfig:
     if unknown:
       raise ValueError(f"unsupported {cls.FAMILY} constructor arguments {unknown}")
     return cls(**{**kwargs, **extra})
-
-  def to_dict(self) -> dict[str, Any]:
-    return {"family": self.FAMILY, **dataclasses.asdict(self)}
-
-  @classmethod
-  def from_dict(cls, values: Mapping[str, Any]):
-    """From a plain dict (a checkpoint's JSON: tuples come back as lists); unknown keys are an error."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(values) - names - {"family"}
-    if unknown:
-      raise ValueError(f"unknown {cls.FAMILY} config keys {sorted(unknown)}; known: {sorted(names)}")
-    if values.get("family", cls.FAMILY) != cls.FAMILY:
-      raise ValueError(f"a {values['family']!r} config is not a {cls.FAMILY} config")
-    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in names})
 
 
 class VQTokenizer(nnx.Module):

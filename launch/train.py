@@ -1,0 +1,81 @@
+"""Train a generator (RandAR, RAR, ...) from a config file; a workdir that holds checkpoints resumes.
+
+  python launch/train.py --config configs/randar.py:runlocal --workdir /tmp/randar_local
+  python launch/train.py --config configs/randar.py:variant=L,target=gpu,dtype=bfloat16 --workdir runs/randar_l \
+      --config.data.source=codes/imagenet-llamagen-adm-256 --config.batch_size=1024
+
+Multi-process: ``--distributed=auto`` (default) calls ``jax.distributed.initialize()`` when a cluster is evident
+(SLURM with several tasks, a multi-host Cloud TPU slice, Open MPI); ``--coordinator=HOST:PORT --num_processes=N
+--process_id=I`` sets it up explicitly (e.g. one process per GPU node without SLURM). Every process runs this
+same command with the same --workdir (a shared file system or a gs:// bucket); launchers in launch/*.sh.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "config file[:args], e.g. configs/randar.py:variant=L",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "run directory: checkpoints, logs, samples (resumes if present)")
+_DISTRIBUTED = flags.DEFINE_enum("distributed", "auto", ["auto", "on", "off"],
+                                 "jax.distributed.initialize: auto = when a cluster environment is detected")
+_COORDINATOR = flags.DEFINE_string("coordinator", None, "HOST:PORT of process 0 (explicit multi-process setup)")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "number of processes (with --coordinator)")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "this process's index (with --coordinator)")
+_CPU_DEVICES = flags.DEFINE_integer("cpu_devices", None, "number of (fake) CPU devices per process, for testing")
+_STOP_AT = flags.DEFINE_integer("stop_at", None, "stop (with a checkpoint) after this step; the schedule still "
+                                "spans config.total_steps and a later run resumes")
+_PREEMPT_AT = flags.DEFINE_integer("preempt_at", None, "preemption drill: SIGKILL this process after that step "
+                                   "(once pending checkpoints are written)")
+_NO_PROGRESS = flags.DEFINE_bool("no_progress", False, "no progress bar (logs only)")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def cluster_detected() -> bool:
+  """True under SLURM with several tasks, on a multi-host TPU slice, or under Open MPI with several ranks."""
+  env = os.environ
+  if int(env.get("SLURM_NTASKS", env.get("SLURM_NPROCS", "1"))) > 1:
+    return True
+  if "," in env.get("TPU_WORKER_HOSTNAMES", "") or env.get("MEGASCALE_COORDINATOR_ADDRESS"):
+    return True
+  return int(env.get("OMPI_COMM_WORLD_SIZE", "1")) > 1
+
+
+def initialize_distributed(jax) -> None:
+  explicit = _COORDINATOR.value is not None
+  if explicit and (_NUM_PROCESSES.value is None or _PROCESS_ID.value is None):
+    raise app.UsageError("--coordinator needs --num_processes and --process_id")
+  if _DISTRIBUTED.value == "off" or not (explicit or _DISTRIBUTED.value == "on" or cluster_detected()):
+    return
+  if explicit:
+    jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
+                               initialization_timeout=300)
+  else:
+    jax.distributed.initialize()  # TPU / SLURM / MPI auto-detection of coordinator, count and rank
+
+
+def main(argv) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments {argv[1:]}")
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)  # Orbax logs every file operation at INFO
+  import jax
+  if _CPU_DEVICES.value:
+    jax.config.update("jax_num_cpu_devices", _CPU_DEVICES.value)
+  if jax.config.jax_platforms == "cpu" or _CPU_DEVICES.value:
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU multi-process collectives
+  initialize_distributed(jax)
+
+  from randar_jax.train.loop import train
+  train(_CONFIG.value, _WORKDIR.value, stop_at=_STOP_AT.value, preempt_at=_PREEMPT_AT.value,
+        progress=not _NO_PROGRESS.value)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,176 @@
+"""Training logs a person can read: progress bar with ETA, JSON lines, TensorBoard events, a loss-curve PNG;
+and the analytic FLOP count behind the MFU estimate.
+
+    writer = MetricWriter(workdir, total_steps, start_step, enabled=jax.process_index() == 0)
+    writer.write(step, [metrics of each step since the last write], seconds, flops_per_step, peak)
+    writer.plot()                                   # WORKDIR/loss.png (also every plot_every_s from write)
+    writer.close()
+
+Files: ``WORKDIR/metrics.jsonl`` (one JSON object per logged step: step, loss, accuracy, grad_norm,
+grad_norm_sum, lr, skipped (this interval), skipped_total, tokens_per_s, mfu, time), ``WORKDIR/tb/``
+(TensorBoard events written by tensorboardX, no TensorFlow needed: ``tensorboard --logdir WORKDIR/tb``) and
+``WORKDIR/loss.png``. On resume from step k, logged steps after k are dropped from the JSON lines and TensorBoard
+(``purge_step``), so the logs read as one uninterrupted run.
+
+FLOPs (model FLOPs, the MFU convention: forward + backward = 3x forward matmul FLOPs, rematerialisation not
+counted, attention over the full S x S causal square as the XLA kernel computes it). RandAR, per example with
+S = 2N slots (the last image token is dropped), D, H heads of hd, Hkv, FFN F, L layers, V:
+forward = L * (S * 2 (D (H + 2 Hkv) hd + H hd D + 3 D F) + 4 S^2 H hd) + 2 N D V.
+Families without a counter fall back to 6 * params * N per example (Kaplan), flagged as approximate.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+# Dense peak FLOP/s per device for MFU (bf16 unless noted). CPU has none: pass a measured peak (bench_train).
+# First match wins ('TPU v5 lite' before 'TPU v5', the device kind of v5p).
+PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "TPU v4": 275e12, "TPU v5 lite": 197e12,
+              "TPU v5e": 197e12, "TPU v5p": 459e12, "TPU v5": 459e12, "TPU v6 lite": 918e12, "TPU v6e": 918e12}
+
+
+def peak_flops(device_kind: str) -> float | None:
+  """The table's peak for a jax device_kind ('NVIDIA H100 80GB HBM3', 'TPU v5 lite', ...), else None."""
+  for name, peak in PEAK_FLOPS.items():
+    if name.lower() in device_kind.lower():
+      return peak
+  return None
+
+
+def randar_slot_flops(cfg) -> int:
+  """Matmul FLOPs of one sequence slot through one RandAR layer (projections + SwiGLU, no attention scores)."""
+  d, hd = cfg.dim, cfg.head_dim
+  return 2 * (d * (cfg.n_head + 2 * cfg.kv_heads) * hd + cfg.n_head * hd * d + 3 * d * cfg.ffn_hidden)
+
+
+def randar_forward_flops(cfg) -> float:
+  n = cfg.num_tokens
+  s = 2 * n
+  layers = cfg.n_layer * (s * randar_slot_flops(cfg) + 4 * s * s * cfg.n_head * cfg.head_dim)
+  return float(layers + 2 * n * cfg.dim * cfg.vocab_size)
+
+
+FORWARD_FLOPS: dict[str, Callable[[Any], float]] = {"randar": randar_forward_flops}
+
+
+def train_flops_per_example(cfg, num_params: int | None = None) -> tuple[float, bool]:
+  """(model FLOPs of one training example, exact?) for a generator config."""
+  family = cfg.to_dict()["family"]
+  if family in FORWARD_FLOPS:
+    return 3 * FORWARD_FLOPS[family](cfg), True
+  if num_params is None:
+    raise ValueError(f"no FLOP counter for {family!r}; pass num_params for the 6 * N * tokens estimate")
+  return 6.0 * num_params * cfg.num_tokens, False
+
+
+def summarize(records: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+  """Means over an interval of per-step metrics; the last lr and skipped_total; skipped summed."""
+  out = {k: float(np.mean([r[k] for r in records])) for k in records[0] if k not in ("lr", "skipped_total",
+                                                                                      "skipped")}
+  out["lr"] = float(records[-1]["lr"])
+  out["skipped"] = int(sum(int(r["skipped"]) for r in records))
+  out["skipped_total"] = int(records[-1]["skipped_total"])
+  return out
+
+
+class MetricWriter:
+  """Process 0's logs (``enabled=False`` on the others: then only the bookkeeping runs)."""
+
+  def __init__(self, workdir: str, total_steps: int, start_step: int = 0, *, enabled: bool = True,
+               tokens_per_step: int = 0, progress: bool = True, plot_every_s: float = 300.0):
+    self.workdir, self.enabled, self.tokens_per_step = workdir, enabled, tokens_per_step
+    self.plot_every_s, self.last_plot = plot_every_s, time.time()
+    self.path = os.path.join(workdir, "metrics.jsonl")
+    self.tb = None
+    self.bar = tqdm(total=total_steps, initial=start_step, desc="train", unit="step", dynamic_ncols=True,
+                    disable=not (enabled and progress))
+    if enabled:
+      os.makedirs(workdir, exist_ok=True)
+      self._truncate(start_step)
+      from tensorboardX import SummaryWriter
+      self.tb = SummaryWriter(os.path.join(workdir, "tb"), purge_step=start_step + 1, flush_secs=30)
+
+  def _truncate(self, start_step: int) -> None:
+    """Drops lines logged after ``start_step`` (a previous run got further than its last checkpoint)."""
+    if not os.path.exists(self.path):
+      return
+    kept = [line for line in open(self.path) if line.strip() and json.loads(line)["step"] <= start_step]
+    with open(self.path + ".tmp", "w") as f:
+      f.writelines(kept)
+    os.replace(self.path + ".tmp", self.path)
+
+  def write(self, step: int, records: Sequence[Mapping[str, Any]], seconds: float | None = None,
+            flops_per_step: float | None = None, peak: float | None = None) -> dict[str, Any]:
+    """Logs the interval ending at ``step`` (``records``: host metrics of each step in it)."""
+    row: dict[str, Any] = {"step": step, **summarize(records)}
+    if seconds:
+      steps_per_s = len(records) / seconds
+      row["tokens_per_s"] = steps_per_s * self.tokens_per_step
+      if flops_per_step and peak:
+        row["mfu"] = steps_per_s * flops_per_step / peak
+    row["time"] = time.time()
+    self.bar.update(len(records))
+    self.bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}", refresh=False)
+    if self.enabled:
+      with open(self.path, "a") as f:
+        f.write(json.dumps(row) + "\n")
+      for key, value in row.items():
+        if key not in ("step", "time") and math.isfinite(value):
+          self.tb.add_scalar(f"train/{key}", value, step)
+      if time.time() - self.last_plot > self.plot_every_s:
+        self.plot()
+    return row
+
+  def write_scalars(self, step: int, prefix: str, values: Mapping[str, float]) -> None:
+    if self.enabled:
+      for key, value in values.items():
+        self.tb.add_scalar(f"{prefix}/{key}", float(value), step)
+      with open(os.path.join(self.workdir, f"{prefix}.jsonl"), "a") as f:
+        f.write(json.dumps({"step": step, **{k: float(v) for k, v in values.items()}}) + "\n")
+
+  def add_image(self, tag: str, image: np.ndarray, step: int) -> None:
+    if self.enabled:
+      self.tb.add_image(tag, image, step, dataformats="HWC")
+
+  def plot(self) -> str | None:
+    """WORKDIR/loss.png: loss (and accuracy, lr) against step from metrics.jsonl."""
+    if not self.enabled or not os.path.exists(self.path):
+      return None
+    rows = [json.loads(line) for line in open(self.path) if line.strip()]
+    if not rows:
+      return None
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [r["step"] for r in rows]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    for ax, key in zip(axes, ("loss", "accuracy", "lr")):
+      ax.plot(steps, [r[key] for r in rows], lw=1)
+      ax.set_xlabel("step")
+      ax.set_title(key)
+      ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = os.path.join(self.workdir, "loss.png")
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    self.last_plot = time.time()
+    return path
+
+  def close(self) -> None:
+    self.bar.close()
+    if self.tb is not None:
+      self.tb.close()
+
+
+def read_metrics(workdir: str) -> list[dict[str, Any]]:
+  """The JSON lines of a run (for tests and notebooks)."""
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [json.loads(line) for line in f if line.strip()]
