@@ -12,6 +12,8 @@
     randar-jax import-codes RANDAR_CODES_DIR OUT_DIR --vocab-size 16384
     randar-jax folder-to-tfds IMAGE_FOLDER DATA_DIR
     randar-jax orders [--out orders.png] [--grid 16]
+    randar-jax eval SAMPLES.npz|DIR --ref REF.npz --inception CKPT [--out metrics.json]     (FID, IS, prec., recall)
+    randar-jax cfg-search --model CKPT --tokenizer TOK --ref REF.npz --inception CKPT --scales 2.0:8.0:0.2 --out DIR
 """
 
 from __future__ import annotations
@@ -319,6 +321,8 @@ def main(argv: list[str] | None = None) -> int:
 
   from randar_jax.zeroshot import commands as zeroshot_commands
   zeroshot_commands.register(commands)
+  from randar_jax.eval import commands as eval_commands
+  eval_commands.register(commands)
 
   args = parser.parse_args(argv)
   if args.command == "convert" and not args.check and not args.out:

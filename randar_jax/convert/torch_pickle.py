@@ -1,7 +1,10 @@
 """Reads ``torch.save`` checkpoints (.pt / .pth / .bin) without PyTorch and without running code from the file.
 
 A ``torch.save`` file (torch >= 1.6) is a zip archive: ``<name>/data.pkl`` pickles the object, with each
-tensor's bytes in ``<name>/data/<key>``. A pickle can call any importable function while it loads, so this
+tensor's bytes in ``<name>/data/<key>``. Older files (torch < 1.6, or ``_use_new_zipfile_serialization=False``,
+e.g. pytorch-fid's ``pt_inception-2015-12-05-6726825d.pth``) are one stream: pickles of a magic number, the
+protocol version and system info, then the object, then the list of storage keys, then each storage as an int64
+element count followed by its bytes. A pickle can call any importable function while it loads, so this
 reader unpickles with an allow-list: tensors are rebuilt by our own functions from
 ``torch._utils._rebuild_tensor_v2`` / ``_rebuild_parameter`` records, storages by their dtype tags
 (``torch.FloatStorage`` ...), containers as ``collections.OrderedDict``; any other global (``os.system``,
@@ -20,6 +23,7 @@ import io
 import math
 import os
 import pickle
+import struct
 import zipfile
 
 import ml_dtypes
@@ -77,12 +81,17 @@ _ALLOWED = {
 }
 
 
+_LEGACY_MAGIC, _LEGACY_PROTOCOL = 0x1950A86A20F9469CFC6C, 1001
+_LEGACY_HEADER = pickle.dumps(_LEGACY_MAGIC, protocol=2)   # how torch's legacy writer starts every file
+
+
 class _RestrictedUnpickler(pickle.Unpickler):
   """Resolves only the allow-listed globals above; every other one raises before it could be called."""
 
-  def __init__(self, data: bytes, path: str):
-    super().__init__(io.BytesIO(data))
+  def __init__(self, file: io.BufferedIOBase, path: str):
+    super().__init__(file)
     self.path = path
+    self.storages: dict[str, _Storage] = {}
 
   def find_class(self, module: str, name: str):
     if (module, name) in _ALLOWED:
@@ -95,14 +104,17 @@ class _RestrictedUnpickler(pickle.Unpickler):
         f"the file, re-save just its state dict (torch.save(model.state_dict(), ...)) or as .safetensors")
 
   def persistent_load(self, pid):
-    if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage" and isinstance(pid[1], _StorageType)):
+    # zip format: ('storage', type, key, location, numel); legacy: the same plus view metadata (None)
+    if not (isinstance(pid, tuple) and len(pid) in (5, 6) and pid[0] == "storage" and isinstance(pid[1], _StorageType)
+            and pid[5:] in ((), (None,))):
       raise ConversionError(f"{self.path}: unsupported storage record {pid!r:.80}")
-    _, storage_type, key, _, numel = pid
-    return _Storage(str(key), storage_type.dtype, int(numel))
+    storage = _Storage(str(pid[2]), pid[1].dtype, int(pid[4]))
+    self.storages[storage.key] = storage
+    return storage
 
 
 class TorchSource:
-  """A ``torch.save`` zip checkpoint as a :class:`~randar_jax.convert.core.TensorSource`.
+  """A ``torch.save`` checkpoint (zip or legacy format) as a :class:`~randar_jax.convert.core.TensorSource`.
 
   The state dict is the pickled dict itself or, as in LlamaGen's releases, its ``'model'`` entry.
   """
@@ -111,22 +123,57 @@ class TorchSource:
     self.path = os.fspath(path)
     if not os.path.isfile(self.path):
       raise ConversionError(f"no such checkpoint file: {self.path}")
-    if not zipfile.is_zipfile(self.path):
-      raise ConversionError(f"{self.path} is not a torch.save zip archive (a legacy pre-1.6 torch file, a bare "
-                            f"pickle, or truncated); re-save it with a current torch or as .safetensors")
     try:
-      self._zip = zipfile.ZipFile(self.path)
-      pickles = [n for n in self._zip.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]
-      if len(pickles) != 1:
-        raise ConversionError(f"{self.path}: expected one <name>/data.pkl in the archive, found {pickles}")
-      self._prefix = pickles[0][: -len("data.pkl")]
-      obj = _RestrictedUnpickler(self._zip.read(pickles[0]), self.path).load()
-      self._little = self._read_text("byteorder", "little") == "little"
-    except (zipfile.BadZipFile, EOFError, pickle.UnpicklingError, ValueError, TypeError) as e:
+      obj = self._open_zip() if zipfile.is_zipfile(self.path) else self._open_legacy()
+    except (zipfile.BadZipFile, EOFError, pickle.UnpicklingError, ValueError, TypeError, struct.error) as e:
       if isinstance(e, ConversionError):
         raise
       raise ConversionError(f"{self.path} is not a readable torch checkpoint (truncated or corrupt?): {e}") from None
     self._tensors = self._state_dict(obj)
+
+  def _open_zip(self):
+    self._zip = zipfile.ZipFile(self.path)
+    pickles = [n for n in self._zip.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]
+    if len(pickles) != 1:
+      raise ConversionError(f"{self.path}: expected one <name>/data.pkl in the archive, found {pickles}")
+    self._prefix = pickles[0][: -len("data.pkl")]
+    obj = _RestrictedUnpickler(io.BytesIO(self._zip.read(pickles[0])), self.path).load()
+    self._little = self._read_text("byteorder", "little") == "little"
+    return obj
+
+  def _open_legacy(self):
+    """Parses the legacy stream's pickles and records where each storage's bytes start (read lazily later)."""
+    self._zip, self._offsets = None, {}
+    with open(self.path, "rb") as f:
+      load = lambda: _RestrictedUnpickler(f, self.path)  # noqa: E731
+      if f.read(len(_LEGACY_HEADER)) != _LEGACY_HEADER:   # checked before anything is unpickled
+        raise ConversionError(f"{self.path} is not a torch.save zip archive nor a legacy torch.save file (a bare "
+                              f"pickle, or truncated?); re-save it with a current torch or as .safetensors")
+      if load().load() != _LEGACY_PROTOCOL:
+        raise ConversionError(f"{self.path}: unsupported legacy torch protocol version")
+      info = load().load()
+      self._little = not isinstance(info, dict) or info.get("little_endian", True)
+      unpickler = load()
+      obj = unpickler.load()
+      keys = load().load()
+      order = "<" if self._little else ">"
+      for key in keys:
+        storage = unpickler.storages.get(str(key))
+        count = struct.unpack(order + "q", f.read(8))[0]
+        if storage is None or count != storage.numel:
+          raise ConversionError(f"{self.path}: storage {key!r} is not the one the pickle describes (corrupt file?)")
+        self._offsets[storage.key] = f.tell()
+        f.seek(count * storage.dtype.itemsize, os.SEEK_CUR)
+      if f.tell() > os.path.getsize(self.path):
+        raise ConversionError(f"{self.path} is truncated: its storages end past the end of the file")
+    return obj
+
+  def _storage_bytes(self, storage: _Storage, size: int) -> bytes:
+    if self._zip is not None:
+      return self._zip.read(f"{self._prefix}data/{storage.key}")
+    with open(self.path, "rb") as f:
+      f.seek(self._offsets[storage.key])
+      return f.read(size)
 
   def _read_text(self, name: str, default: str) -> str:
     try:
@@ -158,7 +205,7 @@ class TorchSource:
     t = self._tensors[key]
     dtype = t.storage.dtype.newbyteorder("<" if self._little else ">")
     try:
-      raw = self._zip.read(f"{self._prefix}data/{t.storage.key}")
+      raw = self._storage_bytes(t.storage, t.storage.numel * dtype.itemsize)
     except (KeyError, zipfile.BadZipFile, EOFError) as e:
       raise ConversionError(f"{self.path}: cannot read tensor {key!r} (truncated or corrupt file?): {e}") from None
     if len(raw) < t.storage.numel * dtype.itemsize:

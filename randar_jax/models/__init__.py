@@ -23,6 +23,7 @@ FAMILIES: dict[str, tuple[type, type[nnx.Module]]] = {
 EXTERNAL_FAMILIES: dict[str, tuple[str, str, str]] = {
     "vq_llamagen": ("randar_jax.tokenizers.vq_llamagen", "LlamaGenVQConfig", "VQLlamaGen"),
     "vq_maskgit": ("randar_jax.tokenizers.vq_maskgit", "MaskGITVQConfig", "VQMaskGIT"),
+    "inception_fid": ("randar_jax.eval.inception", "InceptionConfig", "InceptionV3"),
 }
 
 

@@ -30,14 +30,15 @@ def _replicated(ndim: int) -> tuple[None, ...]:
 class Conv(nnx.Module):
   """2-D convolution on NHWC; kernel (kh, kw, in, out) = torch's (out, in, kh, kw) transposed.
 
-  ``padding`` is 'SAME' (TF semantics; for stride 1 and odd kernels equal to torch's ``padding=k // 2``) or
-  explicit ((top, bottom), (left, right)) pairs.
+  ``kernel`` is a side or (kh, kw) (e.g. Inception's 1x7). ``padding`` is 'SAME' (TF semantics; for stride 1 and
+  odd kernels equal to torch's ``padding=k // 2``), 'VALID', or explicit ((top, bottom), (left, right)) pairs.
   """
 
-  def __init__(self, cin: int, cout: int, kernel: int = 3, *, stride: int = 1,
+  def __init__(self, cin: int, cout: int, kernel: int | tuple[int, int] = 3, *, stride: int = 1,
                padding: str | Sequence[tuple[int, int]] = "SAME", bias: bool = True, rngs: nnx.Rngs):
     init = jax.nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")  # torch's Conv2d default
-    self.kernel = param(rngs, init, (kernel, kernel, cin, cout), _replicated(4))
+    kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
+    self.kernel = param(rngs, init, (kh, kw, cin, cout), _replicated(4))
     self.bias = param(rngs, zeros, (cout,), _replicated(1)) if bias else None
     self.stride = stride
     self.padding = padding if isinstance(padding, str) else tuple(tuple(p) for p in padding)
