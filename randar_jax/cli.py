@@ -72,60 +72,6 @@ def _decode_settings(args: argparse.Namespace, config) -> dict:
               sampling=Sampling.make(1.0 if args.temperature is None else args.temperature, args.top_k, args.top_p))
 
 
-def _tokenize(args: argparse.Namespace) -> None:
-  import numpy as np
-
-  from randar_jax import tokenizers
-  from randar_jax.tokenizers.preprocess import crop_image, load_image
-
-  def read(path):
-    try:
-      return crop_image(load_image(path), args.image_size, args.crop)
-    except OSError as e:  # unreadable, truncated or not an image
-      raise ValueError(f"cannot read image {path}: {e}") from None
-
-  def load(paths):
-    images = [read(p) for p in paths]
-    if len({i.shape for i in images}) > 1:
-      raise ValueError(f"images differ in size ({sorted({i.shape for i in images})}); use --crop adm or resize")
-    return np.stack(images)
-
-  missing = [p for p in args.images if not os.path.isfile(p)]
-  if missing:
-    raise FileNotFoundError(f"{len(missing)} image file(s) not found: {', '.join(missing[:5])}")
-  tok = tokenizers.load(args.tokenizer)
-  codes = list(tokenizers.batches(tok.encode, args.images, args.batch_size, load=load, desc="tokenizing"))
-  if len({c.shape[1:] for c in codes}) > 1:
-    raise ValueError("images differ in size across batches; use --crop adm or resize")
-  codes = np.concatenate(codes)
-  np.save(args.out, codes)
-  print(f"wrote {args.out}: codes {codes.shape} {codes.dtype} in [0, {tok.vocab_size}) for {len(args.images)} "
-        f"image(s)")
-
-
-def _detokenize(args: argparse.Namespace) -> None:
-  import numpy as np
-  from PIL import Image
-
-  from randar_jax import tokenizers
-  from randar_jax.tokenizers.base import check_codes
-
-  try:
-    codes = np.load(args.codes)
-  except (OSError, EOFError) as e:
-    raise ValueError(f"cannot read codes from {args.codes} (a .npy of integer codes?): {e}") from None
-  codes = codes[None] if codes.ndim == 1 else codes.reshape(-1, *codes.shape[-2:]) if codes.ndim == 4 else codes
-  tok = tokenizers.load(args.tokenizer)
-  codes = check_codes(codes, tok.vocab_size)
-  os.makedirs(args.out, exist_ok=True)
-  index = 0
-  for images in tokenizers.batches(tok.decode, codes, args.batch_size, desc="decoding"):
-    for image in images:
-      Image.fromarray(image).save(os.path.join(args.out, f"{index:05d}.png"))
-      index += 1
-  print(f"wrote {index} PNG image(s) of {images.shape[1]}x{images.shape[2]} to {args.out}")
-
-
 def _sample(args: argparse.Namespace) -> None:
   import numpy as np
 
@@ -173,56 +119,6 @@ def _demo(args: argparse.Namespace) -> None:
         f"logits {tuple(logits.shape)} on {jax.device_count()} {jax.default_backend()} device(s)")
 
 
-def _add_process_flags(p: argparse.ArgumentParser) -> None:
-  p.add_argument("--process-index", type=int, help="this process's slice (default: jax.process_index())")
-  p.add_argument("--process-count", type=int, help="number of slices (default: jax.process_count())")
-
-
-def _process_slice(args: argparse.Namespace) -> dict:
-  import jax
-  return {"process_index": jax.process_index() if args.process_index is None else args.process_index,
-          "process_count": jax.process_count() if args.process_count is None else args.process_count}
-
-
-def _extract(args: argparse.Namespace) -> None:
-  import os
-
-  import jax
-
-  from randar_jax import sharding, tokenizers
-  from randar_jax.data import extract
-
-  images = extract.open_images(args.images, split=args.split, data_dir=args.data_dir)
-  # Local devices only: each process encodes its own images, independently of the others.
-  tokenizer = tokenizers.load(args.tokenizer, mesh=sharding.build_mesh(devices=jax.local_devices()))
-  start = time.time()
-  written = extract.extract(
-      images, tokenizer, args.out, aug=args.aug, image_size=args.image_size, batch_size=args.batch_size,
-      shard_size=args.shard_size, on_error=args.on_error, workers=args.workers, **_process_slice(args),
-      description={"source": args.images if args.images.startswith("tfds:") else os.path.abspath(args.images),
-                   "split": args.split, "tokenizer": os.path.abspath(args.tokenizer)})
-  print(f"wrote {len(written)} shards of {len(images)} inputs to {args.out} in {time.time() - start:.1f} s")
-
-
-def _import_codes(args: argparse.Namespace) -> None:
-  from randar_jax.data import extract
-  written = extract.import_randar_codes(args.codes, args.out, vocab_size=args.vocab_size, shard_size=args.shard_size,
-                                        on_error=args.on_error, **_process_slice(args))
-  print(f"wrote {len(written)} shards to {args.out}")
-
-
-def _folder_to_tfds(args: argparse.Namespace) -> None:
-  from randar_jax.data import tfds_folder
-  path = tfds_folder.build(args.folder, args.data_dir, split=args.split, on_error=args.on_error)
-  print(f"TFDS dataset (array_record) in {path}; extract it with: randar-jax extract {path} OUT --tokenizer CKPT")
-
-
-def _orders(args: argparse.Namespace) -> None:
-  from randar_jax.data import orders
-  names = orders.ORDERS if args.all else orders.RAR_ORDERS
-  print(f"wrote {orders.plot_orders(names, args.grid, args.out)}")
-
-
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(prog="randar-jax", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -238,24 +134,6 @@ def main(argv: list[str] | None = None) -> int:
   p = commands.add_parser("info", help="print a checkpoint's config")
   p.add_argument("checkpoint")
   p.set_defaults(run=_info)
-
-  p = commands.add_parser("tokenize", help="images -> VQ codes (.npy, int32 (N, h, w))")
-  p.add_argument("images", nargs="+", help="image files (any format PIL reads)")
-  p.add_argument("--tokenizer", required=True, help="converted tokenizer checkpoint directory")
-  p.add_argument("--out", required=True, help="output .npy file")
-  p.add_argument("--image-size", type=int, default=256, help="side after cropping / resizing (default 256)")
-  p.add_argument("--crop", default="adm", choices=["adm", "resize", "none"],  # tokenizers.preprocess.CROPS
-                 help="adm: ADM center crop (RandAR's preprocessing, default); resize: squash to a square; "
-                      "none: as stored (sides must be multiples of 16)")
-  p.add_argument("--batch-size", type=int, default=8)
-  p.set_defaults(run=_tokenize)
-
-  p = commands.add_parser("detokenize", help="VQ codes (.npy) -> PNG images")
-  p.add_argument("codes", help=".npy of integer codes (N, h, w), (N, h * w) raster, or (N, views, h, w)")
-  p.add_argument("--tokenizer", required=True, help="converted tokenizer checkpoint directory")
-  p.add_argument("--out", required=True, help="output directory for 00000.png, 00001.png, ...")
-  p.add_argument("--batch-size", type=int, default=8)
-  p.set_defaults(run=_detokenize)
 
   p = commands.add_parser("sample", help="class-conditional sampling (RandAR: parallel decoding; RAR: raster)")
   p.add_argument("checkpoint", help="Orbax checkpoint directory (from convert or training)")
@@ -281,48 +159,13 @@ def main(argv: list[str] | None = None) -> int:
   p = commands.add_parser("demo", help="build a tiny model and run it (no download)")
   p.set_defaults(run=_demo)
 
-  p = commands.add_parser("extract", help="encode images into ArrayRecord shards of VQ codes (resumable)")
-  p.add_argument("images", help="class-folder tree, uncompressed .tar, TFDS build directory or tfds:NAME")
-  p.add_argument("out", help="output codes directory")
-  p.add_argument("--tokenizer", required=True, help="tokenizer checkpoint directory")
-  p.add_argument("--aug", default="adm", choices=["adm", "ten-crop"],
-                 help="adm: centre crop + flip (RandAR's released models); ten-crop: LlamaGen/RAR")
-  p.add_argument("--image-size", type=int, default=256)
-  p.add_argument("--batch-size", type=int, default=64, help="images per encoder call")
-  p.add_argument("--shard-size", type=int, default=1000, help="images per output shard")
-  p.add_argument("--split", default="train", help="TFDS split")
-  p.add_argument("--data-dir", help="TFDS data_dir for tfds:NAME")
-  p.add_argument("--workers", type=int, default=8, help="image decoding threads")
-  p.add_argument("--on-error", default="skip", choices=["skip", "fail"], help="what to do with unreadable images")
-  _add_process_flags(p)
-  p.set_defaults(run=_extract)
-
-  p = commands.add_parser("import-codes", help="RandAR's published {label}/{index}.npy codes -> ArrayRecord shards")
-  p.add_argument("codes", help="e.g. imagenet-llamagen-adm-256_codes/")
-  p.add_argument("out")
-  p.add_argument("--vocab-size", type=int, required=True, help="16384 (LlamaGen VQ) or 1024 (MaskGIT VQGAN)")
-  p.add_argument("--shard-size", type=int, default=10000)
-  p.add_argument("--on-error", default="fail", choices=["skip", "fail"])
-  _add_process_flags(p)
-  p.set_defaults(run=_import_codes)
-
-  p = commands.add_parser("folder-to-tfds", help="class-folder tree -> TFDS array_record dataset (no TensorFlow)")
-  p.add_argument("folder")
-  p.add_argument("data_dir")
-  p.add_argument("--split", default="train")
-  p.add_argument("--on-error", default="skip", choices=["skip", "fail"])
-  p.set_defaults(run=_folder_to_tfds)
-
-  p = commands.add_parser("orders", help="PNG of the generation orders (RAR's six scan orders by default)")
-  p.add_argument("--out", default="orders.png")
-  p.add_argument("--grid", type=int, default=16)
-  p.add_argument("--all", action="store_true", help="also the random and hierarchical orders")
-  p.set_defaults(run=_orders)
-
-  from randar_jax.zeroshot import commands as zeroshot_commands
-  zeroshot_commands.register(commands)
+  # Each package owns its subcommands (tokenize, extract, inpaint, eval, ...).
+  from randar_jax.data import commands as data_commands
   from randar_jax.eval import commands as eval_commands
-  eval_commands.register(commands)
+  from randar_jax.tokenizers import commands as tokenizer_commands
+  from randar_jax.zeroshot import commands as zeroshot_commands
+  for group in (tokenizer_commands, data_commands, zeroshot_commands, eval_commands):
+    group.register(commands)
 
   args = parser.parse_args(argv)
   if args.command == "convert" and not args.check and not args.out:
