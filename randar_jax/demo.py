@@ -35,7 +35,7 @@ from randar_jax.models.randar import RandARConfig
 from randar_jax.tokenizers.pixels import PixelTokenizer
 from randar_jax.train.config import recipe
 from randar_jax.utils import images as images_lib
-from randar_jax.zeroshot import editing, features
+from randar_jax.zeroshot import editing
 
 FULL_STEPS, FAST_STEPS = 64, 16   # one token per forward, and the 4x faster cosine schedule
 GUIDANCE = "4"                    # classifier-free guidance used for samples and edits (Guidance.parse syntax)
@@ -43,12 +43,20 @@ SAMPLE_BATCH = 100                # every sampling call has this batch, so one p
 
 
 def digits_config(order: str = "random", total_steps: int = 700) -> ml_collections.ConfigDict:
-  """The digits recipe: a 2-block, 64-wide RandAR (110k parameters) on the 1,437 training digits."""
-  model = RandARConfig(vocab_size=digits.LEVELS, dim=64, n_layer=2, n_head=2, multiple_of=32,
+  """The digits recipe: a 2-block, 64-wide RandAR on the 1,437 training digits (31 epochs of batch 64).
+
+  Chosen by measurement on this budget (class accuracy of samples, 64 steps, CFG 4, 200 samples): RandAR's
+  large-model settings scaled down (2 heads of 32, RoPE base 10,000, lr 3e-3 cosine) reached 28%. Four heads of
+  16 with RoPE base 100 (rotary frequencies of 1, 0.32, 0.1, 0.03 rad per cell, all of which resolve an 8-cell
+  axis) and a constant lr of 1e-2 after a 5% warm-up reached 99%; the class is picked up abruptly, from ~15%
+  at step 200 to ~90% at step 500. Cosine decay from 1e-2 (64% after 600 steps) or 2e-2 (92%) learned it later.
+  """
+  model = RandARConfig(vocab_size=digits.LEVELS, dim=64, n_layer=2, n_head=4, multiple_of=32, rope_base=100.0,
                        grid_size=digits.GRID, num_classes=digits.NUM_CLASSES, token_dropout=0.0, resid_dropout=0.0,
                        ffn_dropout=0.0, remat=False)
   config = recipe(model.to_dict(), seed=0, total_steps=total_steps, batch_size=64,
-                  optim=dict(lr=3e-3, warmup_steps=total_steps // 10, skip_after=total_steps // 10),
+                  optim=dict(lr=1e-2, schedule="constant", warmup_steps=total_steps // 20,
+                             skip_after=total_steps // 10),
                   data="digits", order=dict(order=order), ckpt_every=100, keep_every=None,
                   sample_kwargs=dict(num_steps=FULL_STEPS))
   config.tokenizer = f"pixels:{digits.LEVELS}"
@@ -89,24 +97,6 @@ def edit_digits(model, images: np.ndarray, labels: np.ndarray, regenerate: np.nd
                            jax.random.key(seed), num_steps=FULL_STEPS, guidance=Guidance.parse(guidance))
   kept = bool(np.array_equal(result.generated[:, ~regenerate], images[:, ~regenerate]))
   return result.images, kept
-
-
-def linear_probe(model) -> dict[str, float]:
-  """Test accuracy of a logistic regression on the last block's features of the training digits: bidirectional
-  (second copy, every token has seen the whole image) against causal (first copy), and the raw pixels."""
-  from sklearn.linear_model import LogisticRegression
-
-  def fit_score(train_x, test_x):
-    probe = LogisticRegression(max_iter=2000).fit(train_x.reshape(len(train_x), -1), train_labels)
-    return round(float(probe.score(test_x.reshape(len(test_x), -1), test_labels)), 4)
-
-  (train_x, train_labels), (test_x, test_labels) = digits.load_split()["train"], digits.load_split()["test"]
-  scores = {"pixels": fit_score(train_x, test_x)}
-  for name, first_pass in (("bidirectional", False), ("causal", True)):
-    feats = [np.asarray(features.bidirectional_features(model, x.reshape(len(x), -1), layers=-1,
-                                                        first_pass=first_pass)) for x in (train_x, test_x)]
-    scores[name] = fit_score(*feats)
-  return scores
 
 
 def _editing_panel(images: np.ndarray, regenerate: np.ndarray, results: np.ndarray, path: str) -> str:
@@ -151,7 +141,6 @@ def run(out: str, order: str = "random", total_steps: int | None = None, per_cla
     metrics[f"{name}_keeps_known_pixels"] = kept
     first = [int(np.flatnonzero(test_labels == c)[0]) for c in range(digits.NUM_CLASSES)]
     _editing_panel(test_images[first], region, results[first], os.path.join(out, f"{name}.png"))
-  metrics["linear_probe_accuracy"] = linear_probe(model)
   shutil.copy(os.path.join(out, "train", "loss.png"), os.path.join(out, "loss.png"))
   metrics["total_seconds"] = round(time.time() - start, 1)
   with open(os.path.join(out, "metrics.json"), "w") as f:
@@ -163,7 +152,6 @@ def summary(metrics: dict[str, Any], out: str) -> str:
   """A few lines for the terminal."""
   trained = ("reused the finished run" if metrics["train_seconds"] is None
              else f"trained {metrics['train_steps']} steps in {metrics['train_seconds']:.0f} s")
-  probe = metrics["linear_probe_accuracy"]
   return "\n".join([
       f"RandAR on digits ({metrics['order']} order, {metrics['parameters']:,} parameters): {trained}",
       f"class accuracy of samples (classifier trained on real digits; it scores "
@@ -173,8 +161,6 @@ def summary(metrics: dict[str, Any], out: str) -> str:
       f"identical to a training image: {metrics[f'memorised_{FULL_STEPS}_steps']:.1%}",
       f"inpainting (bottom half) {metrics['inpaint_accuracy']:.1%}, outpainting (right half) "
       f"{metrics['outpaint_accuracy']:.1%} of test digits keep their class",
-      f"linear probe on bidirectional features {probe['bidirectional']:.1%} (causal {probe['causal']:.1%}, "
-      f"pixels {probe['pixels']:.1%})",
       f"wrote {out}/samples_{FULL_STEPS}_steps.png, samples_{FAST_STEPS}_steps.png, inpaint.png, outpaint.png, "
       f"loss.png, metrics.json ({metrics['total_seconds']:.0f} s)"])
 

@@ -13,7 +13,7 @@ import pytest
 from randar_jax import cli, demo
 from randar_jax.data import digits
 
-SHORT_STEPS = 300          # a fraction of the recipe's budget
+SHORT_STEPS = 400          # 4/7 of the recipe's budget
 PER_CLASS = 20
 MIN_ACCURACY = 0.3         # 3x chance; measured on this budget: see the README's demo section
 
@@ -45,11 +45,6 @@ def test_editing_keeps_known_pixels_and_class(finished):
   _, metrics = finished
   assert metrics["inpaint_keeps_known_pixels"] and metrics["outpaint_keeps_known_pixels"]
   assert metrics["inpaint_accuracy"] >= MIN_ACCURACY and metrics["outpaint_accuracy"] >= MIN_ACCURACY, metrics
-
-
-def test_bidirectional_features_beat_causal_ones(finished):
-  probe = finished[1]["linear_probe_accuracy"]
-  assert probe["bidirectional"] > probe["causal"], probe
 
 
 def test_a_finished_run_is_reused_and_another_setup_refused(finished, capsys):
