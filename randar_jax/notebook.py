@@ -131,28 +131,28 @@ def _scale(height: int) -> int:
   return max(1, 128 // height)  # tiny pictures (8-pixel digits) are enlarged with nearest neighbours
 
 
-def show(path: str) -> str:
-  """Displays a PNG inline (in IPython; elsewhere prints its path)."""
+def show(path: str) -> None:
+  """Displays a PNG inline (in IPython; elsewhere prints its path). Returns nothing, so a cell ending with it
+  echoes no value."""
   try:
     from IPython.display import Image, display
   except ImportError:
     print(path)
-    return path
+    return
   display(Image(filename=path))
-  return path
 
 
-def show_grid(images, path: str, columns: int | None = None) -> str:
-  """Saves uint8 images (N, H, W, C) as one PNG grid (small ones enlarged) and displays it."""
+def show_grid(images, path: str, columns: int | None = None) -> None:
+  """Saves uint8 images (N, H, W, C) as one PNG grid at ``path`` (small ones enlarged) and displays it."""
   images = np.asarray(images)
-  return show(image_utils.save_grid(images, path, columns, scale=_scale(images.shape[1])))
+  show(image_utils.save_grid(images, path, columns, scale=_scale(images.shape[1])))
 
 
-def show_panel(pictures, path: str) -> str:
-  """Saves pictures (H, W, C) side by side (e.g. input | mask | results) as one PNG and displays it."""
+def show_panel(pictures, path: str) -> None:
+  """Saves pictures (H, W, C) side by side (e.g. input | mask | results) as one PNG at ``path`` and displays it."""
   pictures = [np.asarray(p) for p in pictures]
   scale = _scale(max(p.shape[0] for p in pictures))
-  return show(image_utils.save_panel(pictures, path, pad=max(1, 4 // scale), scale=scale))
+  show(image_utils.save_panel(pictures, path, pad=max(1, 4 // scale), scale=scale))
 
 
 def mask_picture(mask: np.ndarray) -> np.ndarray:

@@ -3,8 +3,8 @@ stored clean: no outputs, a Colab badge, an install cell, a ``parameters`` cell,
 
 Execution: nbclient with a kernelspec written for this interpreter (sys.executable, so the kernel is the venv that
 runs pytest whatever kernels the machine has registered). Parameters are injected as papermill does: a cell tagged
-``injected-parameters`` after the one tagged ``parameters``. The kernel gets the suite's 8 fake CPU devices
-(XLA_FLAGS as in conftest) on purpose: the notebooks then shard over an 8-device mesh, the shape of a TPU v2-8.
+``injected-parameters`` after the one tagged ``parameters``. The kernel gets 8 fake CPU devices (XLA_FLAGS, as
+conftest sets for the suite) on purpose: the notebooks then shard over an 8-device mesh, the shape of a TPU v2-8.
 
 Chain (one kernel each): train_digits trains 40 steps -> zero_shot edits test digits with that run (DIGITS_RUN);
 quickstart converts the tiny RandAR and VQ fixtures (the released-weights path) or, without fixtures, runs the
@@ -34,7 +34,7 @@ BADGE = re.compile(r"https://colab\.research\.google\.com/github/([\w.-]+)/randa
 SMALL = {
     "train_digits": dict(STEPS=40, ROUNDS=2, NUM_PER_CLASS=2, SAMPLE_STEPS=(16, 4)),
     "zero_shot": dict(SAMPLES=2, STEPS=4, EXTRAPOLATION_STEPS=8),
-    "quickstart": dict(NUM_PER_CLASS=1, BATCH_SIZE=8, STEPS=(4, 16), CLASSES="0-7"),
+    "quickstart": dict(NUM_PER_CLASS=1, BATCH_SIZE=8, CLASSES="0-7"),
 }
 
 
@@ -69,7 +69,7 @@ def kernel(tmp_path_factory):
   root = tmp_path_factory.mktemp("jupyter")
   spec = root / "kernels" / KERNEL
   spec.mkdir(parents=True)
-  env = {"XLA_FLAGS": os.environ.get("XLA_FLAGS", ""), "JAX_PLATFORMS": "cpu", "TQDM_MININTERVAL": "5"}
+  env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu", "TQDM_MININTERVAL": "5"}
   spec.joinpath("kernel.json").write_text(json.dumps({
       "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
       "display_name": "randar_jax tests", "language": "python", "env": env}))
@@ -144,10 +144,12 @@ def test_quickstart(kernel, tmp_path):
   out = text_outputs(nb)
   source = "weights" if fixtures is not None else "random"
   assert f"{source}: RandAR" in out
+  grid = int(re.search(r"RandAR with [\d,]+ parameters, (\d+)x\1 tokens", out).group(1))
+  steps = [round(s * grid * grid / 256) for s in (88, 256)]  # the notebook's STEPS, scaled to the model's tokens
   speeds = re.findall(r"(\d+) forwards: +([\d.]+) images/s", out)
-  assert [int(n) for n, _ in speeds] == list(SMALL["quickstart"]["STEPS"]) and all(float(s) > 0 for _, s in speeds)
+  assert [int(n) for n, _ in speeds] == steps and all(float(s) > 0 for _, s in speeds)
   written = {p.name for p in (tmp_path / "out").glob("*.png")}
-  assert written == {"samples_4_steps.png", "schedule.png", "samples_16_steps.png"}
+  assert written == {f"samples_{steps[0]}_steps.png", "schedule.png", f"samples_{steps[1]}_steps.png"}
   assert png_outputs(nb) == 3
   if fixtures is not None:  # the notebook converted the tokenizer
     assert (tmp_path / "ckpt" / "vq_llamagen_tiny").is_dir()
