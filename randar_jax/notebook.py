@@ -105,9 +105,10 @@ def load_generator(weights: str = "", tokenizer: str = "", *, digits_run: str = 
     raise ValueError(f"the tokenizer has {gen.tokenizer.vocab_size} codes but the model {cfg.vocab_size}: use the "
                      f"tokenizer the model was trained with")
   params = checkpoint.param_count(checkpoint.model_params(gen.model))
+  note = " (untrained fallback: its pictures are noise, the code path is the real one)" if gen.source == "random" else ""
   print(f"{gen.source}: RandAR with {params:,} parameters, {cfg.grid_size}x{cfg.grid_size} tokens of "
         f"{cfg.vocab_size} codes, {cfg.num_classes} classes; tokenizer {type(gen.tokenizer).__name__} "
-        f"({gen.tokenizer.downsample} px per token)")
+        f"({gen.tokenizer.downsample} px per token){note}")
   return gen
 
 

@@ -169,6 +169,23 @@ def test_load_generator_fallbacks(tmp_path, capsys):
   assert photo.shape == (32, 32, 3) and label is None
 
 
+def test_upload_saves_the_chosen_file(tmp_path, monkeypatch):
+  """Colab's picker (google.colab.files.upload returns {name: bytes}) -> a file in the directory; outside Colab a
+  clear error."""
+  import types
+  from randar_jax import notebook
+  with pytest.raises(RuntimeError, match="needs Google Colab"):
+    notebook.upload("weights", str(tmp_path))
+  files = types.SimpleNamespace(upload=lambda: {"weights.safetensors": b"\x01\x02"})
+  monkeypatch.setitem(sys.modules, "google", types.ModuleType("google"))
+  monkeypatch.setitem(sys.modules, "google.colab", types.SimpleNamespace(files=files))
+  path = notebook.upload("weights", str(tmp_path / "up"))
+  assert path == str(tmp_path / "up" / "weights.safetensors") and open(path, "rb").read() == b"\x01\x02"
+  files.upload = lambda: {}
+  with pytest.raises(ValueError, match="exactly one file"):
+    notebook.upload("weights", str(tmp_path))
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_notebook_is_stored_clean(name):
   """No outputs; a Colab badge to itself; the install cell first (identical in every notebook, guarded so it is
