@@ -24,14 +24,11 @@ import numpy as np
 from randar_jax import checkpoint, models, sharding, tokenizers
 from randar_jax.utils import images as image_utils
 
-SOURCES = ("weights", "digits", "random")
-
-
 @dataclasses.dataclass(frozen=True)
 class Generator:
   model: Any          # a RandAR (nnx.Module), parameters sharded over all devices
   tokenizer: Any      # a tokenizers.Tokenizer whose vocabulary is the model's
-  source: str         # one of SOURCES
+  source: str         # 'weights' | 'digits' | 'random' (which fallback was taken)
 
 
 def upload(what: str, directory: str = "uploads") -> str:
