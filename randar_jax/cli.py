@@ -100,25 +100,6 @@ def _sample(args: argparse.Namespace) -> None:
   print(f"wrote {os.path.join(args.out, 'grid.png')} and samples.npz (ADM format, {pictures.shape})")
 
 
-def _demo(args: argparse.Namespace) -> None:
-  """Placeholder until the digits demo lands: builds a tiny RandAR and runs one teacher-forced forward."""
-  import jax
-  import jax.numpy as jnp
-
-  from randar_jax import checkpoint, models, sharding
-  from randar_jax.models.randar import RandARConfig
-
-  config = RandARConfig.variant("tiny", "maskgit", grid_size=8, num_classes=10)
-  with sharding.model_context():
-    model = models.build(config)
-    key = jax.random.key(0)
-    tokens = jax.random.randint(key, (2, config.num_tokens), 0, config.vocab_size)
-    order = jax.vmap(lambda k: jax.random.permutation(k, config.num_tokens))(jax.random.split(key, 2))
-    logits = model(tokens, jnp.array([1, 2]), order)
-  print(f"tiny RandAR ({checkpoint.param_count(checkpoint.model_params(model)):,} parameters): "
-        f"logits {tuple(logits.shape)} on {jax.device_count()} {jax.default_backend()} device(s)")
-
-
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(prog="randar-jax", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -156,15 +137,13 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--tokenizer", help="tokenizer checkpoint directory: also write images")
   p.set_defaults(run=_sample)
 
-  p = commands.add_parser("demo", help="build a tiny model and run it (no download)")
-  p.set_defaults(run=_demo)
-
   # Each package owns its subcommands (tokenize, extract, inpaint, eval, ...).
+  from randar_jax import demo
   from randar_jax.data import commands as data_commands
   from randar_jax.eval import commands as eval_commands
   from randar_jax.tokenizers import commands as tokenizer_commands
   from randar_jax.zeroshot import commands as zeroshot_commands
-  for group in (tokenizer_commands, data_commands, zeroshot_commands, eval_commands):
+  for group in (demo, tokenizer_commands, data_commands, zeroshot_commands, eval_commands):
     group.register(commands)
 
   args = parser.parse_args(argv)

@@ -27,11 +27,19 @@ import jax
 import ml_collections
 import numpy as np
 
+from randar_jax import checkpoint
 from randar_jax.data import digits
+from randar_jax.decode import batched
+from randar_jax.decode.sampling import Guidance
 from randar_jax.models.randar import RandARConfig
+from randar_jax.tokenizers.pixels import PixelTokenizer
 from randar_jax.train.config import recipe
+from randar_jax.utils import images as images_lib
+from randar_jax.zeroshot import editing, features
 
-FULL_STEPS, FAST_STEPS = 64, 16
+FULL_STEPS, FAST_STEPS = 64, 16   # one token per forward, and the 4x faster cosine schedule
+GUIDANCE = "4"                    # classifier-free guidance used for samples and edits (Guidance.parse syntax)
+SAMPLE_BATCH = 100                # every sampling call has this batch, so one program per step count
 
 
 def digits_config(order: str = "random", total_steps: int = 700) -> ml_collections.ConfigDict:
@@ -49,3 +57,141 @@ def digits_config(order: str = "random", total_steps: int = 700) -> ml_collectio
   config.sample.update(every=total_steps, num_images=20)
   config.eval.update(every=0, split="test")
   return config
+
+
+
+def train_or_reuse(config: ml_collections.ConfigDict, workdir: str, progress: bool = True) -> float | None:
+  """Trains ``config`` in ``workdir``: a finished run there is reused, an interrupted one resumes, a different
+  setup is refused (ValueError naming the differences). Returns the training wall time in seconds, or None when
+  a finished run was reused."""
+  from randar_jax.train.loop import train
+
+  start = time.time()
+  rows = train(config, workdir, progress=progress)
+  return time.time() - start if rows else None
+
+
+def sample_digits(model, labels: np.ndarray, num_steps: int, guidance: str | None, order: str, seed: int = 0,
+                  progress: bool = True) -> np.ndarray:
+  """Grey levels (N, 8, 8) of one sample per label, decoded in ``num_steps`` forwards (random or raster order)."""
+  fixed = np.tile(np.arange(model.config.num_tokens), (SAMPLE_BATCH, 1)) if order == "raster" else None
+  levels, _ = batched.sample_labels(model, labels, batch_size=SAMPLE_BATCH, seed=seed, progress=progress,
+                                    num_steps=num_steps, guidance=Guidance.parse(guidance), order=fixed)
+  return levels
+
+
+def edit_digits(model, images: np.ndarray, labels: np.ndarray, regenerate: np.ndarray, guidance: str | None,
+                seed: int = 0) -> tuple[np.ndarray, bool]:
+  """Regenerates the pixels where ``regenerate`` (8, 8) is True in every image (uint8 (N, 8, 8, 1)), one token
+  per forward. Returns the results (uint8, known pixels pasted back) and whether the model's own output already
+  kept every known pixel (it must: known tokens are fed, never sampled)."""
+  result = editing.inpaint(model, PixelTokenizer(digits.LEVELS), images, regenerate, labels,
+                           jax.random.key(seed), num_steps=FULL_STEPS, guidance=Guidance.parse(guidance))
+  kept = bool(np.array_equal(result.generated[:, ~regenerate], images[:, ~regenerate]))
+  return result.images, kept
+
+
+def linear_probe(model) -> dict[str, float]:
+  """Test accuracy of a logistic regression on the last block's features of the training digits: bidirectional
+  (second copy, every token has seen the whole image) against causal (first copy), and the raw pixels."""
+  from sklearn.linear_model import LogisticRegression
+
+  def fit_score(train_x, test_x):
+    probe = LogisticRegression(max_iter=2000).fit(train_x.reshape(len(train_x), -1), train_labels)
+    return round(float(probe.score(test_x.reshape(len(test_x), -1), test_labels)), 4)
+
+  (train_x, train_labels), (test_x, test_labels) = digits.load_split()["train"], digits.load_split()["test"]
+  scores = {"pixels": fit_score(train_x, test_x)}
+  for name, first_pass in (("bidirectional", False), ("causal", True)):
+    feats = [np.asarray(features.bidirectional_features(model, x.reshape(len(x), -1), layers=-1,
+                                                        first_pass=first_pass)) for x in (train_x, test_x)]
+    scores[name] = fit_score(*feats)
+  return scores
+
+
+def _editing_panel(images: np.ndarray, regenerate: np.ndarray, results: np.ndarray, path: str) -> str:
+  """Rows: input | input with the regenerated region in red | result."""
+  rgb = lambda x: np.repeat(x, 3, axis=-1)
+  masked = rgb(images).copy()
+  masked[:, regenerate] = (200, 40, 40)
+  return images_lib.save_grid(np.concatenate([rgb(images), masked, rgb(results)]), path, columns=len(images),
+                              scale=8)
+
+
+def run(out: str, order: str = "random", total_steps: int | None = None, per_class: int = 50,
+        guidance: str | None = None, seed: int = 0, progress: bool = True) -> dict[str, Any]:
+  """The whole demo in ``out`` (see the module doc). Returns the metrics also written to ``out/metrics.json``."""
+  start = time.time()
+  config = digits_config(order, **({} if total_steps is None else {"total_steps": total_steps}))
+  guidance = GUIDANCE if guidance is None else guidance
+  train_seconds = train_or_reuse(config, os.path.join(out, "train"), progress)
+  model = checkpoint.load_model(os.path.join(out, "train"))
+  tokenizer, classifier = PixelTokenizer(digits.LEVELS), digits.DigitsClassifier.fit()
+  test_levels, test_labels = digits.load_split()["test"]
+  labels = np.repeat(np.arange(digits.NUM_CLASSES), per_class)
+  metrics = {"order": order, "train_steps": config.total_steps, "parameters": checkpoint.param_count(
+      checkpoint.model_params(model)), "guidance": guidance, "samples_per_class": per_class,
+             "train_seconds": None if train_seconds is None else round(train_seconds, 1),
+             "ceiling_test_accuracy": round(classifier.accuracy(test_levels, test_labels), 4)}
+  for steps in (FULL_STEPS, FAST_STEPS):
+    levels = sample_digits(model, labels, steps, guidance, order, seed, progress)
+    metrics[f"accuracy_{steps}_steps"] = round(classifier.accuracy(levels, labels), 4)
+    metrics[f"memorised_{steps}_steps"] = round(digits.memorised_share(levels), 4)
+    shown = levels.reshape(digits.NUM_CLASSES, per_class, *levels.shape[1:])[:, :10].reshape(-1, *levels.shape[1:])
+    images_lib.save_grid(np.asarray(tokenizer.decode(shown)), os.path.join(out, f"samples_{steps}_steps.png"),
+                         columns=min(per_class, 10), scale=8)
+  test_images = np.asarray(tokenizer.decode(test_levels))
+  g = digits.GRID
+  bottom, right = np.zeros((g, g), bool), np.zeros((g, g), bool)
+  bottom[g // 2:], right[:, g // 2:] = True, True
+  # Inpainting regenerates the bottom half; outpainting keeps the left half and generates the right one.
+  for name, region in (("inpaint", bottom), ("outpaint", right)):
+    results, kept = edit_digits(model, test_images, test_labels, region, guidance, seed)
+    metrics[f"{name}_accuracy"] = round(classifier.accuracy(results, test_labels), 4)
+    metrics[f"{name}_keeps_known_pixels"] = kept
+    first = [int(np.flatnonzero(test_labels == c)[0]) for c in range(digits.NUM_CLASSES)]
+    _editing_panel(test_images[first], region, results[first], os.path.join(out, f"{name}.png"))
+  metrics["linear_probe_accuracy"] = linear_probe(model)
+  shutil.copy(os.path.join(out, "train", "loss.png"), os.path.join(out, "loss.png"))
+  metrics["total_seconds"] = round(time.time() - start, 1)
+  with open(os.path.join(out, "metrics.json"), "w") as f:
+    json.dump(metrics, f, indent=2)
+  return metrics
+
+
+def summary(metrics: dict[str, Any], out: str) -> str:
+  """A few lines for the terminal."""
+  trained = ("reused the finished run" if metrics["train_seconds"] is None
+             else f"trained {metrics['train_steps']} steps in {metrics['train_seconds']:.0f} s")
+  probe = metrics["linear_probe_accuracy"]
+  return "\n".join([
+      f"RandAR on digits ({metrics['order']} order, {metrics['parameters']:,} parameters): {trained}",
+      f"class accuracy of samples (classifier trained on real digits; it scores "
+      f"{metrics['ceiling_test_accuracy']:.1%} on the real test split):",
+      f"  {FULL_STEPS} steps: {metrics[f'accuracy_{FULL_STEPS}_steps']:.1%}   "
+      f"{FAST_STEPS} steps: {metrics[f'accuracy_{FAST_STEPS}_steps']:.1%}   "
+      f"identical to a training image: {metrics[f'memorised_{FULL_STEPS}_steps']:.1%}",
+      f"inpainting (bottom half) {metrics['inpaint_accuracy']:.1%}, outpainting (right half) "
+      f"{metrics['outpaint_accuracy']:.1%} of test digits keep their class",
+      f"linear probe on bidirectional features {probe['bidirectional']:.1%} (causal {probe['causal']:.1%}, "
+      f"pixels {probe['pixels']:.1%})",
+      f"wrote {out}/samples_{FULL_STEPS}_steps.png, samples_{FAST_STEPS}_steps.png, inpaint.png, outpaint.png, "
+      f"loss.png, metrics.json ({metrics['total_seconds']:.0f} s)"])
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+  p = commands.add_parser("demo", help="train RandAR on scikit-learn's digits, then sample, edit and measure it "
+                          "(a few minutes on a CPU, no download)")
+  p.add_argument("--out", default="runs/digits", help="output folder (a finished run there is reused)")
+  p.add_argument("--order", choices=["random", "raster"], default="random", help="training and sampling order")
+  p.add_argument("--steps", type=int, help="training steps (default: the recipe's)")
+  p.add_argument("--per-class", type=int, default=50, help="samples per class for the accuracy")
+  p.add_argument("--cfg", help=f"guidance for samples and edits (default {GUIDANCE!r}; 'none' turns it off)")
+  p.add_argument("--seed", type=int, default=0)
+  p.set_defaults(run=_command)
+
+
+def _command(args: argparse.Namespace) -> None:
+  metrics = run(args.out, order=args.order, total_steps=args.steps, per_class=args.per_class, guidance=args.cfg,
+                seed=args.seed)
+  print(summary(metrics, args.out))
