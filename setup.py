@@ -7,7 +7,9 @@ from setuptools import find_packages, setup
 here = pathlib.Path(__file__).parent
 pins = [line.strip() for line in (here / "requirements.txt").read_text().splitlines()
         if line.strip() and not line.startswith("#")]
-requirements = [p for p in pins if not p.startswith("pytest")]
+# Test-only pins (pytest; the notebook runner and kernel) stay out of install_requires: Colab brings its own kernel.
+TEST_ONLY = ("pytest", "nbclient", "nbformat", "ipykernel")
+requirements = [p for p in pins if not p.startswith(TEST_ONLY)]
 
 setup(
     name="randar_jax",
@@ -18,6 +20,6 @@ setup(
     python_requires=">=3.11",
     packages=find_packages(include=["randar_jax", "randar_jax.*"]),
     install_requires=requirements,
-    extras_require={"torch": ["torch==2.13.0"], "test": [p for p in pins if p.startswith("pytest")]},
+    extras_require={"torch": ["torch==2.13.0"], "test": [p for p in pins if p.startswith(TEST_ONLY)]},
     entry_points={"console_scripts": ["randar-jax=randar_jax.cli:main"]},
 )

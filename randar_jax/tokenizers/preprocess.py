@@ -4,6 +4,7 @@
     crop = center_crop_arr(img, 256)                 # uint8 (256, 256, 3): what RandAR/RAR/LlamaGen encode
     crops = ten_crop(Image.fromarray(center_crop_arr(img, 281)), 256)   # LlamaGen ten-crop (10 arrays)
     arr = crop_image(img, 256, 'resize')             # what `randar-jax tokenize --crop` selects
+    images = read_images(['a.jpg', 'b.png'], 256, channels=3)   # uint8 (2, 256, 256, 3) for a tokenizer
 
 ``center_crop_arr`` is guided-diffusion's (ADM) algorithm, used by RandAR's and LlamaGen's extraction scripts:
 halve with a BOX filter while the short side is at least twice the target, resize with BICUBIC so that the
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import io
 import os
+from typing import Sequence
 
 import numpy as np
 from PIL import Image
@@ -68,3 +70,15 @@ def crop_image(pil_image: Image.Image, image_size: int, mode: str = "adm") -> np
   if mode == "none":
     return np.asarray(pil_image)
   raise ValueError(f"unknown crop mode {mode!r}; choose one of {CROPS}")
+
+
+def read_images(paths: Sequence[str | os.PathLike], size: int, crop: str = "adm", channels: int = 3) -> np.ndarray:
+  """Image files -> uint8 (N, size, size, channels) as a tokenizer takes them: cropped by ``crop`` (see
+  :func:`crop_image`); one channel is the mean of R, G and B (the grey-level tokenizer)."""
+  images = []
+  for path in paths:
+    if not os.path.isfile(path):
+      raise FileNotFoundError(f"no such image: {path}")
+    image = crop_image(load_image(path), size, crop)
+    images.append(image if channels == 3 else image.mean(axis=-1, keepdims=True).astype(np.uint8))
+  return np.stack(images)

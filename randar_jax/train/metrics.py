@@ -146,12 +146,11 @@ class MetricWriter:
     rows = [json.loads(line) for line in open(self.path) if line.strip()]
     if not rows:
       return None
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # not pyplot: no global backend switch (a notebook keeps its inline one)
 
     steps = [r["step"] for r in rows]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    fig = Figure(figsize=(13, 3.6))
+    axes = fig.subplots(1, 3)
     for ax, key in zip(axes, ("loss", "accuracy", "lr")):
       ax.plot(steps, [r[key] for r in rows], lw=1)
       ax.set_xlabel("step")
@@ -160,7 +159,6 @@ class MetricWriter:
     fig.tight_layout()
     path = os.path.join(self.workdir, "loss.png")
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     self.last_plot = time.time()
     return path
 

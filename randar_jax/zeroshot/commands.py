@@ -27,17 +27,6 @@ def _load(args):
   return model, tok
 
 
-def _read_images(paths, size: int, crop: str, channels: int) -> np.ndarray:
-  from randar_jax.tokenizers.preprocess import crop_image, load_image
-  images = []
-  for path in paths:
-    if not os.path.isfile(path):
-      raise FileNotFoundError(f"no such image: {path}")
-    image = crop_image(load_image(path), size, crop)
-    images.append(image if channels == 3 else image.mean(axis=-1, keepdims=True).astype(np.uint8))
-  return np.stack(images)
-
-
 def _region(spec: str | None, path: str | None, shape: tuple[int, int], what: str) -> np.ndarray:
   """A boolean (H, W) region from ``--box t,l,b,r`` or a mask image."""
   if (spec is None) == (path is None):
@@ -77,10 +66,11 @@ def _guidance_kwargs(args):
 def _inpaint(args: argparse.Namespace) -> None:
   import jax
 
+  from randar_jax.tokenizers.preprocess import read_images
   from randar_jax.zeroshot import editing
   model, tok = _load(args)
   size = model.config.grid_size * tok.downsample
-  images = _read_images(args.images, size, args.crop, tok.channels)
+  images = read_images(args.images, size, args.crop, tok.channels)
   kwargs = _guidance_kwargs(args)
   labels = np.full(len(images), args.class_id)
   key = jax.random.key(args.seed)
@@ -121,11 +111,12 @@ def _extrapolate(args: argparse.Namespace) -> None:
 
 
 def _features(args: argparse.Namespace) -> None:
+  from randar_jax.tokenizers.preprocess import read_images
   from randar_jax.utils import images as image_utils
   from randar_jax.zeroshot.features import bidirectional_features, pca_rgb
   model, tok = _load(args)
   size = model.config.grid_size * tok.downsample
-  images = _read_images(args.images, size, args.crop, tok.channels)
+  images = read_images(args.images, size, args.crop, tok.channels)
   tokens = np.asarray(tok.encode(images)).reshape(len(images), -1)
   feats = np.asarray(bidirectional_features(model, tokens, layers=args.layer))
   os.makedirs(args.out, exist_ok=True)
