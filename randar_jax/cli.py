@@ -7,7 +7,7 @@
     randar-jax detokenize codes.npy --tokenizer ckpt/vq_llamagen --out images/
     randar-jax sample CKPT_DIR --out DIR --classes 1,2,3 --num-per-class 4 --steps 88 --cfg 1,4 [--tokenizer TOK]
     randar-jax sample RAR_CKPT --out DIR --classes 1,2,3 [--cfg powcos:16,2.75 --temperature 1.0]   (RAR, raster)
-    randar-jax demo
+    randar-jax demo [--out runs/digits] [--order raster]      (digits: train, sample, edit, measure; CPU, minutes)
     randar-jax extract IMAGES OUT_DIR --tokenizer CKPT [--aug adm|ten-crop]   (IMAGES: folder, .tar, tfds:NAME)
     randar-jax import-codes RANDAR_CODES_DIR OUT_DIR --vocab-size 16384
     randar-jax folder-to-tfds IMAGE_FOLDER DATA_DIR

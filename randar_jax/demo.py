@@ -67,7 +67,6 @@ def digits_config(order: str = "random", total_steps: int = 700) -> ml_collectio
   return config
 
 
-
 def train_or_reuse(config: ml_collections.ConfigDict, workdir: str, progress: bool = True) -> float | None:
   """Trains ``config`` in ``workdir``: a finished run there is reused, an interrupted one resumes, a different
   setup is refused (ValueError naming the differences). Returns the training wall time in seconds, or None when
@@ -111,6 +110,9 @@ def _editing_panel(images: np.ndarray, regenerate: np.ndarray, results: np.ndarr
 def run(out: str, order: str = "random", total_steps: int | None = None, per_class: int = 50,
         guidance: str | None = None, seed: int = 0, progress: bool = True) -> dict[str, Any]:
   """The whole demo in ``out`` (see the module doc). Returns the metrics also written to ``out/metrics.json``."""
+  if order not in ("random", "raster") or per_class < 1 or (total_steps is not None and total_steps < 1):
+    raise ValueError(f"need order 'random' or 'raster', per_class >= 1 and total_steps >= 1; got {order!r}, "
+                     f"{per_class}, {total_steps}")
   start = time.time()
   config = digits_config(order, **({} if total_steps is None else {"total_steps": total_steps}))
   guidance = GUIDANCE if guidance is None else guidance

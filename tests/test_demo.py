@@ -60,3 +60,10 @@ def test_digits_split_is_fixed_and_stratified():
   (train_x, train_y), (test_x, test_y) = digits.load_split()["train"], digits.load_split()["test"]
   assert len(train_x) + len(test_x) == 1797 and len(test_x) == 360
   assert np.abs(np.bincount(test_y) - np.bincount(np.concatenate([train_y, test_y])) * 0.2).max() <= 1  # stratified
+
+
+@pytest.mark.parametrize("kwargs", [dict(per_class=0), dict(total_steps=0), dict(order="spiral")])
+def test_bad_settings_are_refused_before_training(tmp_path, kwargs):
+  with pytest.raises(ValueError, match="need order"):
+    demo.run(str(tmp_path), **kwargs)
+  assert not os.listdir(tmp_path)
