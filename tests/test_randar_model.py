@@ -143,12 +143,6 @@ def test_configs_and_args():
     _ = RandARConfig(class_dropout_prob=0.0).null_class
 
 
-def test_demo_command_runs(capsys):
-  from randar_jax import cli
-  assert cli.main(["demo"]) == 0
-  assert "logits (2, 64, 1024)" in capsys.readouterr().out
-
-
 def test_ordered_tokens_equal_raster_tokens():
   """The data pipeline emits tokens already in generation order; both entry points agree."""
   model = _randomised(SMALL)
