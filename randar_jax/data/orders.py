@@ -157,15 +157,14 @@ class OrderPolicy:
 def plot_orders(names, grid: Grid, path: str | os.PathLike, seed: int = 0) -> str:
   """Saves a PNG with one panel per order: the generation step of each cell (colour) and, for orders that move
   locally, the path through the cells."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  from matplotlib.figure import Figure  # not pyplot: no global backend switch (a notebook keeps its inline one)
 
   h, w = grid_shape(grid)
   rng = np.random.default_rng(seed)
   cols = min(3, len(names))
   rows = -(-len(names) // cols)
-  fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.6 * rows), squeeze=False)
+  fig = Figure(figsize=(3.2 * cols, 3.6 * rows))
+  axes = fig.subplots(rows, cols, squeeze=False)
   for ax, name in zip(axes.ravel(), names):
     order = draw_order(name, rng, (h, w))
     step = np.empty(h * w, np.int32)
@@ -183,5 +182,4 @@ def plot_orders(names, grid: Grid, path: str | os.PathLike, seed: int = 0) -> st
   fig.suptitle(f"generation orders on a {h}x{w} grid (colour: step, dark = early; red dot: first cell)")
   fig.tight_layout()
   fig.savefig(path, dpi=100)
-  plt.close(fig)
   return os.fspath(path)

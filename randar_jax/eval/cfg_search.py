@@ -182,13 +182,12 @@ def _decoded(tokenizer, tokens: np.ndarray, batch_size: int, writer: AdmNpzWrite
 
 def plot(results: list[dict], path: str, best: dict | None = None) -> str:
   """FID against the guidance scale (IS on a second axis where known), the best scale marked."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  from matplotlib.figure import Figure  # not pyplot: no global backend switch (a notebook keeps its inline one)
 
   results = sorted(results, key=lambda r: r["scale"])
   scales = [r["scale"] for r in results]
-  fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
+  fig = Figure(figsize=(7, 4.2), dpi=120)
+  ax = fig.subplots()
   ax.plot(scales, [r["fid"] for r in results], "o-", color="tab:blue", label="FID")
   ax.set_xlabel("guidance scale")
   ax.set_ylabel(f"FID ({results[0].get('num_samples', '?')} samples)", color="tab:blue")
@@ -204,7 +203,6 @@ def plot(results: list[dict], path: str, best: dict | None = None) -> str:
   ax.grid(alpha=0.3)
   fig.tight_layout()
   fig.savefig(path)
-  plt.close(fig)
   return path
 
 
