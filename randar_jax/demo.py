@@ -87,12 +87,12 @@ def sample_digits(model, labels: np.ndarray, num_steps: int, guidance: str | Non
   return levels
 
 
-def edit_digits(model, images: np.ndarray, labels: np.ndarray, regenerate: np.ndarray, guidance: str | None,
-                seed: int = 0) -> tuple[np.ndarray, bool]:
+def edit_digits(model, tokenizer, images: np.ndarray, labels: np.ndarray, regenerate: np.ndarray,
+                guidance: str | None, seed: int = 0) -> tuple[np.ndarray, bool]:
   """Regenerates the pixels where ``regenerate`` (8, 8) is True in every image (uint8 (N, 8, 8, 1)), one token
   per forward. Returns the results (uint8, known pixels pasted back) and whether the model's own output already
   kept every known pixel (it must: known tokens are fed, never sampled)."""
-  result = editing.inpaint(model, PixelTokenizer(digits.LEVELS), images, regenerate, labels,
+  result = editing.inpaint(model, tokenizer, images, regenerate, labels,
                            jax.random.key(seed), num_steps=FULL_STEPS, guidance=Guidance.parse(guidance))
   kept = bool(np.array_equal(result.generated[:, ~regenerate], images[:, ~regenerate]))
   return result.images, kept
@@ -129,20 +129,20 @@ def run(out: str, order: str = "random", total_steps: int | None = None, per_cla
     levels = sample_digits(model, labels, steps, guidance, order, seed, progress)
     metrics[f"accuracy_{steps}_steps"] = round(classifier.accuracy(levels, labels), 4)
     metrics[f"memorised_{steps}_steps"] = round(digits.memorised_share(levels), 4)
-    shown = levels.reshape(digits.NUM_CLASSES, per_class, *levels.shape[1:])[:, :10].reshape(-1, *levels.shape[1:])
-    images_lib.save_grid(np.asarray(tokenizer.decode(shown)), os.path.join(out, f"samples_{steps}_steps.png"),
+    ten_per_class = levels.reshape(digits.NUM_CLASSES, per_class, -1)[:, :10].reshape(-1, *levels.shape[1:])
+    images_lib.save_grid(np.asarray(tokenizer.decode(ten_per_class)), os.path.join(out, f"samples_{steps}_steps.png"),
                          columns=min(per_class, 10), scale=8)
   test_images = np.asarray(tokenizer.decode(test_levels))
   g = digits.GRID
   bottom, right = np.zeros((g, g), bool), np.zeros((g, g), bool)
   bottom[g // 2:], right[:, g // 2:] = True, True
+  shown = [int(np.flatnonzero(test_labels == c)[0]) for c in range(digits.NUM_CLASSES)]  # one digit per class
   # Inpainting regenerates the bottom half; outpainting keeps the left half and generates the right one.
   for name, region in (("inpaint", bottom), ("outpaint", right)):
-    results, kept = edit_digits(model, test_images, test_labels, region, guidance, seed)
+    results, kept = edit_digits(model, tokenizer, test_images, test_labels, region, guidance, seed)
     metrics[f"{name}_accuracy"] = round(classifier.accuracy(results, test_labels), 4)
     metrics[f"{name}_keeps_known_pixels"] = kept
-    first = [int(np.flatnonzero(test_labels == c)[0]) for c in range(digits.NUM_CLASSES)]
-    _editing_panel(test_images[first], region, results[first], os.path.join(out, f"{name}.png"))
+    _editing_panel(test_images[shown], region, results[shown], os.path.join(out, f"{name}.png"))
   shutil.copy(os.path.join(out, "train", "loss.png"), os.path.join(out, "loss.png"))
   metrics["total_seconds"] = round(time.time() - start, 1)
   with open(os.path.join(out, "metrics.json"), "w") as f:
