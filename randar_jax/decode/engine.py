@@ -76,8 +76,7 @@ def run(plan: Plan, chunk_logits: ChunkLogits, cache, tokens: jax.Array, key: ja
     def body(carry, row):
       cache, tokens = carry
       logits, cache = chunk_logits(cache, tokens, row, segment.window)     # (B, branches, K, V)
-      t = row["first_query"].astype(jnp.float32) / plan.num_tokens
-      guided = logits[:, 0] if guidance is None else guidance.combine(logits, t)
+      guided = logits[:, 0] if guidance is None else guidance.combine(logits, row["first_query"], plan.num_tokens)
       new = sample(guided, sampling, jax.random.fold_in(key, row["index"]))  # (B, K)
       if forced is not None:
         gen = jnp.minimum(row["out_gen"], plan.num_tokens - 1)

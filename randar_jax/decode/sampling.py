@@ -63,11 +63,13 @@ class Guidance:
   Schedules of the scale s over the decoded fraction t in [0, 1):
     'linear'     s = start + (end - start) * t        (RandAR; t = tokens decoded before the forward / N)
     'pow_cosine' s = (end - 1) * (1 - cos(pi * t**power)) / 2 + 1   (RAR; t = step / N; start unused)
-  A constant scale is 'linear' with start == end.
+  A constant scale is 'linear' with start == end. ``interval`` (LlamaGen's ``cfg_interval``; -1 = off) stops
+  guidance after it: token j > 0 takes the conditional logits unchanged once j - 1 > interval.
   """
   start: float = 1.0
   end: float = 4.0
   power: float = 1.0
+  interval: float = -1.0
   schedule: str = struct.field(pytree_node=False, default="linear")
   branches: int = struct.field(pytree_node=False, default=2)
 
@@ -113,6 +115,13 @@ class Guidance:
     not 0 -- even at 1.0, where it changes nothing but cost; pow-cosine schedule."""
     return cls.pow_cosine(guidance_scale, guidance_scale_pow) if float(guidance_scale) != 0.0 else None
 
+  @classmethod
+  def from_llamagen(cls, cfg_scale: float, cfg_interval: float = -1.0) -> "Guidance | None":
+    """LlamaGen's ``generate(cfg_scale, cfg_interval)``: a constant scale, on only when cfg_scale > 1."""
+    if float(cfg_scale) <= 1.0:
+      return None
+    return cls(start=float(cfg_scale), end=float(cfg_scale), interval=float(cfg_interval), schedule="linear")
+
   def scale(self, t: jax.Array) -> jax.Array:
     if self.schedule == "linear":
       return self.start + (self.end - self.start) * t
@@ -124,10 +133,13 @@ class Guidance:
     """(B,) -> (B, branches): [class, null class]."""
     return jnp.stack([labels, null], axis=1)
 
-  def combine(self, logits: jax.Array, t: jax.Array) -> jax.Array:
-    """logits (B, branches, ..., V) -> guided (B, ..., V) at decoded fraction t."""
+  def combine(self, logits: jax.Array, step: jax.Array, num_tokens: int) -> jax.Array:
+    """logits (B, branches, ..., V) -> guided (B, ..., V) for a forward whose first query is generation index
+    ``step`` (int) of ``num_tokens``."""
     cond, uncond = logits[:, 0], logits[:, 1]
-    return uncond + self.scale(t) * (cond - uncond)
+    guided = uncond + self.scale(step.astype(jnp.float32) / num_tokens) * (cond - uncond)
+    active = (self.interval <= -1) | (step == 0) | (step - 1 <= self.interval)
+    return jnp.where(active, guided, cond)
 
 
 @struct.dataclass
@@ -146,7 +158,8 @@ class SpatialGuidance:
   def branch_labels(self, labels: jax.Array, null: jax.Array) -> jax.Array:
     return jnp.stack([labels, null, null], axis=1)
 
-  def combine(self, logits: jax.Array, t: jax.Array) -> jax.Array:
+  def combine(self, logits: jax.Array, step: jax.Array, num_tokens: int) -> jax.Array:
+    t = step.astype(jnp.float32) / num_tokens
     cond, spatial, uncond = logits[:, 0], logits[:, 1], logits[:, 2]
     cfg = self.cfg_start + (self.cfg_end - self.cfg_start) * t
     scfg = self.spatial_start + (self.spatial_end - self.spatial_start) * t
