@@ -24,8 +24,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.common import compile_timer, report
-from randar_jax import checkpoint, models, sharding
+from benchmarks.common import report
+from randar_jax.utils.compiles import compile_events
+from randar_jax import checkpoint, families, sharding
 from randar_jax.decode import rar as rar_decode
 from randar_jax.decode.randar import generate, make_plan
 from randar_jax.decode.sampling import Guidance, Sampling
@@ -70,7 +71,7 @@ def matmul_peak(dtype) -> float:
 
 
 def measure(generate_fn, model, labels, repeats: int, plan, **kwargs) -> dict:
-  with compile_timer() as compile_s:
+  with compile_events() as compiles:
     out = generate_fn(model, labels, jax.random.key(0), **kwargs)
     jax.block_until_ready(out.tokens)
   cache, times = out.cache, []
@@ -82,7 +83,7 @@ def measure(generate_fn, model, labels, repeats: int, plan, **kwargs) -> dict:
     cache = out.cache
   run = statistics.median(times)
   return {"steps": plan.num_forwards, "forwards": plan.num_forwards, "slots_fed": plan.slots_fed,
-          "run_s": round(run, 4), "images_per_s": round(len(labels) / run, 3), "compile_s": round(compile_s[0], 2),
+          "run_s": round(run, 4), "images_per_s": round(len(labels) / run, 3), "compile_s": round(compiles.seconds, 2),
           "kv_cache_bytes": int(cache.k.nbytes + cache.v.nbytes), "plan": plan}
 
 
@@ -95,7 +96,7 @@ def efficiency(run: dict, flops: float, batch: int, peak: float) -> dict:
 def bench_rar(args, labels) -> dict:
   cfg = RARConfig(vocab_size=args.vocab or 1024, dim=args.dim, n_layer=args.layers, n_head=args.heads,
                   mlp_dim=4 * args.dim, grid_size=args.grid, num_classes=args.classes, dtype=args.dtype, remat=False)
-  model = models.build(cfg)
+  model = families.build(cfg)
   # adaLN-Zero init makes every block the identity: give the modulations random values so the run is realistic
   for layer, scale in ((model.blocks.adaLN_modulation, 0.02), (model.adaln_before_head.adaLN_modulation, 0.02)):
     layer.kernel[...] = jax.random.normal(jax.random.key(2), layer.kernel.shape) * scale
@@ -137,7 +138,7 @@ def main() -> None:
       return
     cfg = RandARConfig(vocab_size=args.vocab or 16384, dim=args.dim, n_layer=args.layers, n_head=args.heads,
                        grid_size=args.grid, num_classes=args.classes, dtype=args.dtype, remat=False)
-    model = models.build(cfg)
+    model = families.build(cfg)
     # random (non-zero) head so sampling is not degenerate
     model.output[...] = jax.random.normal(jax.random.key(1), model.output.shape) * 0.02
     guidance = Guidance.parse(args.cfg or "1,4")

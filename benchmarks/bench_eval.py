@@ -20,7 +20,7 @@ import numpy as np
 from flax import nnx
 
 from benchmarks.common import report, timed
-from randar_jax import checkpoint, models, sharding
+from randar_jax import checkpoint, families, sharding
 from randar_jax.eval import metrics
 from randar_jax.eval.inception import InceptionConfig, InceptionExtractor
 
@@ -29,8 +29,8 @@ def inception(batch: int, size: int, repeats: int, precision: str) -> dict:
   config = InceptionConfig()
   mesh = sharding.build_mesh(devices=jax.local_devices())
   with sharding.model_context(mesh):
-    graphdef = nnx.graphdef(nnx.eval_shape(lambda: models.build(config)))
-    state = jax.jit(lambda: nnx.split(models.build(config))[1])()
+    graphdef = nnx.graphdef(nnx.eval_shape(lambda: families.build(config)))
+    state = jax.jit(lambda: nnx.split(families.build(config))[1])()
   net = InceptionExtractor(nnx.merge(graphdef, state), mesh=mesh, precision=precision)
   images = np.random.default_rng(0).integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
   first, times = timed(lambda: net.features(images), repeats)

@@ -21,7 +21,7 @@ import optax
 from flax import nnx
 
 from benchmarks.common import add_model_args, each_setting, randar_config, report
-from randar_jax import checkpoint, models, sharding
+from randar_jax import checkpoint, families, sharding
 from randar_jax.models.randar import RandARConfig
 
 
@@ -38,8 +38,8 @@ def train_step_fn(graphdef, tx):
 def measure(config: RandARConfig, batch: int, steps: int) -> dict:
   mesh = sharding.build_mesh()
   with sharding.model_context(mesh):
-    model = jax.jit(lambda: nnx.split(models.build(config))[1])()  # initialised directly on device
-    graphdef = nnx.graphdef(nnx.eval_shape(lambda: models.build(config)))
+    model = jax.jit(lambda: nnx.split(families.build(config))[1])()  # initialised directly on device
+    graphdef = nnx.graphdef(nnx.eval_shape(lambda: families.build(config)))
     tx = optax.adamw(4e-4, b1=0.9, b2=0.95, weight_decay=0.05)
     opt_state = tx.init(model)
     key = jax.random.key(0)

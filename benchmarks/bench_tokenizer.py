@@ -17,16 +17,16 @@ import numpy as np
 from flax import nnx
 
 from benchmarks.common import report, timed
-from randar_jax import checkpoint, models, sharding
+from randar_jax import checkpoint, families, sharding
 
 FAMILIES = ("vq_llamagen", "vq_maskgit")
 
 
 def measure(family: str, batch: int, size: int, repeats: int) -> dict:
-  config = models.family(family)[0].released()
+  config = families.get(family).config.released()
   with sharding.model_context():
-    graphdef = nnx.graphdef(nnx.eval_shape(lambda: models.build(config)))
-    state = jax.jit(lambda: nnx.split(models.build(config))[1])()   # initialised on device
+    graphdef = nnx.graphdef(nnx.eval_shape(lambda: families.build(config)))
+    state = jax.jit(lambda: nnx.split(families.build(config))[1])()   # initialised on device
     tok = nnx.merge(graphdef, state)
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (batch, size, size, config.image_channels), dtype=np.uint8)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import datetime
 import json
@@ -32,27 +31,6 @@ def timed(fn: Callable[[], Any], repeats: int) -> tuple[float, list[float]]:
     times.append(time.perf_counter() - start)
   return first, times
 
-
-@contextlib.contextmanager
-def compile_timer():
-  """Sums the XLA compile seconds of everything compiled inside the block (jax.monitoring's backend-compile
-  event): a measurement, where first call minus a steady call is an estimate that noise can make negative.
-
-      with compile_timer() as compile_s:
-        run_once()
-      compile_s[0]        # seconds
-  """
-  total = [0.0]
-
-  def listener(event: str, duration: float, **_) -> None:
-    if event == "/jax/core/compile/backend_compile_duration":
-      total[0] += duration
-
-  jax.monitoring.register_event_duration_secs_listener(listener)
-  try:
-    yield total
-  finally:
-    jax.monitoring.unregister_event_duration_listener(listener)
 
 
 def report(results: dict[str, Any]) -> None:

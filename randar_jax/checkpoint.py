@@ -19,7 +19,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 from jax.sharding import Mesh
 
-from randar_jax import models, sharding
+from randar_jax import families, sharding
 
 PARAMS, CONFIG = "params", "config"
 
@@ -72,9 +72,9 @@ def load_model(directory: str | os.PathLike, *, family: str | None = None, step:
   if family is not None and values.get("family") != family:
     raise ValueError(f"{directory} holds a {values.get('family')!r} checkpoint, but a {family!r} model is "
                      f"expected here")
-  config = models.config_from_dict(values)
+  config = families.config_from_dict(values)
   with sharding.model_context(mesh) as mesh:
-    graphdef, state = nnx.get_abstract_model(lambda: models.build(config), mesh)  # shapes + NamedShardings
+    graphdef, state = nnx.get_abstract_model(lambda: families.build(config), mesh)  # shapes + NamedShardings
     target = nnx.to_pure_dict(state)
     with _manager(directory) as mngr:
       step = _latest_step(mngr, step)
@@ -98,7 +98,7 @@ def abstract_params(config) -> dict:
 
 def _build_unsharded(config) -> nnx.Module:
   with nnx.use_eager_sharding(False):
-    return models.build(config)
+    return families.build(config)
 
 
 def param_count(params: Mapping) -> int:

@@ -1,6 +1,13 @@
-"""Loading ml_collections config files by path, big_vision style.
+"""The config story: ml_collections for run configs (files loaded by path, big_vision style) and frozen
+dataclasses for model, optimizer and search configs, all read back through one strict ``from_dict``.
 
-    config = load_config('configs/randar.py:variant=XL,tokenizer=maskgit')
+    config = load_config('configs/randar.py:variant=XL,tokenizer=maskgit')     # a run config (ConfigDict)
+    optim = OptimConfig.from_dict(config.optim)                                 # typed, unknown keys refused
+
+    @dataclasses.dataclass(frozen=True)
+    class RARConfig(FamilyConfig):             # a model config: to_dict() adds 'family', checkpoints store it
+      FAMILY = "rar"
+      dim: int = 1024
 
 A config file defines ``get_config(arg: str | None) -> ConfigDict``; ``parse_arg`` turns ``'a=1,b=x,flag'`` into a
 ConfigDict typed by the defaults given in the file.
@@ -8,11 +15,58 @@ ConfigDict typed by the defaults given in the file.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import os
-from typing import Any
+from typing import Any, ClassVar, Mapping
 
 import ml_collections
+
+
+class FrozenConfig:
+  """Mixin for frozen config dataclasses: ``to_dict`` and a strict ``from_dict`` (unknown keys are errors;
+  lists from JSON become tuples)."""
+  LABEL: ClassVar[str | None] = None     # how errors name the config (default: the class name)
+
+  def to_dict(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_dict(cls, values: Mapping[str, Any]):
+    """From a dict, a ConfigDict or a checkpoint's JSON."""
+    values = values.to_dict() if hasattr(values, "to_dict") else dict(values)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(values) - names - cls._extra_keys(values)
+    if unknown:
+      raise ValueError(f"unknown {cls._label()} config keys {sorted(unknown)}; known: {sorted(names)}")
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in names})
+
+  @classmethod
+  def _extra_keys(cls, values: Mapping[str, Any]) -> set[str]:
+    return set()
+
+  @classmethod
+  def _label(cls) -> str:
+    return cls.LABEL or cls.__name__
+
+
+class FamilyConfig(FrozenConfig):
+  """A model config that names its family: ``to_dict()`` includes ``'family'`` (what every checkpoint stores
+  and :mod:`randar_jax.families` dispatches on); ``from_dict`` refuses another family's dict."""
+  FAMILY: ClassVar[str]   # 'randar', 'rar', 'llamagen', 'vq_llamagen', ...
+
+  def to_dict(self) -> dict[str, Any]:
+    return {"family": self.FAMILY, **dataclasses.asdict(self)}
+
+  @classmethod
+  def _extra_keys(cls, values: Mapping[str, Any]) -> set[str]:
+    if values.get("family", cls.FAMILY) != cls.FAMILY:
+      raise ValueError(f"a {values['family']!r} config is not a {cls.FAMILY} config")
+    return {"family"}
+
+  @classmethod
+  def _label(cls) -> str:
+    return cls.FAMILY
 
 
 def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:

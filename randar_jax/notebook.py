@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from randar_jax import checkpoint, models, sharding, tokenizers
+from randar_jax import checkpoint, families, sharding, tokenizers
 from randar_jax.utils import images as image_utils
 
 @dataclasses.dataclass(frozen=True)
@@ -93,9 +93,9 @@ def load_generator(weights: str = "", tokenizer: str = "", *, digits_run: str = 
     if digits_run:
       print(f"not found: {digits_run}")
     from randar_jax.demo import digits_config
-    config = models.config_from_dict({**digits_config().model.to_dict(), "dtype": dtype})
+    config = families.config_from_dict({**digits_config().model.to_dict(), "dtype": dtype})
     with sharding.model_context():
-      model = models.build(config, seed)
+      model = families.build(config, seed)
     gen = Generator(model, tokenizers.load(f"pixels:{config.vocab_size}"), "random")
   cfg = gen.model.config
   if gen.tokenizer.vocab_size != cfg.vocab_size:

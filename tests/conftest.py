@@ -110,11 +110,11 @@ def torch_save(path, tensors) -> pathlib.Path:
 
 def _restore(config, params):
   """A model for ``config`` holding converted ``params`` (nested dict of NumPy arrays)."""
-  from randar_jax import models, sharding
+  from randar_jax import families, sharding
   from flax import nnx
 
   with sharding.model_context():
-    graphdef, state = nnx.split(nnx.eval_shape(lambda: models.build(config)))
+    graphdef, state = nnx.split(nnx.eval_shape(lambda: families.build(config)))
   nnx.replace_by_pure_dict(state, jax.tree.map(jax.numpy.asarray, params))
   return nnx.merge(graphdef, state)
 

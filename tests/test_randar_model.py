@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from randar_jax import checkpoint, models, sharding
+from randar_jax import checkpoint, families, sharding
 from randar_jax.config_io import load_config, parse_arg
 from randar_jax.convert import convert_checkpoint
 from randar_jax.models.randar import RandAR, RandARConfig
@@ -28,7 +28,7 @@ def _batch(config, batch=4, seed=0):
 def _randomised(config, seed=1):
   """A model whose zero-initialised head is replaced by random values (so logits are informative)."""
   with sharding.model_context():
-    model = models.build(config, seed)
+    model = families.build(config, seed)
   model.output[...] = jax.random.normal(jax.random.key(seed), model.output.shape) * 0.3
   return model
 
@@ -124,7 +124,7 @@ def test_dropout_sites():
 def test_initial_loss_is_log_vocab():
   """The zero-initialised head gives uniform logits: loss = ln V (original init)."""
   with sharding.model_context():
-    model = models.build(SMALL)
+    model = families.build(SMALL)
   np.testing.assert_allclose(float(model.loss(*_batch(SMALL))[0]), np.log(SMALL.vocab_size), rtol=1e-6)
 
 
@@ -156,7 +156,7 @@ def test_ordered_tokens_equal_raster_tokens():
 
 def test_weight_decay_mask_follows_ndim_rule():
   with sharding.model_context():
-    model = models.build(SMALL)
+    model = families.build(SMALL)
   mask = model.weight_decay_mask()
   assert mask["pos_instruct_embeddings"] and mask["cls_embedding"] and mask["output"]
   assert mask["layers"]["attention"]["wq"] and not mask["layers"]["attention_norm"]["scale"]

@@ -15,11 +15,12 @@ import safetensors.numpy
 from flax import nnx
 
 from conftest import fixture_file, load_json, torch_save
-from randar_jax import checkpoint, models, sharding
+from randar_jax import checkpoint, families, sharding
 from randar_jax.config_io import load_config
 from randar_jax.convert import ConversionError, convert_checkpoint, convert_params
 from randar_jax.convert import rar as rar_convert
 from randar_jax.data import orders
+from randar_jax.models.randar import RandARConfig
 from randar_jax.models.rar import NO_DECAY_SUBSTRINGS, RAR, RARConfig
 
 
@@ -136,7 +137,7 @@ def test_converter_infers_the_config_and_is_strict(fixtures, rar_tiny, tmp_path)
   with pytest.raises(ConversionError, match=r"missing .*blocks\.2\..*does the config match"):
     convert_params(path, deeper, progress=False)
   with pytest.raises(ConversionError, match="is a rar checkpoint but the config is for randar"):
-    convert_params(path, models.RandARConfig(), progress=False)
+    convert_params(path, RandARConfig(), progress=False)
 
 
 def test_weight_decay_mask_is_the_original_name_rule(fixtures, rar_tiny):
@@ -161,7 +162,7 @@ def test_weight_decay_mask_is_the_original_name_rule(fixtures, rar_tiny):
 def test_init_is_adaln_zero_and_loss_is_near_log_vocab():
   config = RARConfig.variant("tiny", vocab_size=64, grid_size=4, num_classes=5, dropout=0.0, attn_dropout=0.0)
   with nnx.use_eager_sharding(False):
-    model = models.build(config, seed=3)
+    model = families.build(config, seed=3)
   assert not model.cls_token[...].any() and not model.blocks.adaLN_modulation.kernel[...].any()
   tokens = jax.random.randint(jax.random.key(0), (4, config.num_tokens), 0, config.vocab_size)
   labels, order = jnp.arange(4) % config.num_classes, jnp.broadcast_to(jnp.arange(config.num_tokens), tokens.shape)
@@ -226,7 +227,7 @@ def test_bfloat16_compute_keeps_float32_params_and_logits(rar_tiny, inputs):
 
 def test_configs_and_bad_input():
   config = load_config("configs/rar.py:variant=XL,dtype=bfloat16")
-  model = models.config_from_dict(config.model.to_dict())
+  model = families.config_from_dict(config.model.to_dict())
   assert isinstance(model, RARConfig) and model.to_dict()["family"] == "rar"
   assert (model.dim, model.n_layer, model.n_head, model.mlp_dim, model.dtype) == (1280, 32, 16, 5120, "bfloat16")
   assert (config.optim.b2, config.optim.weight_decay, config.optim.end_lr) == (0.96, 0.03, 1e-5)

@@ -15,8 +15,7 @@ from PIL import Image
 from conftest import ManifestSource, fixture_file, load_json
 from conftest import tensor_pickle as _tensor_pickle
 from conftest import torch_zip as _torch_zip
-from randar_jax import checkpoint, models, sharding, tokenizers
-from randar_jax.convert import FAMILIES as CONVERTERS
+from randar_jax import checkpoint, families, sharding, tokenizers
 from randar_jax.convert import ConversionError, convert_checkpoint, convert_params
 from randar_jax.convert.core import convert, flatten
 from randar_jax.convert.torch_pickle import TorchSource
@@ -63,7 +62,7 @@ def tiny(request, fixtures):
   config = config_of(family, load_json(fixture_file(fixtures, f"{case['prefix']}_config.json")))
   params, _ = convert_params(fixture_file(fixtures, f"{case['prefix']}.safetensors"), config, progress=False)
   with sharding.model_context():
-    graphdef, state = nnx.split(nnx.eval_shape(lambda: models.build(config)))
+    graphdef, state = nnx.split(nnx.eval_shape(lambda: families.build(config)))
   nnx.replace_by_pure_dict(state, jax.tree.map(jnp.asarray, params))
   io = dict(np.load(fixture_file(fixtures, f"{case['prefix']}_io.npz")))
   return family, nnx.merge(graphdef, state), config, io
@@ -125,9 +124,9 @@ def test_torch_and_safetensors_containers_convert_identically(fixtures, family):
 def test_manifest_maps_completely(fixtures, family):
   source = ManifestSource(fixture_file(fixtures, CASES[family]["manifest"]))
   config = config_of(family, source.manifest)
-  family_converter = next(f for f in CONVERTERS if f.name == family)
+  family_converter = families.get(family).converter
   assert family_converter.detect(source.keys()) and family_converter.infer_config(source) == config
-  assert config == models.family(family)[0].released()
+  assert config == families.get(family).config.released()
   abstract = checkpoint.abstract_params(config)
   assert checkpoint.param_count(abstract) == source.manifest["num_parameters"] == RELEASED_PARAMETERS[family]
   assert len(source.keys()) == source.manifest["num_state_dict_entries"]

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from randar_jax import checkpoint, models, sharding
+from randar_jax import checkpoint, families, sharding
 from randar_jax.config_io import load_config
 from randar_jax.data.pipeline import Loader
 from randar_jax.train import loop, optim
@@ -58,7 +58,7 @@ def run_launcher(workdir, *flags, env_extra=None):
 
 
 def make_trainer(config, mesh, **optim_overrides):
-  model_config = models.config_from_dict(config.model.to_dict())
+  model_config = families.config_from_dict(config.model.to_dict())
   optim_config = OptimConfig.from_dict({**config.optim.to_dict(), **optim_overrides})
   return Trainer.create(model_config, optim_config, config.total_steps, mesh, config.seed), model_config
 

@@ -7,50 +7,28 @@
     convert_checkpoint('pt_inception-2015-12-05-6726825d.pth', 'ckpt/inception')   # the FID Inception
     model = checkpoint.load_model('ckpt/randar_l')
 
-Each family registers how to recognise its state dict, how to infer its config from tensor shapes, and its
-strict key map (``convert/<family>.py``).
+Each family's spec (:mod:`randar_jax.families`) holds a :class:`~randar_jax.convert.core.Converter`: how to
+recognise its state dict, how to infer its config from tensor shapes, and its strict key map (``convert/<family>.py``).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
-from typing import Any, Callable, Sequence
+from typing import Any
 
-from randar_jax import checkpoint
-from randar_jax.convert import inception_fid, randar, rar, vq_llamagen, vq_maskgit
-from randar_jax.convert.core import ConversionError, Rule, TensorSource, convert, module_rules
+from randar_jax import checkpoint, families
+from randar_jax.convert.core import ConversionError, TensorSource, convert
 from randar_jax.convert.sources import open_source
 
 
-@dataclasses.dataclass(frozen=True)
-class Family:
-  name: str
-  detect: Callable[[list[str]], bool]
-  infer_config: Callable[..., Any]
-  rules: Sequence[Rule] | Callable[[dict], Sequence[Rule]]   # fixed, or built from the abstract param tree
-  ignore: Sequence[str] = ()
-
-  def rules_for(self, abstract: dict) -> Sequence[Rule]:
-    return self.rules(abstract) if callable(self.rules) else self.rules
-
-
-FAMILIES = (
-    Family("randar", randar.is_randar, randar.infer_config, randar.RULES, randar.IGNORE),
-    Family("rar", rar.is_rar, rar.infer_config, rar.RULES, rar.IGNORE),
-    Family("vq_llamagen", vq_llamagen.is_vq_llamagen, vq_llamagen.infer_config, module_rules, vq_llamagen.IGNORE),
-    Family("vq_maskgit", vq_maskgit.is_vq_maskgit, vq_maskgit.infer_config, module_rules, vq_maskgit.IGNORE),
-    Family("inception_fid", inception_fid.is_inception_fid, inception_fid.infer_config, inception_fid.rules,
-           inception_fid.IGNORE),
-)
-
-
-def detect_family(source: TensorSource) -> Family:
+def detect_family(source: TensorSource) -> families.Family:
+  """The one registered family whose converter recognises the state dict's keys."""
   keys = source.keys()
-  found = [f for f in FAMILIES if f.detect(keys)]
+  convertible = [spec for spec in families.SPECS.values() if spec.converter is not None]
+  found = [spec for spec in convertible if spec.converter.detect(keys)]
   if len(found) != 1:
     raise ConversionError(f"{source.path}: cannot tell which model this state dict belongs to "
-                          f"(matches {[f.name for f in found]} of {[f.name for f in FAMILIES]}); "
+                          f"(matches {[f.name for f in found]} of {[f.name for f in convertible]}); "
                           f"first keys: {keys[:5]}")
   return found[0]
 
@@ -65,15 +43,15 @@ def convert_params(path: str | os.PathLike, config=None, *, progress: bool = Tru
   family = detect_family(source)
   if config is None:
     try:
-      config = family.infer_config(source)
+      config = family.converter.infer_config(source)
     except KeyError as e:
       raise ConversionError(f"{path}: looks like a {family.name} checkpoint but has no tensor {e}, so its "
                             f"config cannot be inferred; is the file complete?") from None
-  elif config.to_dict()["family"] != family.name:
-    raise ConversionError(f"{path} is a {family.name} checkpoint but the config is for "
-                          f"{config.to_dict()['family']}")
+  elif config.FAMILY != family.name:
+    raise ConversionError(f"{path} is a {family.name} checkpoint but the config is for {config.FAMILY}")
   abstract = checkpoint.abstract_params(config)
-  params = convert(source, family.rules_for(abstract), abstract, ignore=family.ignore, progress=progress,
+  converter = family.converter
+  params = convert(source, converter.rules_for(abstract), abstract, ignore=converter.ignore, progress=progress,
                    check_only=check_only)
   return params, config
 

@@ -58,6 +58,19 @@ class Rule:
     return re.compile(re.escape(self.source).replace(r"\{i\}", r"(\d+)") + r"\Z")
 
 
+@dataclasses.dataclass(frozen=True)
+class Converter:
+  """How one family's PyTorch state dicts convert: recognise the keys, infer the config from tensor shapes
+  (for released sizes), and the strict rules (fixed, or built from the abstract parameter tree)."""
+  detect: Callable[[list[str]], bool]
+  infer_config: Callable[..., object]
+  rules: Sequence[Rule] | Callable[[dict], Sequence[Rule]]
+  ignore: Sequence[str] = ()     # regexes of source keys that are read past (e.g. KV-cache buffers)
+
+  def rules_for(self, abstract: dict) -> Sequence[Rule]:
+    return self.rules(abstract) if callable(self.rules) else self.rules
+
+
 # ---- transforms ------------------------------------------------------------------------------------------------
 
 def _reshaped(array: np.ndarray, shape: Shape, what: str) -> np.ndarray:

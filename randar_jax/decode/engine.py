@@ -12,15 +12,15 @@ do not depend on how forwards are grouped into segments.
 
 A model family's ``generate`` validates on the host (:func:`validate`), builds its plan and calls
 :func:`decode` with an *adapter* ``adapter(model, labels (B, branches), order (B, N), *extras) ->
-chunk_logits`` (a module-level function: it is a static argument of the compiled program, cached per
-(adapter, plan, batch, guidance structure, sampling structure)). Guidance runs the batch as interleaved
+chunk_logits`` (a module-level function). :class:`Program` holds (adapter, plan, trace) as its static
+configuration and compiles once per (batch, guidance structure, sampling structure); compile counts are
+measured with ``jax.monitoring`` (:mod:`randar_jax.utils.compiles`), not by trace counters. Guidance runs the batch as interleaved
 branches per sample ([conditional, null class], or three for spatial guidance), so a data-sharded batch keeps
 every branch of a sample on one device.
 """
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import functools
 from typing import Callable, NamedTuple
@@ -28,15 +28,13 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
+from flax import nnx, struct
 
 from randar_jax import sharding
 from randar_jax.decode.plan import Plan
 from randar_jax.decode.sampling import Guidance, Sampling, sample
 from randar_jax.models import attention
 from randar_jax.models.attention import KVCache
-
-TRACE_COUNT = collections.Counter()  # compilations of the decode program, by family name (tests check reuse)
 
 ChunkLogits = Callable[..., tuple[jax.Array, object]]
 
@@ -132,9 +130,84 @@ def validate(config, labels: np.ndarray, num_steps: int, order: np.ndarray | Non
       raise ValueError("every row of order must be a permutation of 0..N-1")
 
 
+ORDER_MODES = ("random", "raster")
+
+
+def check_order(order) -> np.ndarray | None:
+  """'random' | 'raster' pass through (None); anything else must be a (B, N) array of raster cells."""
+  if isinstance(order, str):
+    if order not in ORDER_MODES:
+      raise ValueError(f"order must be 'raster', 'random' or a (B, N) array of raster cells, got {order!r}")
+    return None
+  return np.asarray(order)
+
+
+def make_orders(order, key: jax.Array, batch: int, num_tokens: int) -> jax.Array:
+  """(B, N) int32 orders: 'random' (independent permutations drawn from ``key``), 'raster', or the array given."""
+  if isinstance(order, str) and order == "random":
+    return jax.vmap(lambda k: jax.random.permutation(k, num_tokens))(jax.random.split(key, batch)).astype(jnp.int32)
+  if isinstance(order, str):
+    return jnp.broadcast_to(jnp.arange(num_tokens, dtype=jnp.int32), (batch, num_tokens))
+  return jnp.asarray(order, jnp.int32)
+
+
 def random_orders(key: jax.Array, batch: int, num_tokens: int) -> jax.Array:
   """(B, N) independent random permutations."""
-  return jax.vmap(lambda k: jax.random.permutation(k, num_tokens))(jax.random.split(key, batch)).astype(jnp.int32)
+  return make_orders("random", key, batch, num_tokens)
+
+
+Adapter = Callable[..., ChunkLogits]
+
+
+@struct.dataclass
+class Inputs:
+  """The traced inputs of one decode: labels (B,), orders (B, N), the sampling key, optional forced tokens and
+  known prefix (B, m), and the family adapter's extra arrays (e.g. RandAR's RoPE table)."""
+  labels: jax.Array
+  order: jax.Array
+  key: jax.Array
+  forced: Forced | None = None
+  prefix: jax.Array | None = None
+  extras: tuple = ()
+
+
+class Program:
+  """One compiled decode loop, static in (family adapter, plan, trace): gemma's sampler loop as a program object.
+
+      program = Program.get(adapter, plan, trace=False)          # cached: one jit per static configuration
+      tokens, cache, per_forward_trace = program(model, inputs, sampling, guidance, cache)
+
+  Calling it with the same batch, guidance structure and sampling structure reuses the compiled executable; the
+  cache is donated and comes back updated (pass it to the next call).
+  """
+
+  def __init__(self, adapter: Adapter, plan: Plan, trace: bool):
+    self.adapter, self.plan, self.trace = adapter, plan, trace
+    self._compiled = jax.jit(self._run, static_argnums=0, donate_argnames=("cache",))
+
+  @staticmethod
+  @functools.lru_cache(maxsize=64)
+  def get(adapter: Adapter, plan: Plan, trace: bool = False) -> "Program":
+    return Program(adapter, plan, trace)
+
+  def __call__(self, model: nnx.Module, inputs: Inputs, sampling: Sampling, guidance, cache: KVCache):
+    graphdef, state = nnx.split(model)
+    return self._compiled(graphdef, state, inputs, sampling, guidance, cache)
+
+  def _run(self, graphdef, state, inputs: Inputs, sampling: Sampling, guidance, cache: KVCache):
+    model, plan = nnx.merge(graphdef, state), self.plan
+    labels = inputs.labels
+    null = jnp.full_like(labels, model.config.null_class) if guidance is not None else None
+    branch_labels = labels[:, None] if guidance is None else guidance.branch_labels(labels, null)
+    cache = KVCache(*(sharding.constrain(c, attention.AXES) for c in cache))
+    tokens = jnp.zeros((labels.shape[0], plan.num_tokens + 1), jnp.int32)
+    if inputs.prefix is not None:
+      tokens = tokens.at[:, : inputs.prefix.shape[1]].set(inputs.prefix)
+    tokens = sharding.constrain(tokens, ("batch", None))
+    chunk_logits = self.adapter(model, branch_labels, inputs.order, *inputs.extras)
+    tokens, cache, logits = run(plan, chunk_logits, cache, tokens, inputs.key, sampling, guidance, inputs.forced,
+                                self.trace)
+    return tokens[:, :-1], cache, logits
 
 
 def new_cache(config, rows: int, plan: Plan) -> KVCache:
@@ -143,28 +216,7 @@ def new_cache(config, rows: int, plan: Plan) -> KVCache:
                        jnp.dtype(config.dtype))
 
 
-Adapter = Callable[..., ChunkLogits]
-
-
-@functools.partial(jax.jit, static_argnames=("name", "adapter", "graphdef", "plan", "trace"),
-                   donate_argnames=("cache",))
-def _decode(name: str, adapter: Adapter, graphdef, state, plan: Plan, labels, order, key, sampling, guidance,
-            forced, prefix, extras, cache, trace: bool):
-  TRACE_COUNT[name] += 1
-  model = nnx.merge(graphdef, state)
-  null = jnp.full_like(labels, model.config.null_class) if guidance is not None else None
-  branch_labels = labels[:, None] if guidance is None else guidance.branch_labels(labels, null)
-  cache = KVCache(*(sharding.constrain(c, attention.AXES) for c in cache))
-  tokens = jnp.zeros((labels.shape[0], plan.num_tokens + 1), jnp.int32)
-  if prefix is not None:
-    tokens = tokens.at[:, : prefix.shape[1]].set(prefix)
-  tokens = sharding.constrain(tokens, ("batch", None))
-  tokens, cache, logits = run(plan, adapter(model, branch_labels, order, *extras), cache, tokens, key, sampling,
-                              guidance, forced, trace)
-  return tokens[:, :-1], cache, logits
-
-
-def decode(name: str, adapter: Adapter, model: nnx.Module, plan: Plan, labels: np.ndarray, orders: jax.Array,
+def decode(adapter: Adapter, model: nnx.Module, plan: Plan, labels: np.ndarray, orders: jax.Array,
            key: jax.Array, sampling: Sampling, guidance, *, forced: Forced | None = None, prefix=None,
            extras: tuple = (), cache: KVCache | None = None, trace: bool = False) -> DecodeOutput:
   """Runs a validated decode: labels (B,) host ids, orders (B, N). ``adapter(model, labels (B, branches),
@@ -176,8 +228,30 @@ def decode(name: str, adapter: Adapter, model: nnx.Module, plan: Plan, labels: n
   shape = (cfg.n_layer, rows, cfg.kv_heads, plan.cache_slots, cfg.head_dim)
   if cache is None or cache.k.shape != shape or cache.k.dtype != jnp.dtype(cfg.dtype):
     cache = new_cache(cfg, rows, plan)
-  graphdef, state = nnx.split(model)
-  tokens, cache, logits = _decode(name, adapter, graphdef, state, plan, jnp.asarray(labels, jnp.int32), orders, key,
-                                  sampling, guidance, forced, prefix, tuple(extras), cache, trace)
+  inputs = Inputs(jnp.asarray(labels, jnp.int32), orders, key, forced, prefix, tuple(extras))
+  tokens, cache, logits = Program.get(adapter, plan, trace)(model, inputs, sampling, guidance, cache)
   raster = jnp.take_along_axis(tokens, jnp.argsort(orders, axis=1), axis=1)
   return DecodeOutput(raster, orders, tokens, collect_trace(plan, logits) if trace else None, cache)
+
+
+def generate_one_per_step(adapter: Adapter, plan_for: Callable[[int], Plan], defaults_for: Callable, name: str,
+                          model: nnx.Module, labels, key: jax.Array, *, num_steps: int | None, order,
+                          sampling: Sampling | None, guidance, forced: Forced | None, trace: bool,
+                          cache: KVCache | None) -> DecodeOutput:
+  """The ``generate`` of a family that decodes one token per forward (RAR, LlamaGen): unset settings from
+  ``defaults_for(config)`` (a DecodeSettings), host-side checks, then ``plan_for(N)`` through :func:`decode`."""
+  cfg = model.config
+  n = cfg.num_tokens
+  if num_steps not in (None, -1, n):
+    raise ValueError(f"{name} decodes one token per step: num_steps must be {n} (or -1), got {num_steps}")
+  defaults = defaults_for(cfg)
+  sampling = defaults.sampling if sampling is None else sampling
+  guidance = defaults.guidance if isinstance(guidance, str) and guidance == "default" else guidance
+  order = defaults.order if order is None else order
+  labels_np = np.asarray(labels)
+  order_np = check_order(order)
+  validate(cfg, labels_np, n, order_np, guidance)
+  order_key, sample_key = jax.random.split(key)
+  orders = make_orders(order if order_np is None else order_np, order_key, labels_np.shape[0], n)
+  return decode(adapter, model, plan_for(n), labels_np, orders, sample_key, sampling, guidance, forced=forced,
+                cache=cache, trace=trace)

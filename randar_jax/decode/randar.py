@@ -1,6 +1,7 @@
 """RandAR parallel decoding: any order, several tokens per forward, one compiled program per shape.
 
-    out = generate(model, labels, jax.random.key(0), num_steps=88, guidance=Guidance.linear(1.0, 4.0))
+    out = generate(model, labels, jax.random.key(0))     # the defaults below: min(88, N) steps, CFG 1 -> 4
+    out = generate(model, labels, key, num_steps=32, guidance=Guidance.constant(3.0), order="raster")
     out.tokens          # (B, N) raster-order codes, ready for the tokenizer
     out.order           # (B, N) the generation order used (random per sample unless given)
 
@@ -20,11 +21,20 @@ import jax.numpy as jnp
 import numpy as np
 
 from randar_jax.decode import engine
-from randar_jax.decode.engine import TRACE_COUNT, DecodeOutput, random_orders, validate  # noqa: F401 (re-exported)
+from randar_jax.decode.engine import DecodeOutput
 from randar_jax.decode.plan import CLS, QUERY, TOKEN, Plan, build_plan, default_buckets
-from randar_jax.decode.sampling import Guidance, Sampling
+from randar_jax.decode.sampling import DecodeSettings, Guidance, Sampling
 from randar_jax.models.attention import KVCache
-from randar_jax.models.randar import RandAR
+from randar_jax.models.randar import RandAR, RandARConfig
+
+DEFAULT_STEPS = 88   # the paper's parallel setting for 256 tokens (capped at N for smaller grids)
+
+
+def default_settings(config: RandARConfig) -> DecodeSettings:
+  """RandAR's sampling recipe (sample_c2i.py / the paper): min(88, N) forwards, CFG linear 1 -> 4,
+  temperature 1, no top-k / top-p, a random order per sample."""
+  return DecodeSettings(num_steps=min(DEFAULT_STEPS, config.num_tokens), guidance=Guidance.linear(1.0, 4.0),
+                        sampling=Sampling.make(1.0), order="random")
 
 
 def make_plan(num_tokens: int, num_steps: int, known: int = 0, buckets: str | Sequence[int] | None = "default",
@@ -66,14 +76,15 @@ def _adapter(model: RandAR, labels: jax.Array, order: jax.Array, table: jax.Arra
   return chunk_logits_fn(model, labels, order, table, token_scale)
 
 
-def generate(model: RandAR, labels, key: jax.Array, *, num_steps: int = 88, order=None,
-             sampling: Sampling = Sampling(), guidance: Guidance | None = None, prefix=None,
+def generate(model: RandAR, labels, key: jax.Array, *, num_steps: int | None = None, order=None,
+             sampling: Sampling | None = None, guidance: Guidance | None | str = "default", prefix=None,
              forced: engine.Forced | None = None, buckets: str | Sequence[int] | None = "default",
              trace: bool = False, cache: KVCache | None = None, table: np.ndarray | None = None,
              lagging: bool = False, token_scale=None) -> DecodeOutput:
-  """Samples (B, N) token grids for class ``labels`` (B,).
+  """Samples (B, N) token grids for class ``labels`` (B,). Unset settings take ``default_settings(config)``;
+  ``guidance=None`` means no classifier-free guidance.
 
-  order: (B, N) raster cell per generation step (default: random per sample, drawn from ``key``).
+  order: 'random' (default: a random order per sample, drawn from ``key``), 'raster', or (B, N) raster cells.
   prefix: (B, m) known tokens for the first m generation steps, teacher-forced in one prefill forward; the
     ``num_steps`` forwards then decode the other N - m (``lagging``: the original extrapolation schedule).
   forced: tokens that replace whatever is sampled at given generation steps (ragged known sets).
@@ -82,16 +93,22 @@ def generate(model: RandAR, labels, key: jax.Array, *, num_steps: int = 88, orde
   trace: also return per-token logits (after and before guidance), for parity checks.
   cache: a cache from a previous call with the same shapes; it is donated and returned in the output.
   """
+  defaults = default_settings(model.config)
+  sampling = defaults.sampling if sampling is None else sampling
+  guidance = defaults.guidance if isinstance(guidance, str) and guidance == "default" else guidance
+  order = defaults.order if order is None else order
   labels_np = np.asarray(labels)
-  order_np = None if order is None else np.asarray(order)
+  order_np = engine.check_order(order)
   known = 0 if prefix is None else int(np.shape(prefix)[1])
   n = model.config.num_tokens if table is None else int(np.shape(table)[0])
-  validate(model.config, labels_np, num_steps, order_np, guidance, known, n, lagging)
+  if num_steps is None:   # the default, capped by the forwards this canvas and prefix allow
+    num_steps = min(defaults.num_steps, n if lagging else n - known)
+  engine.validate(model.config, labels_np, num_steps, order_np, guidance, known, n, lagging)
   plan = make_plan(n, num_steps, known, buckets, lagging)
   order_key, sample_key = jax.random.split(key)
-  orders = random_orders(order_key, labels_np.shape[0], n) if order is None else jnp.asarray(order, jnp.int32)
+  orders = engine.make_orders(order if order_np is None else order_np, order_key, labels_np.shape[0], n)
   extras = (None if table is None else jnp.asarray(table),
             None if token_scale is None else jnp.asarray(token_scale, jnp.float32))
-  return engine.decode("randar", _adapter, model, plan, labels_np, orders, sample_key, sampling, guidance,
+  return engine.decode(_adapter, model, plan, labels_np, orders, sample_key, sampling, guidance,
                        forced=forced, prefix=None if prefix is None else jnp.asarray(prefix, jnp.int32),
                        extras=extras, cache=cache, trace=trace)

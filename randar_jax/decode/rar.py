@@ -27,7 +27,7 @@ import numpy as np
 from randar_jax.decode import engine
 from randar_jax.decode.engine import DecodeOutput
 from randar_jax.decode.plan import CLS, QUERY, TOKEN, Forward, Plan, pack
-from randar_jax.decode.sampling import Guidance, Sampling
+from randar_jax.decode.sampling import DecodeSettings, Guidance, Sampling
 from randar_jax.models.attention import KVCache
 from randar_jax.models.rar import RAR, RARConfig
 
@@ -36,10 +36,12 @@ DEFAULTS = {"B": (1.0, 16.0, 2.75), "L": (1.02, 15.5, 2.5), "XL": (1.02, 6.9, 1.
 DEMO_DEFAULTS = (1.0, 4.0, 0.0)  # the README demo: sizes without published settings (tiny, custom)
 
 
-def default_settings(config: RARConfig) -> tuple[Sampling, Guidance | None]:
-  """Sampling and guidance the authors use for this size (the README demo's for other sizes)."""
+def default_settings(config: RARConfig) -> DecodeSettings:
+  """What the authors sample this size with (the README demo's for other sizes): one token per step in raster
+  order, pow-cosine guidance, the per-size temperature."""
   temperature, scale, power = DEFAULTS.get(config.variant_name, DEMO_DEFAULTS)
-  return Sampling.make(temperature), Guidance.from_rar(scale, power)
+  return DecodeSettings(num_steps=config.num_tokens, guidance=Guidance.from_rar(scale, power),
+                        sampling=Sampling.make(temperature), order="raster")
 
 
 @functools.lru_cache(maxsize=8)
@@ -79,26 +81,5 @@ def generate(model: RAR, labels, key: jax.Array, *, num_steps: int | None = None
   forced: tokens that replace whatever is sampled at given generation steps. trace: per-token logits.
   cache: a cache from a previous call with the same shapes; it is donated and returned in the output.
   """
-  cfg = model.config
-  n = cfg.num_tokens
-  if num_steps not in (None, -1, n):
-    raise ValueError(f"RAR decodes one token per step: num_steps must be {n} (or -1), got {num_steps}")
-  default_sampling, default_guidance = default_settings(cfg)
-  sampling = default_sampling if sampling is None else sampling
-  guidance = default_guidance if isinstance(guidance, str) and guidance == "default" else guidance
-  mode = order if isinstance(order, str) else ("raster" if order is None else "array")
-  if mode not in ("raster", "random", "array"):
-    raise ValueError(f"order must be 'raster', 'random' or a (B, N) array of raster cells, got {order!r}")
-  labels_np = np.asarray(labels)
-  order_np = np.asarray(order) if mode == "array" else None
-  engine.validate(cfg, labels_np, n, order_np, guidance)
-  order_key, sample_key = jax.random.split(key)
-  batch = labels_np.shape[0]
-  if mode == "array":
-    orders = jnp.asarray(order_np, jnp.int32)
-  elif mode == "random":
-    orders = engine.random_orders(order_key, batch, n)
-  else:
-    orders = jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32), (batch, n))
-  return engine.decode("rar", chunk_logits_fn, model, make_plan(n), labels_np, orders, sample_key, sampling,
-                       guidance, forced=forced, cache=cache, trace=trace)
+  return engine.generate_one_per_step(chunk_logits_fn, make_plan, default_settings, "RAR", model, labels, key, num_steps=num_steps,
+                      order=order, sampling=sampling, guidance=guidance, forced=forced, trace=trace, cache=cache)

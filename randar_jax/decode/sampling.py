@@ -10,6 +10,8 @@ structure (top-k on/off and k, which guidance schedule, how many branches) is st
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 from flax import struct
@@ -122,6 +124,19 @@ class Guidance:
       return None
     return cls(start=float(cfg_scale), end=float(cfg_scale), interval=float(cfg_interval), schedule="linear")
 
+  def with_scale(self, scale: float) -> "Guidance":
+    """The same schedule peaking at ``scale`` (a CFG search varies this): linear 1 -> s, constant s,
+    pow-cosine to s."""
+    start = float(scale) if self.schedule == "linear" and self.start == self.end else self.start
+    return self.replace(start=start, end=float(scale))
+
+  @property
+  def schedule_name(self) -> str:
+    """'linear' | 'constant' | 'powcos:POWER': the schedule without its scale."""
+    if self.schedule == "pow_cosine":
+      return f"powcos:{self.power:g}"
+    return "constant" if self.start == self.end else "linear"
+
   def scale(self, t: jax.Array) -> jax.Array:
     if self.schedule == "linear":
       return self.start + (self.end - self.start) * t
@@ -164,3 +179,19 @@ class SpatialGuidance:
     cfg = self.cfg_start + (self.cfg_end - self.cfg_start) * t
     scfg = self.spatial_start + (self.spatial_end - self.spatial_start) * t
     return uncond + cfg * (cond - spatial) + scfg * (spatial - uncond)
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeSettings:
+  """How to sample from a model: what a family's ``default_settings(config)`` gives and the CLI overrides.
+
+  num_steps: forward passes (-1: one token per forward); guidance: None for no CFG; order: 'random' | 'raster'.
+  """
+  num_steps: int
+  guidance: Guidance | None
+  sampling: Sampling
+  order: str
+
+  def kwargs(self) -> dict:
+    """The family ``generate`` keyword arguments."""
+    return dict(num_steps=self.num_steps, guidance=self.guidance, sampling=self.sampling, order=self.order)

@@ -59,17 +59,17 @@ def load_inception(path: str, preprocessing: str = "pytorch_fid") -> FeatureExtr
   parameters replicated over this process's devices (each process extracts its own images)."""
   from flax import nnx
 
-  from randar_jax import checkpoint, models
+  from randar_jax import checkpoint, families
   from randar_jax.convert import convert_params
   from randar_jax.eval.inception import InceptionExtractor
 
   mesh = sharding.build_mesh(devices=jax.local_devices())
   if os.path.isfile(path):
     params, config = convert_params(path, progress=False)
-    if config.to_dict()["family"] != "inception_fid":
-      raise ValueError(f"{path} holds a {config.to_dict()['family']!r} model, not the FID Inception")
+    if config.FAMILY != "inception_fid":
+      raise ValueError(f"{path} holds a {config.FAMILY!r} model, not the FID Inception")
     with sharding.model_context(mesh):
-      graphdef, state = nnx.split(nnx.eval_shape(lambda: models.build(config)))
+      graphdef, state = nnx.split(nnx.eval_shape(lambda: families.build(config)))
     nnx.replace_by_pure_dict(state, jax.device_put(params, sharding.named_sharding(mesh, ())))
     model = nnx.merge(graphdef, state)
   elif os.path.isdir(path):

@@ -44,9 +44,8 @@ import numpy as np
 from flax import nnx
 
 from randar_jax import sharding
-from randar_jax.models.family import FamilyConfig
-from randar_jax.models.layers import param, zeros
-from randar_jax.tokenizers.layers import Conv
+from randar_jax.config_io import FamilyConfig
+from randar_jax.models.layers import Conv, param, zeros
 
 SIZE = 299            # the network's input side
 EPS = 1e-3            # BatchNorm epsilon of the TF graph / torchvision BasicConv2d

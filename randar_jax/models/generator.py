@@ -1,5 +1,5 @@
 """What every generator shares: the config mixin (derived sizes and checks; the dict round trip with 'family'
-comes from :class:`~randar_jax.models.family.FamilyConfig`) and the module mixin (the training contract:
+comes from :class:`~randar_jax.config_io.FamilyConfig`) and the module mixin (the training contract:
 ``loss`` and ``weight_decay_mask``).
 
     @dataclasses.dataclass(frozen=True)
@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from randar_jax.models.family import FamilyConfig
+from randar_jax.config_io import FamilyConfig
 from randar_jax.models.layers import cross_entropy
 
 

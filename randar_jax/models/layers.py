@@ -117,6 +117,33 @@ class SwiGLU(nnx.Module):
     return (gate * (x @ self.w3[...].astype(dtype))) @ self.w2[...].astype(dtype)
 
 
+def replicated(ndim: int) -> tuple[None, ...]:
+  """Logical axis names of a parameter kept whole on every device (convolution networks: batch-parallel only)."""
+  return (None,) * ndim
+
+
+class Conv(nnx.Module):
+  """2-D convolution on NHWC; kernel (kh, kw, in, out) = torch's (out, in, kh, kw) transposed.
+
+  ``kernel`` is a side or (kh, kw) (e.g. Inception's 1x7). ``padding`` is 'SAME' (TF semantics; for stride 1 and
+  odd kernels equal to torch's ``padding=k // 2``), 'VALID', or explicit ((top, bottom), (left, right)) pairs.
+  """
+
+  def __init__(self, cin: int, cout: int, kernel: int | tuple[int, int] = 3, *, stride: int = 1,
+               padding: str | Sequence[tuple[int, int]] = "SAME", bias: bool = True, rngs: nnx.Rngs):
+    init = jax.nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")  # torch's Conv2d default
+    kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
+    self.kernel = param(rngs, init, (kh, kw, cin, cout), replicated(4))
+    self.bias = param(rngs, zeros, (cout,), replicated(1)) if bias else None
+    self.stride = stride
+    self.padding = padding if isinstance(padding, str) else tuple(tuple(p) for p in padding)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    y = jax.lax.conv_general_dilated(x, self.kernel[...], (self.stride, self.stride), self.padding,
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return y if self.bias is None else y + self.bias[...]
+
+
 def find_multiple(n: int, k: int) -> int:
   """Smallest multiple of k that is >= n (LlamaGen's FFN sizing)."""
   return n if n % k == 0 else n + k - n % k

@@ -287,3 +287,19 @@ class RandAR(Generator, nnx.Module):
     """RandAR's rule: every tensor with ndim >= 2 decays (this includes both embedding tables and
     pos_instruct_embeddings (1, D)); RMSNorm scales do not."""
     return rank >= 2
+
+
+def layer_slot_flops(cfg) -> int:
+  """Matmul FLOPs of one sequence slot through one LLaMA layer (projections + SwiGLU, no attention scores)."""
+  d, hd = cfg.dim, cfg.head_dim
+  return 2 * (d * (cfg.n_head + 2 * cfg.kv_heads) * hd + cfg.n_head * hd * d + 3 * d * cfg.ffn_hidden)
+
+
+def forward_flops(cfg: RandARConfig) -> float:
+  """Matmul FLOPs of one teacher-forced example: S = 2N slots (the last image token is dropped), attention over
+  the full S x S square as the XLA kernel computes it, the head on the N instruction slots:
+  L * (S * 2 (D (H + 2 Hkv) hd + H hd D + 3 D F) + 4 S^2 H hd) + 2 N D V."""
+  n = cfg.num_tokens
+  s = 2 * n
+  layers = cfg.n_layer * (s * layer_slot_flops(cfg) + 4 * s * s * cfg.n_head * cfg.head_dim)
+  return float(layers + 2 * n * cfg.dim * cfg.vocab_size)

@@ -307,3 +307,12 @@ class RAR(Generator, nnx.Module):
     ("adaln" contains "ln") -- all of adaln_before_head.
     """
     return rank >= 2 and not any(s in name for s in NO_DECAY_SUBSTRINGS)
+
+
+def forward_flops(cfg: RARConfig) -> float:
+  """Matmul FLOPs of one teacher-forced example over S = N + 2 slots [cls, cond, x_0..x_{N-1}]: per layer and
+  slot qkv + proj (4 D^2), the MLP (2 D M) and the per-slot adaLN modulation (6 D^2), attention over the full
+  S x S square; the head's adaLN (2 D^2) and projection (D V) on the N + 1 predicting slots."""
+  d, s = cfg.dim, cfg.num_tokens + 2
+  layers = cfg.n_layer * (s * 2 * (4 * d * d + 2 * d * cfg.mlp_dim + 6 * d * d) + 4 * s * s * d)
+  return float(layers + 2 * (cfg.num_tokens + 1) * (2 * d * d + d * cfg.vocab_size))

@@ -22,7 +22,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-FAMILIES = ("vq_llamagen", "vq_maskgit")   # checkpoint families that are image tokenizers
+from randar_jax import checkpoint, families
 
 
 class Tokenizer(Protocol):
@@ -46,10 +46,11 @@ def load(directory: str | os.PathLike, *, mesh: jax.sharding.Mesh | None = None)
   if os.fspath(directory).startswith("pixels:"):
     from randar_jax.tokenizers.pixels import PixelTokenizer
     return PixelTokenizer(levels=int(os.fspath(directory).split(":", 1)[1]))
-  from randar_jax import checkpoint  # here: checkpoint -> models -> tokenizer modules import this package
   family = checkpoint.read_config(directory).get("family")
-  if family not in FAMILIES:
-    raise ValueError(f"{directory} holds a {family!r} checkpoint, not an image tokenizer ({', '.join(FAMILIES)}); "
+  tokenizer_families = families.names("tokenizer")
+  if family not in tokenizer_families:
+    raise ValueError(f"{directory} holds a {family!r} checkpoint, not an image tokenizer "
+                     f"({', '.join(tokenizer_families)}); "
                      f"convert one with `randar-jax convert vq_ds16_c2i.pt DIR` (or the MaskGIT .bin)")
   return checkpoint.load_model(directory, family=family, mesh=mesh)
 

@@ -20,7 +20,7 @@ import numpy as np
 from flax import nnx
 
 from randar_jax import sharding
-from randar_jax.models.family import FamilyConfig
+from randar_jax.config_io import FamilyConfig
 from randar_jax.tokenizers.layers import Codebook
 
 

@@ -18,35 +18,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from randar_jax.models.layers import normal, ones, param, zeros
+from randar_jax.models.layers import Conv, normal, ones, param, replicated, zeros
 
 GROUPS, EPS = 32, 1e-6   # GroupNorm of both originals
-
-
-def _replicated(ndim: int) -> tuple[None, ...]:
-  return (None,) * ndim
-
-
-class Conv(nnx.Module):
-  """2-D convolution on NHWC; kernel (kh, kw, in, out) = torch's (out, in, kh, kw) transposed.
-
-  ``kernel`` is a side or (kh, kw) (e.g. Inception's 1x7). ``padding`` is 'SAME' (TF semantics; for stride 1 and
-  odd kernels equal to torch's ``padding=k // 2``), 'VALID', or explicit ((top, bottom), (left, right)) pairs.
-  """
-
-  def __init__(self, cin: int, cout: int, kernel: int | tuple[int, int] = 3, *, stride: int = 1,
-               padding: str | Sequence[tuple[int, int]] = "SAME", bias: bool = True, rngs: nnx.Rngs):
-    init = jax.nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")  # torch's Conv2d default
-    kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
-    self.kernel = param(rngs, init, (kh, kw, cin, cout), _replicated(4))
-    self.bias = param(rngs, zeros, (cout,), _replicated(1)) if bias else None
-    self.stride = stride
-    self.padding = padding if isinstance(padding, str) else tuple(tuple(p) for p in padding)
-
-  def __call__(self, x: jax.Array) -> jax.Array:
-    y = jax.lax.conv_general_dilated(x, self.kernel[...], (self.stride, self.stride), self.padding,
-                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    return y if self.bias is None else y + self.bias[...]
 
 
 class GroupNorm(nnx.Module):
@@ -56,8 +30,8 @@ class GroupNorm(nnx.Module):
   def __init__(self, channels: int, *, rngs: nnx.Rngs):
     if channels % GROUPS:
       raise ValueError(f"GroupNorm needs channels divisible by {GROUPS}, got {channels}")
-    self.scale = param(rngs, ones, (channels,), _replicated(1))
-    self.bias = param(rngs, zeros, (channels,), _replicated(1))
+    self.scale = param(rngs, ones, (channels,), replicated(1))
+    self.bias = param(rngs, zeros, (channels,), replicated(1))
 
   def __call__(self, x: jax.Array) -> jax.Array:
     b, h, w, c = x.shape
@@ -121,7 +95,7 @@ class Codebook(nnx.Module):
   """
 
   def __init__(self, size: int, dim: int, *, l2_norm: bool, rngs: nnx.Rngs):
-    self.embedding = param(rngs, normal(1.0), (size, dim), _replicated(2))
+    self.embedding = param(rngs, normal(1.0), (size, dim), replicated(2))
     self.l2_norm = l2_norm
 
   def vectors(self) -> jax.Array:

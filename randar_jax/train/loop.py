@@ -20,7 +20,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from randar_jax import checkpoint, models, sharding
+from randar_jax import checkpoint, families, sharding
 from randar_jax.data.orders import OrderPolicy
 from randar_jax.data.pipeline import Loader, PipelineConfig, open_source
 from randar_jax.data.synthetic import SyntheticCodes
@@ -98,7 +98,7 @@ def check_resumable(ckpt: Checkpointer, model_config: Mapping, run_config: Mappi
 def setup(config: ml_collections.ConfigDict, workdir: str) -> tuple[Trainer, Loader, Checkpointer, Any, bool]:
   """(trainer, loader, checkpointer, state, resumed): the newest readable checkpoint of ``workdir`` or a fresh
   state, after checking that the workdir holds this run."""
-  model_config = models.config_from_dict(config.model.to_dict())
+  model_config = families.config_from_dict(config.model.to_dict())
   optim_config = OptimConfig.from_dict(config.optim)
   mesh = sharding.build_mesh(dict(config.mesh))
   shards = mesh.shape["data"] * mesh.shape["fsdp"] * optim_config.grad_accum

@@ -13,10 +13,9 @@ grad_norm_sum, lr, skipped (this interval), skipped_total, tokens_per_s, mfu, ti
 (``purge_step``), so the logs read as one uninterrupted run.
 
 FLOPs (model FLOPs, the MFU convention: forward + backward = 3x forward matmul FLOPs, rematerialisation not
-counted, attention over the full S x S causal square as the XLA kernel computes it). RandAR, per example with
-S = 2N slots (the last image token is dropped), D, H heads of hd, Hkv, FFN F, L layers, V:
-forward = L * (S * 2 (D (H + 2 Hkv) hd + H hd D + 3 D F) + 4 S^2 H hd) + 2 N D V.
-Families without a counter fall back to 6 * params * N per example (Kaplan), flagged as approximate.
+counted, attention over the full S x S causal square as the XLA kernel computes it) come from each family's
+``forward_flops`` (e.g. ``models.randar.forward_flops``); families without one fall back to 6 * params * N per
+example (Kaplan), flagged as approximate.
 """
 
 from __future__ import annotations
@@ -29,6 +28,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
+
+from randar_jax import families
 
 # Dense peak FLOP/s per device for MFU (bf16 unless noted). CPU has none: pass a measured peak (bench_train).
 # First match wins ('TPU v5 lite' before 'TPU v5', the device kind of v5p).
@@ -44,29 +45,14 @@ def peak_flops(device_kind: str) -> float | None:
   return None
 
 
-def randar_slot_flops(cfg) -> int:
-  """Matmul FLOPs of one sequence slot through one RandAR layer (projections + SwiGLU, no attention scores)."""
-  d, hd = cfg.dim, cfg.head_dim
-  return 2 * (d * (cfg.n_head + 2 * cfg.kv_heads) * hd + cfg.n_head * hd * d + 3 * d * cfg.ffn_hidden)
-
-
-def randar_forward_flops(cfg) -> float:
-  n = cfg.num_tokens
-  s = 2 * n
-  layers = cfg.n_layer * (s * randar_slot_flops(cfg) + 4 * s * s * cfg.n_head * cfg.head_dim)
-  return float(layers + 2 * n * cfg.dim * cfg.vocab_size)
-
-
-FORWARD_FLOPS: dict[str, Callable[[Any], float]] = {"randar": randar_forward_flops}
-
-
 def train_flops_per_example(cfg, num_params: int | None = None) -> tuple[float, bool]:
-  """(model FLOPs of one training example, exact?) for a generator config."""
-  family = cfg.to_dict()["family"]
-  if family in FORWARD_FLOPS:
-    return 3 * FORWARD_FLOPS[family](cfg), True
+  """(model FLOPs of one training example, exact?) for a generator config: 3x its family's forward counter
+  (``Family.forward_flops``), else 6 * params * tokens (Kaplan), flagged as approximate."""
+  forward = families.of(cfg).forward_flops
+  if forward is not None:
+    return 3 * forward(cfg), True
   if num_params is None:
-    raise ValueError(f"no FLOP counter for {family!r}; pass num_params for the 6 * N * tokens estimate")
+    raise ValueError(f"no FLOP counter for {cfg.FAMILY!r}; pass num_params for the 6 * N * tokens estimate")
   return 6.0 * num_params * cfg.num_tokens, False
 
 

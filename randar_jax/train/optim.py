@@ -24,12 +24,15 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from randar_jax.config_io import FrozenConfig
+
 SCHEDULES = ("cosine", "linear", "constant")
 
 
 @dataclasses.dataclass(frozen=True)
-class OptimConfig:
-  """Defaults: RandAR (randar.md §7)."""
+class OptimConfig(FrozenConfig):
+  """Defaults: RandAR (randar.md §7). ``OptimConfig.from_dict(config.optim)``: strict (unknown keys refused)."""
+  LABEL = "optim"
   lr: float = 4e-4                      # peak learning rate
   b1: float = 0.9
   b2: float = 0.95
@@ -52,16 +55,6 @@ class OptimConfig:
       raise ValueError(f"unknown schedule {self.schedule!r}; choose from {SCHEDULES}")
     if self.warmup_steps < 0 or self.grad_accum < 1 or not 0.0 <= self.ema_decay < 1.0:
       raise ValueError(f"need warmup_steps >= 0, grad_accum >= 1, 0 <= ema_decay < 1; got {self}")
-
-  @classmethod
-  def from_dict(cls, values: Mapping[str, Any]) -> "OptimConfig":
-    """From a dict or ConfigDict (config.optim); unknown keys are an error."""
-    values = values.to_dict() if hasattr(values, "to_dict") else dict(values)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(values) - names
-    if unknown:
-      raise ValueError(f"unknown optim config keys {sorted(unknown)}; known: {sorted(names)}")
-    return cls(**dict(values))
 
 
 def learning_rate(cfg: OptimConfig, total_steps: int) -> Callable[[Any], jax.Array]:

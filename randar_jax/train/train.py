@@ -28,7 +28,7 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from randar_jax import models, sharding
+from randar_jax import families, sharding
 from randar_jax.train import optim
 
 BATCH_KEYS = ("tokens", "label", "positions")
@@ -60,7 +60,7 @@ class Trainer:
   def create(cls, model_config, optim_config: optim.OptimConfig, total_steps: int, mesh: Mesh,
              seed: int = 0) -> "Trainer":
     with sharding.model_context(mesh):
-      abstract_model = nnx.eval_shape(lambda: models.build(model_config, seed))
+      abstract_model = nnx.eval_shape(lambda: families.build(model_config, seed))
     graphdef, params, rest = nnx.split(abstract_model, nnx.Param, ...)
     if jax.tree.leaves(rest):
       raise ValueError(f"training supports models whose state is all nnx.Param; {type(abstract_model).__name__} "
@@ -84,7 +84,7 @@ class Trainer:
   def init(self) -> TrainState:
     """A fresh state, every leaf created on its devices by one jitted program (nothing gathered on one device)."""
     def init():
-      params = nnx.to_pure_dict(nnx.state(models.build(self.model_config, self.seed), nnx.Param))
+      params = nnx.to_pure_dict(nnx.state(families.build(self.model_config, self.seed), nnx.Param))
       ema = params if self.optim.ema_decay > 0 else None
       zero = jnp.zeros((), jnp.int32)
       return TrainState(zero, params, self.tx.init(params), zero, ema)
