@@ -38,8 +38,8 @@ def random_batch(cfg: RandARConfig, batch: int, mesh) -> dict:
   n = cfg.num_tokens
   local = jax.process_count()
   host = {"tokens": rng.integers(0, cfg.vocab_size, (batch // local, n), dtype=np.int32),
-          "positions": np.stack([rng.permutation(n) for _ in range(batch // local)]).astype(np.int32),
-          "label": rng.integers(0, cfg.num_classes, (batch // local,), dtype=np.int32)}
+          "order": np.stack([rng.permutation(n) for _ in range(batch // local)]).astype(np.int32),
+          "labels": rng.integers(0, cfg.num_classes, (batch // local,), dtype=np.int32)}
   return to_global(host, mesh)
 
 

@@ -38,8 +38,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
       batch_size=1024, mesh=MESHES[arg.target].get(arg.variant, {}),
       optim=dict(lr=4e-4, b1=0.9, b2=0.95, weight_decay=0.05, schedule="cosine", warmup_steps=50_000,
                  end_lr_ratio=0.05, clip_norm=1.0, skip_threshold=10.0, skip_after=100, fused_tensors="wq+wk+wv"),
-      data=arg.data or f"codes/imagenet-{arg.tokenizer}-adm-256", order=dict(order="random"),  # always random
-      sample_kwargs=dict(num_steps=88))
+      data=arg.data or f"codes/imagenet-{arg.tokenizer}-adm-256", order=dict(order="random"))  # always random
   if arg.runlocal:
     shrink_for_cpu(config, RandARConfig.variant("tiny", arg.tokenizer, vocab_size=256, grid_size=8, num_classes=10,
                                                 remat=False).to_dict(), sample_kwargs=dict(num_steps=16))

@@ -5,8 +5,10 @@
     randar-jax info OUT_DIR
     randar-jax tokenize IMAGE... --tokenizer ckpt/vq_llamagen --out codes.npy [--image-size 256 --crop adm]
     randar-jax detokenize codes.npy --tokenizer ckpt/vq_llamagen --out images/
-    randar-jax sample CKPT_DIR --out DIR --classes 1,2,3 --num-per-class 4 --steps 88 --cfg 1,4 [--tokenizer TOK]
+    randar-jax sample CKPT_DIR --out DIR --classes 1,2,3 --num-per-class 4 [--tokenizer TOK]  (the family's defaults)
+    randar-jax sample RANDAR_CKPT --out DIR --classes 1,2,3 --steps 32 --cfg 1,3      (RandAR: parallel, any order)
     randar-jax sample RAR_CKPT --out DIR --classes 1,2,3 [--cfg powcos:16,2.75 --temperature 1.0]   (RAR, raster)
+    randar-jax sample LLAMAGEN_CKPT --out DIR --classes 1,2,3 [--cfg 2.0 --cfg-interval 100 --top-k 2000]
     randar-jax demo [--out runs/digits] [--order raster]      (digits: train, sample, edit, measure; CPU, minutes)
     randar-jax extract IMAGES OUT_DIR --tokenizer CKPT [--aug adm|ten-crop]   (IMAGES: folder, .tar, tfds:NAME)
     randar-jax import-codes RANDAR_CODES_DIR OUT_DIR --vocab-size 16384
@@ -24,13 +26,15 @@ import os
 import sys
 import time
 
+from randar_jax import families
+
 
 def _convert(args: argparse.Namespace) -> None:
-  from randar_jax import checkpoint, models
+  from randar_jax import checkpoint
   from randar_jax.config_io import load_config
   from randar_jax.convert import convert_params
 
-  config = models.config_from_dict(load_config(args.config).model.to_dict()) if args.config else None
+  config = families.config_from_dict(load_config(args.config).model.to_dict()) if args.config else None
   start = time.time()
   params, config = convert_params(args.weights, config, check_only=args.check)
   if args.check:
@@ -45,49 +49,47 @@ def _info(args: argparse.Namespace) -> None:
   print(json.dumps(checkpoint.read_config(args.checkpoint), indent=1))
 
 
-def _decode_settings(args: argparse.Namespace, config) -> dict:
-  """generate() keyword arguments from the sample flags; unset flags take the model family's defaults
-  (RandAR: 88 steps, linear guidance 1 -> 4, temperature 1; RAR: N steps, the per-size settings of rar.md 7.2)."""
-  import numpy as np
+def decode_settings(args: argparse.Namespace, config):
+  """The family's default DecodeSettings for ``config`` with the sample flags that were given (--steps, --cfg,
+  --cfg-interval, --temperature, --top-k, --top-p, --order), checked before any weights are loaded."""
+  return families.of(config).decode_settings(
+      config, steps=args.steps, cfg="default" if args.cfg is None else args.cfg, cfg_interval=args.cfg_interval,
+      temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, order=args.order)
 
-  from randar_jax.decode import rar as rar_decode
-  from randar_jax.decode.sampling import Guidance, Sampling
 
-  family = config.to_dict()["family"]
-  if args.model and args.model != family:
-    raise ValueError(f"{args.checkpoint} holds a {family!r} model, not {args.model!r} (drop --model or fix it)")
-  n = config.num_tokens
-  if family == "rar":
-    default_sampling, default_guidance = rar_decode.default_settings(config)
-    if args.steps not in (None, -1, n):
-      raise ValueError(f"RAR decodes one token per step: --steps must be {n} (or -1), got {args.steps}")
-    temperature = default_sampling.temperature if args.temperature is None else args.temperature
-    guidance = default_guidance if args.cfg is None else Guidance.parse(args.cfg)
-    return dict(sampling=Sampling.make(temperature, args.top_k, args.top_p), guidance=guidance, order=args.order)
-  steps = 88 if args.steps is None else args.steps
-  if not (steps == -1 or 1 <= steps <= n):
-    raise ValueError(f"--steps must be in [1, {n}] (or -1), got {steps}")
-  order = np.tile(np.arange(n), (args.batch_size, 1)) if args.order == "raster" else None
-  return dict(num_steps=steps, order=order, guidance=Guidance.parse("1,4" if args.cfg is None else args.cfg),
-              sampling=Sampling.make(1.0 if args.temperature is None else args.temperature, args.top_k, args.top_p))
+def add_sampling_flags(p: argparse.ArgumentParser) -> None:
+  """The decode flags every sampling command shares; unset flags take the model family's defaults."""
+  p.add_argument("--steps", type=int, help="forward passes (-1: one token each); default: the family's "
+                 "(RandAR min(88, N) parallel steps; RAR and LlamaGen one token per step)")
+  p.add_argument("--cfg", help="guidance: 'none', 'S', 'S0,S1' (linear) or 'powcos:S,P'; default: the family's "
+                 "(RandAR '1,4', RAR the per-size setting, LlamaGen '4')")
+  p.add_argument("--cfg-interval", type=float, help="stop guidance after this token (LlamaGen's --cfg-interval)")
+  p.add_argument("--temperature", type=float, help="default: the family's (1.0; RAR per size)")
+  p.add_argument("--order", choices=["raster", "random"], help="generation order (default: the family's)")
+  p.add_argument("--top-k", type=int, help="default: the family's (0 = off; LlamaGen 2000)")
+  p.add_argument("--top-p", type=float, help="default: the family's (1.0 = off)")
 
 
 def _sample(args: argparse.Namespace) -> None:
   import numpy as np
 
-  from randar_jax import checkpoint, models, tokenizers
+  from randar_jax import checkpoint, tokenizers
   from randar_jax.decode import batched
   from randar_jax.utils import images
 
   # Validate everything that can be checked before loading weights or compiling.
-  config = models.config_from_dict(checkpoint.read_config(args.checkpoint))
+  config = families.config_from_dict(checkpoint.read_config(args.checkpoint))
+  if args.model and args.model != config.FAMILY:
+    raise ValueError(f"{args.checkpoint} holds a {config.FAMILY!r} model, not {args.model!r} (drop --model or "
+                     f"fix it)")
+  settings = decode_settings(args, config)
   labels = batched.parse_labels(args.classes, args.num_per_class, config.num_classes, args.num_samples, args.seed)
   if args.batch_size < 1:
     raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
-  settings = _decode_settings(args, config)
   tokenizer = tokenizers.load(args.tokenizer) if args.tokenizer else None
   model = checkpoint.load_model(args.checkpoint, **({"dtype": args.dtype} if args.dtype else {}))
-  tokens, orders = batched.sample_labels(model, labels, batch_size=args.batch_size, seed=args.seed, **settings)
+  tokens, orders = batched.sample_labels(model, labels, batch_size=args.batch_size, seed=args.seed,
+                                         **settings.kwargs())
   os.makedirs(args.out, exist_ok=True)
   np.savez(os.path.join(args.out, "tokens.npz"), tokens=tokens, labels=labels, orders=orders)
   print(f"wrote {len(tokens)} token grids to {os.path.join(args.out, 'tokens.npz')}")
@@ -116,21 +118,15 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("checkpoint")
   p.set_defaults(run=_info)
 
-  p = commands.add_parser("sample", help="class-conditional sampling (RandAR: parallel decoding; RAR: raster)")
+  p = commands.add_parser("sample", help="class-conditional sampling with the family's decoder and defaults")
   p.add_argument("checkpoint", help="Orbax checkpoint directory (from convert or training)")
-  p.add_argument("--model", choices=["randar", "rar"], help="expected model family (default: the checkpoint's)")
+  p.add_argument("--model", choices=families.names("generator"),
+                 help="expected model family (default: the checkpoint's)")
   p.add_argument("--out", required=True, help="output directory")
   p.add_argument("--classes", help="class ids, e.g. '1,5,9' or '0-9'")
   p.add_argument("--num-per-class", type=int, help="samples per listed class (every class if none listed)")
   p.add_argument("--num-samples", type=int, help="this many samples with uniformly random classes")
-  p.add_argument("--steps", type=int, help="forward passes (one token each: -1); RandAR default 88, RAR: all")
-  p.add_argument("--cfg", help="guidance: 'none', 'S', 'S0,S1' (linear) or 'powcos:S,P' (RAR); default: "
-                 "RandAR '1,4', RAR the per-size setting (e.g. RAR-B powcos:16,2.75)")
-  p.add_argument("--temperature", type=float, help="default: RandAR 1.0, RAR per size (1.0 / 1.02)")
-  p.add_argument("--order", choices=["raster", "random"],
-                 help="generation order (default: RandAR random, RAR raster; RAR random for random-only models)")
-  p.add_argument("--top-k", type=int, default=0)
-  p.add_argument("--top-p", type=float, default=1.0)
+  add_sampling_flags(p)
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--batch-size", type=int, default=32)
   p.add_argument("--dtype", choices=["float32", "bfloat16"], help="compute dtype (default: the checkpoint's)")

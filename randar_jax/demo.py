@@ -57,8 +57,7 @@ def digits_config(order: str = "random", total_steps: int = 700) -> ml_collectio
   config = recipe(model.to_dict(), seed=0, total_steps=total_steps, batch_size=64,
                   optim=dict(lr=1e-2, schedule="constant", warmup_steps=total_steps // 20,
                              skip_after=total_steps // 10),
-                  data="digits", order=dict(order=order), ckpt_every=100, keep_every=None,
-                  sample_kwargs=dict(num_steps=FULL_STEPS))
+                  data="digits", order=dict(order=order), ckpt_every=100, keep_every=None)
   config.tokenizer = f"pixels:{digits.LEVELS}"
   config.data.num_threads = 2
   config.log_every = 50

@@ -26,7 +26,7 @@ def gathered(loader, n):
   for _ in range(n):
     batch = next(loader)
     assert batch["tokens"].shape == (CONFIG.batch_size, 16)
-    out.append(multihost_utils.process_allgather(batch["index"], tiled=True))
+    out.append(multihost_utils.process_allgather(batch["meta"]["index"], tiled=True))
   return np.stack(out)
 
 

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 
 from conftest import fixture_file
+from randar_jax.utils.compiles import compile_events
 from randar_jax import sharding
 from randar_jax.decode import plan as plan_lib
 from randar_jax.decode.engine import Forced
-from randar_jax.decode.randar import TRACE_COUNT, generate
+from randar_jax.decode.randar import generate
 from randar_jax.decode.sampling import Guidance, Sampling, filter_logits
 
 GREEDY = Sampling.make(top_k=1)
@@ -82,7 +83,8 @@ def test_one_token_per_step_equals_teacher_forcing(randar_tiny, golden):
   model, config = randar_tiny
   case = next(c for c in golden.values() if int(c["num_inference_steps"]) == c["token_order"].shape[1])
   labels, order = case["cond"], case["token_order"]
-  out = generate(model, labels, jax.random.key(1), num_steps=-1, order=order, sampling=Sampling.make(), trace=True)
+  out = generate(model, labels, jax.random.key(1), num_steps=-1, order=order, sampling=Sampling.make(), guidance=None,
+                 trace=True)
   teacher = model(out.tokens, jnp.asarray(labels), jnp.asarray(order))
   np.testing.assert_allclose(out.trace.guided, teacher, atol=2e-5)
 
@@ -93,7 +95,7 @@ def test_parallel_first_queries_match_teacher_forcing(randar_tiny, golden):
   case = next(c for c in golden.values() if int(c["num_inference_steps"]) < c["token_order"].shape[1])
   steps, n = int(case["num_inference_steps"]), case["token_order"].shape[1]
   out = generate(model, case["cond"], jax.random.key(2), num_steps=steps, order=case["token_order"],
-                 sampling=Sampling.make(), trace=True)
+                 sampling=Sampling.make(), guidance=None, trace=True)
   teacher = np.asarray(model(out.tokens, jnp.asarray(case["cond"]), jnp.asarray(case["token_order"])))
   firsts = np.cumsum([0] + plan_lib.query_counts(n, steps))[:-1]
   np.testing.assert_allclose(np.asarray(out.trace.guided)[:, firsts], teacher[:, firsts], atol=2e-5)
@@ -117,11 +119,11 @@ def test_decode_compiles_once_per_shape(randar_tiny):
   model, config = randar_tiny
   labels = np.arange(3) % config.num_classes
   generate(model, labels, jax.random.key(0), num_steps=5, guidance=Guidance.linear(1.0, 4.0))
-  before = TRACE_COUNT["randar"]
-  out = generate(model, labels[::-1], jax.random.key(1), num_steps=5, guidance=Guidance.linear(2.0, 7.5),
-                 sampling=Sampling.make(temperature=0.7))
-  generate(model, labels, jax.random.key(2), num_steps=5, guidance=Guidance.constant(3.0), cache=out.cache)
-  assert TRACE_COUNT["randar"] == before, "same (batch, steps, guidance mode) must reuse the compiled loop"
+  with compile_events() as compiles:
+    out = generate(model, labels[::-1], jax.random.key(1), num_steps=5, guidance=Guidance.linear(2.0, 7.5),
+                   sampling=Sampling.make(temperature=0.7))
+    generate(model, labels, jax.random.key(2), num_steps=5, guidance=Guidance.constant(3.0), cache=out.cache)
+  assert compiles.count == 0, "same (batch, steps, guidance mode) must reuse the compiled loop"
 
 
 def test_prefix_continuation_equals_sequential_decode(randar_tiny):
@@ -162,21 +164,21 @@ def test_sharded_decode_equals_single_device(randar_tiny):
 
 def test_bad_input_is_rejected_before_compiling(randar_tiny):
   model, config = randar_tiny
-  before = TRACE_COUNT["randar"]
-  key = jax.random.key(0)
-  with pytest.raises(ValueError, match=r"class ids must be in \[0, 10\)"):
-    generate(model, np.array([0, config.num_classes]), key)
-  with pytest.raises(ValueError, match="num_steps must be in"):
-    generate(model, np.array([0]), key, num_steps=0)
-  with pytest.raises(ValueError, match="num_steps must be in"):
-    generate(model, np.array([0]), key, num_steps=config.num_tokens + 1)
-  with pytest.raises(ValueError, match="permutation"):
-    generate(model, np.array([0]), key, num_steps=4, order=np.zeros((1, config.num_tokens), int))
-  with pytest.raises(ValueError, match="malformed guidance"):
-    Guidance.parse("1,2,3")
-  with pytest.raises(ValueError, match="top_p must be"):
-    Sampling.make(top_p=0.0)
-  assert TRACE_COUNT["randar"] == before
+  with compile_events() as compiles:
+    key = jax.random.key(0)
+    with pytest.raises(ValueError, match=r"class ids must be in \[0, 10\)"):
+      generate(model, np.array([0, config.num_classes]), key)
+    with pytest.raises(ValueError, match="num_steps must be in"):
+      generate(model, np.array([0]), key, num_steps=0)
+    with pytest.raises(ValueError, match="num_steps must be in"):
+      generate(model, np.array([0]), key, num_steps=config.num_tokens + 1)
+    with pytest.raises(ValueError, match="permutation"):
+      generate(model, np.array([0]), key, num_steps=4, order=np.zeros((1, config.num_tokens), int))
+    with pytest.raises(ValueError, match="malformed guidance"):
+      Guidance.parse("1,2,3")
+    with pytest.raises(ValueError, match="top_p must be"):
+      Sampling.make(top_p=0.0)
+  assert compiles.count == 0
 
 
 def test_filters_match_numpy_reference():
@@ -219,9 +221,9 @@ def test_sample_command(fixtures, randar_tiny, tmp_path, capsys):
   assert data["tokens"].shape == (6, config.grid_size, config.grid_size)
   np.testing.assert_array_equal(data["labels"], [1, 1, 2, 2, 3, 3])
   assert (out / "tokens.png").exists()
-  before = TRACE_COUNT["randar"]
-  assert cli.main(["sample", ckpt, "--out", str(out), "--classes", str(config.num_classes)]) == 2
-  assert "class ids must be in" in capsys.readouterr().err
-  assert cli.main(["sample", ckpt, "--out", str(out), "--classes", "1", "--cfg", "1,2,x"]) == 2
-  assert cli.main(["sample", ckpt, "--out", str(out), "--classes", "1", "--steps", "0"]) == 2
-  assert TRACE_COUNT["randar"] == before
+  with compile_events() as compiles:
+    assert cli.main(["sample", ckpt, "--out", str(out), "--classes", str(config.num_classes)]) == 2
+    assert "class ids must be in" in capsys.readouterr().err
+    assert cli.main(["sample", ckpt, "--out", str(out), "--classes", "1", "--cfg", "1,2,x"]) == 2
+    assert cli.main(["sample", ckpt, "--out", str(out), "--classes", "1", "--steps", "0"]) == 2
+  assert compiles.count == 0

@@ -66,6 +66,7 @@ def test_rar_published_parameter_counts_and_sampling_defaults(fixtures):
     assert checkpoint.param_count(checkpoint.abstract_params(RARConfig.variant(variant))) == count, variant
   # rar.yaml (the RAR-B recipe) carries RAR-B's sampling settings
   generator = ManifestSource(fixture_file(fixtures, "manifest_rar_b.json")).manifest["config"]["model"]["generator"]
-  sampling, guidance = rar_decode.default_settings(RARConfig.variant("B"))
+  settings = rar_decode.default_settings(RARConfig.variant("B"))
+  sampling, guidance = settings.sampling, settings.guidance
   assert (sampling.temperature, guidance.end, guidance.power) == (
       generator["randomize_temperature"], generator["guidance_scale"], generator["guidance_scale_pow"])

@@ -25,19 +25,19 @@ def take(iterator, n):
 def assert_same(a, b):
   assert len(a) == len(b)
   for x, y in zip(a, b):
-    assert x.keys() == y.keys()
-    for k in x:
-      np.testing.assert_array_equal(x[k], y[k], err_msg=k)
+    assert jax.tree.structure(x) == jax.tree.structure(y)
+    jax.tree.map_with_path(lambda path, u, v: np.testing.assert_array_equal(u, v, err_msg=jax.tree_util.keystr(path)),
+                           x, y)
 
 
 def test_batches_are_global_sharded_arrays_in_generation_order(source):
   mesh = sharding.build_mesh({"data": 4, "fsdp": 2, "tensor": 1})
   batch = next(Loader(source, PipelineConfig(batch_size=16, seed=0), mesh))
-  assert batch["tokens"].shape == batch["positions"].shape == (16, 24) and batch["label"].shape == (16,)
-  assert batch["tokens"].dtype == batch["positions"].dtype == np.int32
+  assert batch["tokens"].shape == batch["order"].shape == (16, 24) and batch["labels"].shape == (16,)
+  assert batch["tokens"].dtype == batch["order"].dtype == np.int32
   assert batch["tokens"].sharding.spec == jax.sharding.PartitionSpec(("data", "fsdp"))
   assert len(batch["tokens"].addressable_shards) == 8
-  columns = (np.asarray(batch[k]) for k in ("tokens", "positions", "label", "index"))
+  columns = (np.asarray(v) for v in (batch["tokens"], batch["order"], batch["labels"], batch["meta"]["index"]))
   for tokens, positions, label, index in zip(*columns):
     record = source[int(index)]
     np.testing.assert_array_equal(np.sort(positions), np.arange(24))
@@ -53,13 +53,13 @@ def test_deterministic_per_seed(source):
   first = take(Loader(source, config), 4)
   assert_same(first, take(Loader(source, config), 4))
   other = take(Loader(source, PipelineConfig(batch_size=8, seed=8)), 4)
-  assert not np.array_equal(first[0]["index"], other[0]["index"])
-  assert not np.array_equal(first[0]["positions"], other[0]["positions"])
+  assert not np.array_equal(first[0]["meta"]["index"], other[0]["meta"]["index"])
+  assert not np.array_equal(first[0]["order"], other[0]["order"])
   unshuffled = take(Loader(source, PipelineConfig(batch_size=8, seed=7, shuffle=False)), 8)
-  np.testing.assert_array_equal(np.concatenate([b["index"] for b in unshuffled]), np.arange(64))
+  np.testing.assert_array_equal(np.concatenate([b["meta"]["index"] for b in unshuffled]), np.arange(64))
   picked = []  # which stored augmentation each example shows: all three, about equally often
   for b in unshuffled:
-    for tokens, positions, index in zip(b["tokens"], b["positions"], b["index"]):
+    for tokens, positions, index in zip(b["tokens"], b["order"], b["meta"]["index"]):
       raster = np.empty_like(tokens)
       raster[positions] = tokens
       picked.append([np.array_equal(raster, c) for c in source[int(index)]["codes"]].index(True))
@@ -69,7 +69,7 @@ def test_deterministic_per_seed(source):
 def test_epochs_cover_the_data_and_reshuffle(source):
   config = PipelineConfig(batch_size=20, seed=1)
   batches = take(iter(make_dataset(source, config, 0, 1)), 30)  # two epochs of 300
-  epoch1, epoch2 = (np.concatenate([b["index"] for b in batches[i:i + 15]]) for i in (0, 15))
+  epoch1, epoch2 = (np.concatenate([b["meta"]["index"] for b in batches[i:i + 15]]) for i in (0, 15))
   np.testing.assert_array_equal(np.sort(epoch1), np.arange(300))
   np.testing.assert_array_equal(np.sort(epoch2), np.arange(300))
   assert not np.array_equal(epoch1, epoch2)
@@ -97,12 +97,12 @@ def test_processes_see_disjoint_records_forming_the_global_batch(source):
   parts = [iter(make_dataset(source, config, p, 2)) for p in range(2)]
   for _ in range(6):
     a, b, g = next(parts[0]), next(parts[1]), next(whole)
-    assert a["index"].shape == (8,) and not set(a["index"]) & set(b["index"])
-    np.testing.assert_array_equal(np.concatenate([a["index"], b["index"]]), g["index"])  # row for row
+    assert a["meta"]["index"].shape == (8,) and not set(a["meta"]["index"]) & set(b["meta"]["index"])
+    np.testing.assert_array_equal(np.concatenate([a["meta"]["index"], b["meta"]["index"]]), g["meta"]["index"])  # row for row
     # the same record at the same stream position gets the same order, whatever the process count
-    merged = {int(i): p for i, p in zip(np.concatenate([a["index"], b["index"]]),
-                                         np.concatenate([a["positions"], b["positions"]]))}
-    for i, p in zip(g["index"], g["positions"]):
+    merged = {int(i): p for i, p in zip(np.concatenate([a["meta"]["index"], b["meta"]["index"]]),
+                                         np.concatenate([a["order"], b["order"]]))}
+    for i, p in zip(g["meta"]["index"], g["order"]):
       np.testing.assert_array_equal(merged[int(i)], p)
 
 
@@ -125,10 +125,10 @@ def test_annealing_gives_the_expected_share_of_random_orders(source):
   for step in range(9):
     b = next(it)
     r = orders.random_ratio(step, start, end)
-    share = b["random"].mean()
+    share = b["meta"]["random"].mean()
     assert abs(share - r) <= 4 * np.sqrt(r * (1 - r) / batch) + 1e-9, (step, share, r)  # 4 sigma, exact at 0 and 1
-    assert all(np.array_equal(p, raster) for p in b["positions"][~b["random"]])
-    assert sum(np.array_equal(p, raster) for p in b["positions"][b["random"]]) == 0
+    assert all(np.array_equal(p, raster) for p in b["order"][~b["meta"]["random"]])
+    assert sum(np.array_equal(p, raster) for p in b["order"][b["meta"]["random"]]) == 0
 
 
 def test_array_record_and_tfds_sources_give_the_same_batches(source, tmp_path):
@@ -163,7 +163,7 @@ def test_array_record_and_tfds_sources_give_the_same_batches(source, tmp_path):
   assert tfds_source.grid == GRID and len(tfds_source) == len(source)
   # TFDS stores the records in its own order; the batches hold the same kind of data, mapped back by 'index'
   batch = take(Loader(tfds_source, config), 1)[0]
-  for tokens, positions, index in zip(batch["tokens"], batch["positions"], batch["index"]):
+  for tokens, positions, index in zip(batch["tokens"], batch["order"], batch["meta"]["index"]):
     raster = np.empty_like(tokens)
     raster[positions] = tokens
     assert any(np.array_equal(raster, c) for c in source[int(index)]["codes"])
@@ -205,6 +205,6 @@ def test_two_real_processes(tmp_path):
   np.testing.assert_array_equal(results[0]["index"], results[1]["index"])  # both see the same global arrays
   single = iter(make_dataset(SyntheticCodes(**worker.SOURCE), worker.CONFIG, 0, 1))
   for step, global_index in enumerate(results[0]["index"]):
-    assert sorted(global_index) == sorted(next(single)["index"]), step
+    assert sorted(global_index) == sorted(next(single)["meta"]["index"]), step
   np.testing.assert_array_equal(results[0]["resumed"], results[0]["index"][3:])
   assert {"process_0-of-2.json", "process_1-of-2.json"} <= set(os.listdir(tmp_path / "ckpt" / "3" / "data"))

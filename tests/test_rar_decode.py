@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from conftest import fixture_file
+from randar_jax.utils.compiles import compile_events
 from randar_jax import sharding
 from randar_jax.decode import plan as plan_lib
 from randar_jax.decode import rar as rar_decode
-from randar_jax.decode.engine import TRACE_COUNT
 from randar_jax.decode.rar import generate
 from randar_jax.decode.sampling import Guidance, Sampling
 from randar_jax.models.rar import RARConfig
@@ -88,7 +88,8 @@ def test_pow_cosine_guidance_values():
            "XL": [1.00, 1.22, 2.64, 5.29, 6.9], "XXL": [1.00, 1.60, 3.79, 6.63, 8.0]}
   steps = np.array([0, 64, 128, 192, 255])
   for variant, expected in table.items():
-    sampling, guidance = rar_decode.default_settings(RARConfig.variant(variant))
+    settings = rar_decode.default_settings(RARConfig.variant(variant))
+    sampling, guidance = settings.sampling, settings.guidance
     scales = np.asarray([float(guidance.scale(jnp.float32(t / 256))) for t in steps])
     np.testing.assert_allclose(scales, expected, atol=0.011, err_msg=variant)
     g, p = guidance.end, guidance.power
@@ -104,11 +105,11 @@ def test_decode_compiles_once_per_shape_and_reuses_the_cache(rar_tiny):
   model, config = rar_tiny
   labels = np.arange(3) % config.num_classes
   first = generate(model, labels, jax.random.key(0), guidance=Guidance.from_rar(4.0, 2.0))
-  before = TRACE_COUNT["rar"]
-  out = generate(model, labels[::-1], jax.random.key(1), guidance=Guidance.from_rar(7.5, 1.2),
-                 sampling=Sampling.make(0.7), cache=first.cache)
-  generate(model, labels, jax.random.key(2), guidance=Guidance.from_rar(2.0, 0.0), cache=out.cache)
-  assert TRACE_COUNT["rar"] == before, "same (batch, guidance mode) must reuse the compiled loop"
+  with compile_events() as compiles:
+    out = generate(model, labels[::-1], jax.random.key(1), guidance=Guidance.from_rar(7.5, 1.2),
+                   sampling=Sampling.make(0.7), cache=first.cache)
+    generate(model, labels, jax.random.key(2), guidance=Guidance.from_rar(2.0, 0.0), cache=out.cache)
+  assert compiles.count == 0, "same (batch, guidance mode) must reuse the compiled loop"
   assert out.cache.k.shape == (config.n_layer, 6, config.n_head, rar_decode.make_plan(config.num_tokens).cache_slots,
                                config.head_dim)
 
@@ -128,19 +129,19 @@ def test_sharded_decode_matches_original(rar_tiny, golden):
 
 def test_bad_input_is_rejected_before_compiling(rar_tiny):
   model, config = rar_tiny
-  before = TRACE_COUNT["rar"]
-  key = jax.random.key(0)
-  with pytest.raises(ValueError, match=r"class ids must be in \[0, 10\)"):
-    generate(model, np.array([0, config.num_classes]), key)
-  with pytest.raises(ValueError, match="one token per step: num_steps must be 16"):
-    generate(model, np.array([0]), key, num_steps=8)
-  with pytest.raises(ValueError, match="order must be 'raster', 'random'"):
-    generate(model, np.array([0]), key, order="spiral")
-  with pytest.raises(ValueError, match="permutation"):
-    generate(model, np.array([0]), key, order=np.zeros((1, config.num_tokens), int))
-  with pytest.raises(ValueError, match="1-D array of class ids"):
-    generate(model, np.array([[0]]), key)
-  assert TRACE_COUNT["rar"] == before
+  with compile_events() as compiles:
+    key = jax.random.key(0)
+    with pytest.raises(ValueError, match=r"class ids must be in \[0, 10\)"):
+      generate(model, np.array([0, config.num_classes]), key)
+    with pytest.raises(ValueError, match="one token per step: num_steps must be 16"):
+      generate(model, np.array([0]), key, num_steps=8)
+    with pytest.raises(ValueError, match="order must be 'raster', 'random'"):
+      generate(model, np.array([0]), key, order="spiral")
+    with pytest.raises(ValueError, match="permutation"):
+      generate(model, np.array([0]), key, order=np.zeros((1, config.num_tokens), int))
+    with pytest.raises(ValueError, match="1-D array of class ids"):
+      generate(model, np.array([[0]]), key)
+  assert compiles.count == 0
 
 
 def test_sample_command(fixtures, rar_tiny, tmp_path, capsys):
@@ -154,10 +155,10 @@ def test_sample_command(fixtures, rar_tiny, tmp_path, capsys):
   data = np.load(out / "tokens.npz")
   assert data["tokens"].shape == (3, config.grid_size, config.grid_size) and (out / "tokens.png").exists()
   assert (data["orders"] == np.arange(config.num_tokens)).all()
-  before = TRACE_COUNT["rar"]
-  assert cli.main(["sample", ckpt, "--model", "randar", "--out", str(out), "--classes", "1"]) == 2
-  assert "holds a 'rar' model, not 'randar'" in capsys.readouterr().err
-  assert cli.main(["sample", ckpt, "--out", str(out), "--classes", "1", "--steps", "5"]) == 2
-  assert "one token per step" in capsys.readouterr().err
-  assert cli.main(["sample", ckpt, "--out", str(out), "--classes", str(config.num_classes)]) == 2
-  assert TRACE_COUNT["rar"] == before
+  with compile_events() as compiles:
+    assert cli.main(["sample", ckpt, "--model", "randar", "--out", str(out), "--classes", "1"]) == 2
+    assert "holds a 'rar' model, not 'randar'" in capsys.readouterr().err
+    assert cli.main(["sample", ckpt, "--out", str(out), "--classes", "1", "--steps", "5"]) == 2
+    assert "one token per step" in capsys.readouterr().err
+    assert cli.main(["sample", ckpt, "--out", str(out), "--classes", str(config.num_classes)]) == 2
+  assert compiles.count == 0

@@ -1,10 +1,11 @@
-"""The training input pipeline (Grain): pre-tokenised codes -> (tokens in generation order, positions, label).
+"""The training input pipeline (Grain): pre-tokenised codes -> batches in the model's language, ready for
+``model.loss(**batch)``: tokens in generation order, the order, the labels.
 
     source = open_source('codes/')                    # CodeShards; or ArraySource / TfdsCodes / SyntheticCodes
     config = PipelineConfig(batch_size=1024, seed=0)  # RandAR; RAR: order=OrderPolicy(anneal=(125_000, 187_500))
     loader = Loader(source, config, mesh)             # global batches, sharded over the mesh's ('data', 'fsdp')
-    batch = next(loader)                              # {'tokens', 'positions': (B, h*w) int32, 'label': (B,), ...}
-    loss, _ = model.loss(batch['tokens'], batch['label'], batch['positions'], ordered=True)
+    batch = next(loader)           # {'tokens', 'order': (B, h*w) int32, 'labels': (B,), 'meta': {'index', 'random'}}
+    loss, _ = model.loss(**{k: v for k, v in batch.items() if k != "meta"}, ordered=True)
     mngr.save(step, args=ocp.args.Composite(data=loader.save_args(), ...))     # iterator state, per process
     mngr.restore(step, args=ocp.args.Composite(data=loader.restore_args(), ...))
 
@@ -21,9 +22,9 @@ host state: the batches are the same across restarts, prefetch depth and worker 
 holds stream positions k * global_batch + [p * local, (p+1) * local), so processes see disjoint records and,
 concatenated in process order (as ``jax.make_array_from_process_local_data`` lays them out), make exactly the
 single-process global batch k, row for row: a run's trajectory does not depend on how many hosts feed it. Resuming needs the same process count (Grain's state
-is per process). Emitted per example: ``tokens`` (h*w,) codes in generation order, ``positions`` (h*w,) the raster
-cell of each generated token (= the order), ``label``, ``index`` (the source's item number) and ``random``
-(whether the policy's order, not its fallback, was used).
+is per process). Emitted per example, under the names ``model.loss`` takes: ``tokens`` (h*w,) codes in generation
+order, ``order`` (h*w,) the raster cell of each generated token, ``labels`` (); and under ``meta``: ``index`` (the
+source's item number) and ``random`` (whether the policy's order, not its fallback, was used).
 """
 
 from __future__ import annotations
@@ -64,8 +65,8 @@ class PickAugAndOrder(grain.transforms.RandomMap):
     codes = record["codes"]
     aug = rng.integers(codes.shape[0]) if codes.shape[0] > 1 else 0
     order, used = self.policy.draw(rng, position // self.global_batch, self.grid)
-    return {"tokens": codes[aug][order].astype(np.int32), "positions": order, "label": np.int32(record["label"]),
-            "index": np.int64(record["index"]), "random": np.bool_(used)}
+    return {"tokens": codes[aug][order].astype(np.int32), "order": order, "labels": np.int32(record["label"]),
+            "meta": {"index": np.int64(record["index"]), "random": np.bool_(used)}}
 
 
 def _with_position(position: int, record):
@@ -108,7 +109,7 @@ def make_dataset(source, config: PipelineConfig, process_index: int | None = Non
 def to_global(batch: Mapping[str, np.ndarray], mesh: jax.sharding.Mesh) -> dict[str, jax.Array]:
   """Per-process batch -> global jax.Arrays, leading axis sharded over the mesh's batch axes ('data', 'fsdp')."""
   spec = sharding.named_sharding(mesh, ("batch",))
-  return {k: jax.make_array_from_process_local_data(spec, v) for k, v in batch.items()}
+  return jax.tree.map(lambda v: jax.make_array_from_process_local_data(spec, v), dict(batch))
 
 
 class Loader:

@@ -1,10 +1,9 @@
 """Sampling many images with any generator: fixed-size batches (one compilation), a progress bar, host outputs.
 
-    tokens, orders = sample_labels(randar, labels, batch_size=32, seed=0, num_steps=88,
-                                   guidance=Guidance.linear(1, 4))
-    tokens, orders = sample_labels(rar, labels, batch_size=32)      # RAR: raster, per-size defaults
+    tokens, orders = sample_labels(model, labels, batch_size=32, seed=0)     # the family's default settings
+    tokens, orders = sample_labels(randar, labels, batch_size=32, num_steps=32, guidance=Guidance.linear(1, 3))
 
-``generator_for(model)`` picks the family's ``generate`` from ``model.config`` ('randar' | 'rar').
+The sampler is the model family's ``generate`` (:mod:`randar_jax.families`).
 """
 
 from __future__ import annotations
@@ -15,18 +14,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from randar_jax.decode import randar as randar_decode
-from randar_jax.decode import rar as rar_decode
-
-GENERATORS: dict[str, Callable] = {"randar": randar_decode.generate, "rar": rar_decode.generate}
-
-
-def generator_for(model) -> Callable:
-  """The ``generate`` function of a model's family (from its config's 'family')."""
-  family = model.config.to_dict()["family"]
-  if family not in GENERATORS:
-    raise ValueError(f"no decoder for model family {family!r}; known: {sorted(GENERATORS)}")
-  return GENERATORS[family]
+from randar_jax import families
 
 
 def parse_labels(classes: str | None, num_per_class: int | None, num_classes: int, count: int | None = None,
@@ -61,7 +49,7 @@ def sample_labels(model, labels: np.ndarray, *, batch_size: int, seed: int = 0, 
 
   Returns raster token grids (N, g, g) and generation orders (N, g*g) as NumPy.
   """
-  generate = generate or generator_for(model)
+  generate = generate or families.of(model.config).generate
   grid = model.config.grid_size
   tokens, orders, cache = [], [], None
   starts = range(0, len(labels), batch_size)

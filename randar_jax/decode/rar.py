@@ -81,5 +81,6 @@ def generate(model: RAR, labels, key: jax.Array, *, num_steps: int | None = None
   forced: tokens that replace whatever is sampled at given generation steps. trace: per-token logits.
   cache: a cache from a previous call with the same shapes; it is donated and returned in the output.
   """
-  return engine.generate_one_per_step(chunk_logits_fn, make_plan, default_settings, "RAR", model, labels, key, num_steps=num_steps,
+  return engine.generate_one_per_step(chunk_logits_fn, make_plan, default_settings, "RAR", model, labels, key,
+                                      num_steps=num_steps,
                       order=order, sampling=sampling, guidance=guidance, forced=forced, trace=trace, cache=cache)

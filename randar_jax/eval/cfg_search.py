@@ -51,7 +51,7 @@ class SearchConfig:
   scales: tuple[float, ...]
   num_samples: int = 10000
   final_samples: int = 0              # 0: no final run
-  steps: int = 88
+  steps: int = -1                     # forwards per image (-1: one token each); the CLI gives the family's default
   batch_size: int = 64
   seed: int = 0
   schedule: str = "linear"            # 'linear' (1 -> s), 'constant' (s), 'powcos:P'

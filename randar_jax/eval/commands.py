@@ -50,18 +50,19 @@ def _eval(args: argparse.Namespace) -> None:
 def _cfg_search(args: argparse.Namespace) -> None:
   import jax
 
-  from randar_jax import checkpoint, models, sharding, tokenizers
+  from randar_jax import checkpoint, families, sharding, tokenizers
   from randar_jax.eval import cfg_search, evaluate
 
-  config = models.config_from_dict(checkpoint.read_config(args.model))   # fail fast on a wrong directory
-  steps, schedule, temperature = _family_defaults(config)
+  config = families.config_from_dict(checkpoint.read_config(args.model))   # fail fast on a wrong directory
+  # the family's sampling recipe, with the flags given (the guidance schedule's scale is what the search varies)
+  settings = families.of(config).decode_settings(config, steps=args.steps, temperature=args.temperature,
+                                                 top_k=args.top_k, top_p=args.top_p)
+  default_schedule = settings.guidance.schedule_name if settings.guidance is not None else "linear"
   search = cfg_search.SearchConfig(
       scales=cfg_search.parse_scales(args.scales), num_samples=args.num_samples, final_samples=args.final_samples,
-      steps=steps if args.steps is None else args.steps, batch_size=args.batch_size, seed=args.seed,
-      schedule=args.schedule or schedule, temperature=temperature if args.temperature is None else args.temperature,
-      top_k=args.top_k, top_p=args.top_p, save_samples=args.save_samples)
-  if not (search.steps == -1 or 1 <= search.steps <= config.num_tokens):
-    raise ValueError(f"--steps must be in [1, {config.num_tokens}] (or -1), got {search.steps}")
+      steps=settings.num_steps, batch_size=args.batch_size, seed=args.seed,
+      schedule=args.schedule or default_schedule, temperature=settings.sampling.temperature,
+      top_k=settings.sampling.top_k, top_p=settings.sampling.top_p, save_samples=args.save_samples)
   if not os.path.exists(args.ref):
     raise FileNotFoundError(f"no reference at {args.ref}")
   mesh = sharding.build_mesh(devices=jax.local_devices())     # each process samples on its own devices
@@ -73,16 +74,6 @@ def _cfg_search(args: argparse.Namespace) -> None:
                                  cache=os.path.join(args.out, "reference_stats.npz"))
   model = checkpoint.load_model(args.model, mesh=mesh, **({"dtype": args.dtype} if args.dtype else {}))
   cfg_search.run(model, tokenizer, net, reference, args.out, search, mesh=mesh, inputs=inputs)
-
-
-def _family_defaults(config) -> tuple[int, str, float]:
-  """(steps, guidance schedule, temperature) the model family samples with: RandAR 88 parallel steps, linear
-  1 -> s, temperature 1; RAR one token per step, pow-cosine with its per-size power and temperature."""
-  if config.to_dict()["family"] != "rar":
-    return 88, "linear", 1.0
-  from randar_jax.decode import rar
-  sampling, guidance = rar.default_settings(config)
-  return -1, f"powcos:{guidance.power if guidance is not None else 1.0:g}", sampling.temperature
 
 
 def _add_extractor(p: argparse.ArgumentParser) -> None:
@@ -111,15 +102,15 @@ def register(commands) -> None:
   _add_extractor(p)
   p.add_argument("--out", required=True, help="output directory (results, plot; re-run to resume)")
   p.add_argument("--scales", default="2.0:8.0:0.2", help="START:STOP:STEP (inclusive) or a list '2,3,4'")
-  p.add_argument("--schedule", help="linear (1 -> s; RandAR's default), constant, or powcos:POWER (RAR's default, "
-                 "with its per-size power)")
+  p.add_argument("--schedule", help="linear (1 -> s), constant, or powcos:POWER; default: the family's (RandAR "
+                 "linear, RAR powcos with its per-size power, LlamaGen constant)")
   p.add_argument("--num-samples", type=int, default=10000, help="samples per scale")
   p.add_argument("--final-samples", type=int, default=0, help="samples of a final run at the best scale (0: none)")
   p.add_argument("--save-samples", action="store_true", help="write the final run's images as ADM .npz")
-  p.add_argument("--steps", type=int, help="forward passes (default: RandAR 88; RAR one token per step, -1)")
-  p.add_argument("--temperature", type=float, help="default: 1.0 (RandAR), the per-size value (RAR)")
-  p.add_argument("--top-k", type=int, default=0)
-  p.add_argument("--top-p", type=float, default=1.0)
+  p.add_argument("--steps", type=int, help="forward passes (default: the family's)")
+  p.add_argument("--temperature", type=float, help="default: the family's")
+  p.add_argument("--top-k", type=int, help="default: the family's")
+  p.add_argument("--top-p", type=float, help="default: the family's")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--dtype", choices=["float32", "bfloat16"], help="compute dtype (default: the checkpoint's)")
   p.set_defaults(run=_cfg_search)

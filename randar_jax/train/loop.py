@@ -100,6 +100,8 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> tuple[Trainer, Loa
   state, after checking that the workdir holds this run."""
   model_config = families.config_from_dict(config.model.to_dict())
   optim_config = OptimConfig.from_dict(config.optim)
+  if config.sample.every:   # the sample hook's settings must fit the model before step 1, not at its first call
+    families.of(model_config).decode_settings(model_config, steps=config.sample.kwargs.get("num_steps"))
   mesh = sharding.build_mesh(dict(config.mesh))
   shards = mesh.shape["data"] * mesh.shape["fsdp"] * optim_config.grad_accum
   if config.batch_size % shards:

@@ -5,7 +5,7 @@
     state, metrics = trainer.train_step(state, batch)   # jit, state donated; batch from data.pipeline.Loader
     metrics = trainer.eval_step(state, batch)
 
-Only the generator contract is used: ``model.loss(tokens, labels, order, dropout_rng=key, ordered=True)``
+Only the generator contract is used: ``model.loss(**batch, dropout_rng=key, ordered=True)`` (tokens, labels, order)
 -> (loss, logits (B, N, V) in generation order), ``model.weight_decay_mask()`` and the config, so RandAR and RAR
 train with the same code. Parameters live in the state as the nested dict ``nnx.to_pure_dict`` gives (the layout
 ``checkpoint.save_params`` writes); ``nnx.merge(graphdef, params)`` rebuilds the model inside the step.
@@ -31,7 +31,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from randar_jax import families, sharding
 from randar_jax.train import optim
 
-BATCH_KEYS = ("tokens", "label", "positions")
+BATCH_KEYS = ("tokens", "labels", "order")   # what model.loss takes (the pipeline emits these names)
 
 
 @flax.struct.dataclass
@@ -98,8 +98,7 @@ class Trainer:
   # ---- steps ------------------------------------------------------------------------------------------------
 
   def _loss(self, params, batch, key):
-    loss, logits = self.model(params).loss(batch["tokens"], batch["label"], batch["positions"],
-                                           dropout_rng=key, ordered=True)
+    loss, logits = self.model(params).loss(**batch, dropout_rng=key, ordered=True)
     accuracy = jnp.mean((jnp.argmax(logits, axis=-1) == batch["tokens"]).astype(jnp.float32))
     return loss, accuracy
 
@@ -161,7 +160,7 @@ class Trainer:
 
 
 def select_batch(batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
-  """The batch entries the steps read (the Loader also emits 'index' and 'random')."""
+  """The batch entries the steps read: the model's inputs, without the per-example 'meta' (index, random)."""
   missing = [k for k in BATCH_KEYS if k not in batch]
   if missing:
     raise ValueError(f"a training batch needs {BATCH_KEYS}; missing {missing}")

@@ -19,6 +19,11 @@ import os
 
 import numpy as np
 
+from randar_jax import families
+from randar_jax.decode.sampling import Guidance, Sampling
+
+EDIT_STEPS = 32   # forwards for the regenerated tokens of an edit (a region, not a whole image)
+
 
 def _load(args):
   from randar_jax import checkpoint, tokenizers
@@ -57,10 +62,16 @@ def _panels(out: str, paths, images, masks, results, suffix: str) -> None:
   print(f"wrote {len(results)} panels to {out}")
 
 
-def _guidance_kwargs(args):
-  from randar_jax.decode.sampling import Guidance, Sampling
-  return dict(num_steps=args.steps, guidance=Guidance.parse(args.cfg),
-              sampling=Sampling.make(args.temperature, args.top_k, args.top_p))
+def _guidance_kwargs(args, model) -> dict:
+  """num_steps, guidance and sampling from the flags; unset ones take the family's defaults (its guidance and
+  sampling; the steps default is the command's own, for the tokens it generates)."""
+  settings = families.of(model.config).default_settings(model.config)
+  guidance = settings.guidance if args.cfg is None else Guidance.parse(args.cfg)
+  base = settings.sampling
+  sampling = Sampling.make(base.temperature if args.temperature is None else args.temperature,
+                           base.top_k if args.top_k is None else args.top_k,
+                           base.top_p if args.top_p is None else args.top_p)
+  return dict(num_steps=args.steps, guidance=guidance, sampling=sampling)
 
 
 def _inpaint(args: argparse.Namespace) -> None:
@@ -71,7 +82,7 @@ def _inpaint(args: argparse.Namespace) -> None:
   model, tok = _load(args)
   size = model.config.grid_size * tok.downsample
   images = read_images(args.images, size, args.crop, tok.channels)
-  kwargs = _guidance_kwargs(args)
+  kwargs = _guidance_kwargs(args, model)
   labels = np.full(len(images), args.class_id)
   key = jax.random.key(args.seed)
   if args.command == "outpaint" and args.extend:
@@ -93,15 +104,13 @@ def _extrapolate(args: argparse.Namespace) -> None:
   import jax
 
   from randar_jax.decode import batched
-  from randar_jax.decode.sampling import Guidance, Sampling
   from randar_jax.utils import images as image_utils
   from randar_jax.zeroshot.extrapolate import extrapolate
   model, tok = _load(args)
   labels = batched.parse_labels(args.classes, None, model.config.num_classes)
   spatial = tuple(float(v) for v in args.spatial.split(",")) if args.spatial else None
-  out = extrapolate(model, labels, jax.random.key(args.seed), factor=args.factor, num_steps=args.steps,
-                    guidance=Guidance.parse(args.cfg), spatial=(spatial * 2)[:2] if spatial else None,
-                    sampling=Sampling.make(args.temperature, args.top_k, args.top_p))
+  out = extrapolate(model, labels, jax.random.key(args.seed), factor=args.factor,
+                    spatial=(spatial * 2)[:2] if spatial else None, **_guidance_kwargs(args, model))
   grid = model.config.grid_size * args.factor
   pictures = np.asarray(tok.decode(np.asarray(out.tokens).reshape(-1, grid, grid)))
   os.makedirs(args.out, exist_ok=True)
@@ -141,12 +150,13 @@ def _add_common(p: argparse.ArgumentParser, images: bool = True) -> None:
   p.add_argument("--seed", type=int, default=0)
 
 
-def _add_sampling(p: argparse.ArgumentParser, steps: int = 32) -> None:
-  p.add_argument("--steps", type=int, default=steps, help="forward passes for the generated tokens")
-  p.add_argument("--cfg", default="1,4", help="guidance: 'none', 'S' or 'S0,S1'")
-  p.add_argument("--temperature", type=float, default=1.0)
-  p.add_argument("--top-k", type=int, default=0)
-  p.add_argument("--top-p", type=float, default=1.0)
+def _add_sampling(p: argparse.ArgumentParser, steps: int | None = EDIT_STEPS) -> None:
+  p.add_argument("--steps", type=int, default=steps,
+                 help="forward passes for the generated tokens (default: %(default)s; none: the model's default)")
+  p.add_argument("--cfg", help="guidance: 'none', 'S' or 'S0,S1' (default: the model family's)")
+  p.add_argument("--temperature", type=float, help="default: the model family's")
+  p.add_argument("--top-k", type=int, help="default: the model family's")
+  p.add_argument("--top-p", type=float, help="default: the model family's")
 
 
 def register(commands) -> None:
@@ -172,7 +182,7 @@ def register(commands) -> None:
 
   p = commands.add_parser("extrapolate", help="sample at a higher resolution (e.g. 512 px from a 256 px model)")
   _add_common(p, images=False)
-  _add_sampling(p, steps=88)
+  _add_sampling(p, steps=None)
   p.add_argument("--classes", required=True, help="class ids, e.g. '1,5,9'")
   p.add_argument("--factor", type=int, default=2)
   p.add_argument("--spatial", help="spatial guidance scale(s) 'S' or 'S0,S1' (needs --cfg)")

@@ -5,7 +5,7 @@ mapped onto the trained grid they are an ordinary low-resolution image, sampled 
 an NTK-mixed RoPE table for the large grid, the anchors are teacher-forced in one prefill and every other cell
 is decoded after them. Optional spatial guidance adds a third branch that sees only part of the anchors.
 
-    out = extrapolate(model, labels, key, factor=2, num_steps=88, guidance=Guidance.constant(3.0),
+    out = extrapolate(model, labels, key, factor=2, guidance=Guidance.constant(3.0),
                       spatial=(2.5, 2.5))
     out.tokens        # (B, 1024) raster codes of the 32x32 grid; out.low_res: the stage-1 DecodeOutput
 
@@ -42,12 +42,13 @@ def anchor_cells(grid: int, factor: int) -> np.ndarray:
   return (rows % factor == 0) & (cols % factor == 0)
 
 
-def extrapolate(model, labels, key: jax.Array, *, factor: int = 2, num_steps: int = 88,
+def extrapolate(model, labels, key: jax.Array, *, factor: int = 2, num_steps: int | None = None,
                 guidance: Guidance | None = None, spatial: tuple[float, float] | None = None,
                 masking_ratio: float = 0.5, ntk_boundary: int = 2, sampling: Sampling = Sampling(), order=None,
                 lagging: bool = True, trace: bool = False) -> ExtrapolationOutput:
   """Samples (B, (G*factor)**2) tokens for class ``labels`` from a model trained on a G x G grid.
 
+  num_steps: forwards of each stage (the original uses the same count for both; default RandAR's default).
   guidance: class guidance for both stages (linear in the decoded fraction, as the original).
   spatial: (start, end) spatial-guidance scales for stage 2 (needs ``guidance``); ``masking_ratio`` of the
     anchor embeddings are zeroed in its third branch, a fixed random subset per sample.
@@ -56,6 +57,7 @@ def extrapolate(model, labels, key: jax.Array, *, factor: int = 2, num_steps: in
     False runs the cosine schedule over the non-anchor tokens only.
   """
   cfg = model.config
+  num_steps = randar_decode.DEFAULT_STEPS if num_steps is None else num_steps
   if not isinstance(factor, int) or factor < 2:
     raise ValueError(f"the extrapolation factor must be an integer >= 2, got {factor!r}")
   if spatial is not None and guidance is None:
