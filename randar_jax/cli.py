@@ -60,7 +60,7 @@ def decode_settings(args: argparse.Namespace, config):
 def add_sampling_flags(p: argparse.ArgumentParser) -> None:
   """The decode flags every sampling command shares; unset flags take the model family's defaults."""
   p.add_argument("--steps", type=int, help="forward passes (-1: one token each); default: the family's "
-                 "(RandAR min(88, N) parallel steps; RAR and LlamaGen one token per step)")
+                 "(RandAR: the paper's parallel schedule, capped at N; RAR and LlamaGen: one token per step)")
   p.add_argument("--cfg", help="guidance: 'none', 'S', 'S0,S1' (linear) or 'powcos:S,P'; default: the family's "
                  "(RandAR '1,4', RAR the per-size setting, LlamaGen '4')")
   p.add_argument("--cfg-interval", type=float, help="stop guidance after this token (LlamaGen's --cfg-interval)")

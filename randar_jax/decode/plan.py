@@ -13,7 +13,7 @@ so the queries of one forward sit side by side and the next forward overwrites t
 becomes static data for the compiled loop. Forwards are padded to a few widths ("buckets"); pad entries
 come after the real ones, so the causal-by-slot mask hides them and the next forward overwrites them.
 
-    plan = build_plan(num_tokens=256, num_steps=88)            # 88 forwards, widths from the default buckets
+    plan = build_plan(num_tokens=256, num_steps=64)            # 64 forwards, widths from the default buckets
     plan.segments                                              # ((width, forwards...), ...) one lax.scan each
 """
 

@@ -46,13 +46,12 @@ def load(directory: str | os.PathLike, *, mesh: jax.sharding.Mesh | None = None)
   if os.fspath(directory).startswith("pixels:"):
     from randar_jax.tokenizers.pixels import PixelTokenizer
     return PixelTokenizer(levels=int(os.fspath(directory).split(":", 1)[1]))
-  family = checkpoint.read_config(directory).get("family")
-  tokenizer_families = families.names("tokenizer")
-  if family not in tokenizer_families:
-    raise ValueError(f"{directory} holds a {family!r} checkpoint, not an image tokenizer "
-                     f"({', '.join(tokenizer_families)}); "
+  spec = families.of(families.config_from_dict(checkpoint.read_config(directory)))
+  if spec.kind != "tokenizer":
+    raise ValueError(f"{directory} holds a {spec.name!r} checkpoint, not an image tokenizer "
+                     f"({', '.join(families.names('tokenizer'))}); "
                      f"convert one with `randar-jax convert vq_ds16_c2i.pt DIR` (or the MaskGIT .bin)")
-  return checkpoint.load_model(directory, family=family, mesh=mesh)
+  return checkpoint.load_model(directory, family=spec.name, mesh=mesh)
 
 
 def batches(fn: Callable[[np.ndarray], jax.Array], items: Sequence, batch_size: int, *,

@@ -1,0 +1,101 @@
+"""The contract every generator family registered in ``randar_jax.families`` keeps, tested once for all of them.
+
+A family gets these tests by registering its spec and a ``<name>_tiny`` conftest fixture ((model, config) built
+from its golden fixture through the real converter): defaults valid for its config, decoding with the defaults,
+one token per forward equal to teacher forcing, one compilation per shape, strict conversion round trip through
+an Orbax checkpoint, and the analytic FLOP counter against XLA's count.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from conftest import fixture_file
+from randar_jax import checkpoint, families
+from randar_jax.convert import convert_checkpoint, convert_params, detect_family
+from randar_jax.convert.sources import open_source
+from randar_jax.utils.compiles import compile_events
+
+GENERATORS = families.names("generator")
+
+
+@pytest.fixture(params=GENERATORS)
+def tiny(request):
+  """(family name, spec, model, config) of each generator family's golden tiny model."""
+  model, config = request.getfixturevalue(f"{request.param}_tiny")
+  return request.param, families.get(request.param), model, config
+
+
+def test_registry_names_match_configs():
+  for name, spec in families.SPECS.items():
+    assert spec.name == name == spec.config.FAMILY
+    assert (spec.generate is not None) == (spec.kind == "generator")
+
+
+def test_default_settings_fit_the_model(tiny):
+  """The defaults never ask for more forwards than the model has tokens (a 16- or 64-token model samples with
+  no flags), and overrides are checked against the model."""
+  _, spec, _, config = tiny
+  settings = spec.decode_settings(config)
+  n = config.num_tokens
+  assert settings.num_steps == -1 or 1 <= settings.num_steps <= n
+  with pytest.raises(ValueError, match=f"num_steps must be .*{n}"):
+    spec.decode_settings(config, steps=n + 1)
+  with pytest.raises(ValueError, match="order must be"):
+    spec.decode_settings(config, order="spiral")
+
+
+def test_defaults_decode_and_compile_once(tiny):
+  _, spec, model, config = tiny
+  labels = np.arange(3) % config.num_classes
+  kwargs = spec.decode_settings(config).kwargs()
+  first = spec.generate(model, labels, jax.random.key(0), **kwargs)
+  tokens = np.asarray(first.tokens)
+  assert tokens.shape == (3, config.num_tokens) and tokens.min() >= 0 and tokens.max() < config.vocab_size
+  with compile_events() as compiles:
+    again = spec.generate(model, labels[::-1], jax.random.key(1), cache=first.cache, **kwargs)
+    jax.block_until_ready(again.tokens)
+  assert compiles.count == 0, "the same settings and batch must reuse the compiled decode program"
+
+
+def test_one_token_per_forward_equals_teacher_forcing(tiny):
+  _, spec, model, config = tiny
+  labels = np.arange(2) % config.num_classes
+  settings = spec.decode_settings(config, steps=-1, cfg="none", temperature=1.0, top_k=0, top_p=1.0)
+  out = spec.generate(model, labels, jax.random.key(3), trace=True, **settings.kwargs())
+  teacher = np.asarray(model(out.tokens, jnp.asarray(labels), out.order))
+  guided = np.asarray(out.trace.guided)
+  # float32 evaluation-order noise between the cached and the full forward, relative to the logits' magnitude
+  np.testing.assert_allclose(guided, teacher, atol=1e-5 * max(1.0, float(np.abs(teacher).max())), rtol=0)
+
+
+def test_conversion_round_trip(tiny, fixtures, tmp_path):
+  """The golden state dict converts to exactly the parameters of the model built from it, through an Orbax
+  checkpoint that load_model restores."""
+  name, spec, model, config = tiny
+  path = fixture_file(fixtures, f"{name}_tiny.safetensors")
+  assert detect_family(open_source(path)) is spec
+  directory = convert_checkpoint(path, tmp_path / "ckpt", config, progress=False)
+  restored = checkpoint.load_model(directory, family=name)
+  assert restored.config == config
+  expected, _ = convert_params(path, config, progress=False)
+  jax.tree.map(np.testing.assert_array_equal, checkpoint.model_params(restored), expected)
+  jax.tree.map(np.testing.assert_array_equal, checkpoint.model_params(model), expected)
+
+
+def test_forward_flops_match_xla(tiny):
+  """The analytic count (used for MFU) against XLA's cost analysis of the teacher-forced forward: the same
+  matmuls, so within the share of non-matmul work (norms, softmax, elementwise) at these tiny sizes."""
+  _, spec, model, config = tiny
+  n = config.num_tokens
+  tokens = jnp.zeros((1, n), jnp.int32)
+  order = jnp.arange(n, dtype=jnp.int32)[None]
+  graphdef, state = nnx.split(model)
+  forward = jax.jit(lambda s: nnx.merge(graphdef, s)(tokens, jnp.zeros((1,), jnp.int32), order))
+  compiled = forward.lower(state).compile()
+  analysis = compiled.cost_analysis()
+  xla = (analysis[0] if isinstance(analysis, list) else analysis)["flops"]
+  ours = spec.forward_flops(config)
+  assert 0.7 * xla <= ours <= 1.3 * xla, (ours, xla)
