@@ -3,6 +3,7 @@
     params, config = convert_params('randar_0.3b_llamagen_360k_bs_1024_lr_0.0004.safetensors')
     convert_checkpoint('randar_l.safetensors', 'ckpt/randar_l')        # what `randar-jax convert` runs
     convert_checkpoint('rar_l.bin', 'ckpt/rar_l')                      # RAR (raw torch state dict, safe reader)
+    convert_checkpoint('c2i_XL_384.pt', 'ckpt/llamagen_xl')            # LlamaGen GPT ({"model": sd} or FSDP raw)
     convert_checkpoint('vq_ds16_c2i.pt', 'ckpt/vq_llamagen')          # tokenizers: .pt / .bin / .safetensors
     convert_checkpoint('pt_inception-2015-12-05-6726825d.pth', 'ckpt/inception')   # the FID Inception
     model = checkpoint.load_model('ckpt/randar_l')
@@ -18,7 +19,7 @@ import os
 from typing import Any, Callable, Sequence
 
 from randar_jax import checkpoint
-from randar_jax.convert import inception_fid, randar, rar, vq_llamagen, vq_maskgit
+from randar_jax.convert import inception_fid, llamagen, randar, rar, vq_llamagen, vq_maskgit
 from randar_jax.convert.core import ConversionError, Rule, TensorSource, convert, module_rules
 from randar_jax.convert.sources import open_source
 
@@ -38,6 +39,7 @@ class Family:
 FAMILIES = (
     Family("randar", randar.is_randar, randar.infer_config, randar.RULES, randar.IGNORE),
     Family("rar", rar.is_rar, rar.infer_config, rar.RULES, rar.IGNORE),
+    Family("llamagen", llamagen.is_llamagen, llamagen.infer_config, llamagen.RULES, llamagen.IGNORE),
     Family("vq_llamagen", vq_llamagen.is_vq_llamagen, vq_llamagen.infer_config, module_rules, vq_llamagen.IGNORE),
     Family("vq_maskgit", vq_maskgit.is_vq_maskgit, vq_maskgit.infer_config, module_rules, vq_maskgit.IGNORE),
     Family("inception_fid", inception_fid.is_inception_fid, inception_fid.infer_config, inception_fid.rules,

@@ -11,12 +11,14 @@ from typing import Any, Mapping
 
 from flax import nnx
 
+from randar_jax.models.llamagen import LlamaGen, LlamaGenConfig
 from randar_jax.models.rar import RAR, RARConfig
 from randar_jax.models.randar import RandAR, RandARConfig
 
 FAMILIES: dict[str, tuple[type, type[nnx.Module]]] = {
     "randar": (RandARConfig, RandAR),
     "rar": (RARConfig, RAR),
+    "llamagen": (LlamaGenConfig, LlamaGen),
 }
 # Families defined outside this package, as (module, config class, model class). Their modules import
 # randar_jax.models.layers themselves, so they are imported on first lookup: importing them here would be circular.
