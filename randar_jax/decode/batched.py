@@ -15,10 +15,12 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
+from randar_jax.decode import llamagen as llamagen_decode
 from randar_jax.decode import randar as randar_decode
 from randar_jax.decode import rar as rar_decode
 
-GENERATORS: dict[str, Callable] = {"randar": randar_decode.generate, "rar": rar_decode.generate}
+GENERATORS: dict[str, Callable] = {"randar": randar_decode.generate, "rar": rar_decode.generate,
+                                   "llamagen": llamagen_decode.generate}
 
 
 def generator_for(model) -> Callable:

@@ -30,6 +30,8 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
+from randar_jax.models.llamagen import forward_flops as llamagen_forward_flops
+
 # Dense peak FLOP/s per device for MFU (bf16 unless noted). CPU has none: pass a measured peak (bench_train).
 # First match wins ('TPU v5 lite' before 'TPU v5', the device kind of v5p).
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "TPU v4": 275e12, "TPU v5 lite": 197e12,
@@ -57,7 +59,8 @@ def randar_forward_flops(cfg) -> float:
   return float(layers + 2 * n * cfg.dim * cfg.vocab_size)
 
 
-FORWARD_FLOPS: dict[str, Callable[[Any], float]] = {"randar": randar_forward_flops}
+FORWARD_FLOPS: dict[str, Callable[[Any], float]] = {"randar": randar_forward_flops,
+                                                    "llamagen": llamagen_forward_flops}
 
 
 def train_flops_per_example(cfg, num_params: int | None = None) -> tuple[float, bool]:
