@@ -47,29 +47,35 @@ def _info(args: argparse.Namespace) -> None:
 
 def _decode_settings(args: argparse.Namespace, config) -> dict:
   """generate() keyword arguments from the sample flags; unset flags take the model family's defaults
-  (RandAR: 88 steps, linear guidance 1 -> 4, temperature 1; RAR: N steps, the per-size settings of rar.md 7.2)."""
+  (RandAR: 88 steps, linear guidance 1 -> 4, temperature 1; RAR: N steps, the per-size settings of rar.md 7.2;
+  LlamaGen: N steps, sample_c2i.py's cfg 4.0, top-k 2000)."""
+  import importlib
+
   import numpy as np
 
-  from randar_jax.decode import rar as rar_decode
   from randar_jax.decode.sampling import Guidance, Sampling
 
   family = config.to_dict()["family"]
   if args.model and args.model != family:
     raise ValueError(f"{args.checkpoint} holds a {family!r} model, not {args.model!r} (drop --model or fix it)")
   n = config.num_tokens
-  if family == "rar":
-    default_sampling, default_guidance = rar_decode.default_settings(config)
+  if family in ("rar", "llamagen"):   # one token per step, per-size / per-family defaults (decode/<family>.py)
+    decoder = importlib.import_module(f"randar_jax.decode.{family}")
+    default_sampling, default_guidance = decoder.default_settings(config)
     if args.steps not in (None, -1, n):
-      raise ValueError(f"RAR decodes one token per step: --steps must be {n} (or -1), got {args.steps}")
+      raise ValueError(f"{family} decodes one token per step: --steps must be {n} (or -1), got {args.steps}")
     temperature = default_sampling.temperature if args.temperature is None else args.temperature
+    top_k = default_sampling.top_k if args.top_k is None else args.top_k
+    top_p = float(default_sampling.top_p) if args.top_p is None else args.top_p
     guidance = default_guidance if args.cfg is None else Guidance.parse(args.cfg)
-    return dict(sampling=Sampling.make(temperature, args.top_k, args.top_p), guidance=guidance, order=args.order)
+    return dict(sampling=Sampling.make(temperature, top_k, top_p), guidance=guidance, order=args.order)
   steps = 88 if args.steps is None else args.steps
   if not (steps == -1 or 1 <= steps <= n):
     raise ValueError(f"--steps must be in [1, {n}] (or -1), got {steps}")
   order = np.tile(np.arange(n), (args.batch_size, 1)) if args.order == "raster" else None
   return dict(num_steps=steps, order=order, guidance=Guidance.parse("1,4" if args.cfg is None else args.cfg),
-              sampling=Sampling.make(1.0 if args.temperature is None else args.temperature, args.top_k, args.top_p))
+              sampling=Sampling.make(1.0 if args.temperature is None else args.temperature, args.top_k or 0,
+                                     1.0 if args.top_p is None else args.top_p))
 
 
 def _sample(args: argparse.Namespace) -> None:
@@ -118,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
 
   p = commands.add_parser("sample", help="class-conditional sampling (RandAR: parallel decoding; RAR: raster)")
   p.add_argument("checkpoint", help="Orbax checkpoint directory (from convert or training)")
-  p.add_argument("--model", choices=["randar", "rar"], help="expected model family (default: the checkpoint's)")
+  p.add_argument("--model", choices=["randar", "rar", "llamagen"],
+                 help="expected model family (default: the checkpoint's)")
   p.add_argument("--out", required=True, help="output directory")
   p.add_argument("--classes", help="class ids, e.g. '1,5,9' or '0-9'")
   p.add_argument("--num-per-class", type=int, help="samples per listed class (every class if none listed)")
@@ -129,8 +136,8 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--temperature", type=float, help="default: RandAR 1.0, RAR per size (1.0 / 1.02)")
   p.add_argument("--order", choices=["raster", "random"],
                  help="generation order (default: RandAR random, RAR raster; RAR random for random-only models)")
-  p.add_argument("--top-k", type=int, default=0)
-  p.add_argument("--top-p", type=float, default=1.0)
+  p.add_argument("--top-k", type=int, help="0 = off; default: LlamaGen 2000 (sample_c2i.py), others off")
+  p.add_argument("--top-p", type=float, help="default 1.0 (off)")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--batch-size", type=int, default=32)
   p.add_argument("--dtype", choices=["float32", "bfloat16"], help="compute dtype (default: the checkpoint's)")
