@@ -140,3 +140,15 @@ def randar_tiny(fixtures):
   params, config = convert_params(fixture_file(fixtures, "randar_tiny.safetensors"),
                                   RandARConfig.from_torch_args(args), progress=False)
   return _restore(config, params), config
+
+
+@pytest.fixture(scope="session")
+def llamagen_tiny(fixtures):
+  """(model, config) for llamagen_tiny.safetensors, converted by the real converter with the fixture's config."""
+  from randar_jax.convert import convert_params
+  from randar_jax.models.llamagen import LlamaGenConfig
+
+  args = load_json(fixture_file(fixtures, "llamagen_tiny_config.json"))["constructor_args"]
+  params, config = convert_params(fixture_file(fixtures, "llamagen_tiny.safetensors"),
+                                  LlamaGenConfig.from_torch_args(args), progress=False)
+  return _restore(config, params), config

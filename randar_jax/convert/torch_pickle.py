@@ -7,11 +7,13 @@ protocol version and system info, then the object, then the list of storage keys
 element count followed by its bytes. A pickle can call any importable function while it loads, so this
 reader unpickles with an allow-list: tensors are rebuilt by our own functions from
 ``torch._utils._rebuild_tensor_v2`` / ``_rebuild_parameter`` records, storages by their dtype tags
-(``torch.FloatStorage`` ...), containers as ``collections.OrderedDict``; any other global (``os.system``,
-``builtins.eval``, ``argparse.Namespace``, ...) stops the load with :class:`ConversionError` before anything is
+(``torch.FloatStorage`` ...), containers as ``collections.OrderedDict``, and the ``argparse.Namespace`` that
+LlamaGen's training scripts save next to the weights (``{"model": sd, "optimizer": ..., "steps": ..., "args":
+Namespace}``) as an inert attribute holder of ours (never argparse's class, nothing of it is called); any other
+global (``os.system``, ``builtins.eval``, ...) stops the load with :class:`ConversionError` before anything is
 called. Nothing from torch is imported. Tensor data is read lazily, one tensor at a time.
 
-    source = TorchSource('vq_ds16_c2i.pt')     # {'model': state_dict} is unwrapped, as RandAR does
+    source = TorchSource('vq_ds16_c2i.pt')     # {'model': state_dict} is unwrapped, as RandAR / LlamaGen do
     source.keys(), source.shape(key), source.get(key)   # -> np.ndarray
 """
 
@@ -74,8 +76,17 @@ def _rebuild_parameter(data, requires_grad=False, hooks=None) -> _Tensor:
   return data
 
 
+class _Namespace:
+  """Stands in for ``argparse.Namespace`` (the training arguments LlamaGen saves with its checkpoints): a plain
+  attribute holder; the pickle's BUILD fills ``__dict__``. It is never part of the state dict that is read."""
+
+  def __init__(self, **kwargs):
+    self.__dict__.update(kwargs)
+
+
 _ALLOWED = {
     ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
+    ("argparse", "Namespace"): _Namespace,
     ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
     ("collections", "OrderedDict"): collections.OrderedDict,
 }
@@ -116,7 +127,9 @@ class _RestrictedUnpickler(pickle.Unpickler):
 class TorchSource:
   """A ``torch.save`` checkpoint (zip or legacy format) as a :class:`~randar_jax.convert.core.TensorSource`.
 
-  The state dict is the pickled dict itself or, as in LlamaGen's releases, its ``'model'`` entry.
+  The state dict is the pickled dict itself (a raw / FSDP state dict) or, as in LlamaGen's DDP releases, its
+  ``'model'`` entry (``'module'`` or ``'state_dict'`` otherwise, as LlamaGen's ``sample_c2i.py`` accepts); the
+  other entries (optimizer, steps, args) are unpickled inertly and never read.
   """
 
   def __init__(self, path: str | os.PathLike):
@@ -182,8 +195,8 @@ class TorchSource:
       return default
 
   def _state_dict(self, obj) -> dict[str, _Tensor]:
-    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
-      obj = obj["model"]
+    if isinstance(obj, dict):
+      obj = next((obj[k] for k in ("model", "module", "state_dict") if isinstance(obj.get(k), dict)), obj)
     if not isinstance(obj, dict):
       raise ConversionError(f"{self.path} holds a {type(obj).__name__}, not a state dict")
     bad = [str(k) for k, v in obj.items() if not (isinstance(k, str) and isinstance(v, _Tensor))]

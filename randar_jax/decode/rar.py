@@ -82,5 +82,5 @@ def generate(model: RAR, labels, key: jax.Array, *, num_steps: int | None = None
   cache: a cache from a previous call with the same shapes; it is donated and returned in the output.
   """
   return engine.generate_one_per_step(chunk_logits_fn, make_plan, default_settings, "RAR", model, labels, key,
-                                      num_steps=num_steps,
-                      order=order, sampling=sampling, guidance=guidance, forced=forced, trace=trace, cache=cache)
+                                      num_steps=num_steps, order=order, sampling=sampling, guidance=guidance,
+                                      forced=forced, trace=trace, cache=cache)

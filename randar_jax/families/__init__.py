@@ -17,10 +17,10 @@ from typing import Any, Mapping
 from flax import nnx
 
 from randar_jax.families.base import Family
-from randar_jax.families import randar, rar, tokenizers  # noqa: I001 (after base: each spec module uses it)
+from randar_jax.families import llamagen, randar, rar, tokenizers  # noqa: I001 (after base: each spec uses it)
 
 SPECS: dict[str, Family] = {spec.name: spec for spec in (
-    randar.SPEC, rar.SPEC, tokenizers.VQ_LLAMAGEN, tokenizers.VQ_MASKGIT, tokenizers.INCEPTION_FID)}
+    randar.SPEC, rar.SPEC, llamagen.SPEC, tokenizers.VQ_LLAMAGEN, tokenizers.VQ_MASKGIT, tokenizers.INCEPTION_FID)}
 
 
 def get(name: str | None) -> Family:

@@ -15,13 +15,13 @@ with plain causal attention; logits at the p_k slots predict the tokens. Usage:
     loss, logits = model.loss(tokens, labels, order, dropout_rng=key)
 
 Layers are stacked on a leading axis (``nnx.vmap`` at creation) and applied with ``lax.scan`` (optionally
-rematerialised). The same ``run_layers`` serves teacher-forced training and KV-cached decoding.
+rematerialised). The same ``run_layers`` serves teacher-forced training and KV-cached decoding. The LLaMA pieces
+(``Attention``, ``Block``, the config properties) live in ``models/llama.py``, shared with LlamaGen.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 from typing import Any, Mapping
 
@@ -31,10 +31,10 @@ import numpy as np
 from flax import nnx
 
 from randar_jax.models import rope
-from randar_jax.models.attention import KVCache, self_attention
-from randar_jax.models.generator import Generator, GeneratorConfig
-from randar_jax.models.layers import (RMSNorm, SwiGLU, drop_labels, dropout, find_multiple, normal, param, scan_blocks,
-                                     zeros)
+from randar_jax.models.attention import KVCache
+from randar_jax.models.generator import Generator
+from randar_jax.models.layers import RMSNorm, drop_labels, dropout, normal, param, scan_blocks, zeros
+from randar_jax.models.llama import Attention, Block, LlamaConfig, layer_slot_flops, make_layers, rope_table  # noqa: F401 (re-exported)
 
 # Published sizes (RandAR configs/randar/*.yaml; XXL = LlamaGen GPT-XXL shape, no public weights).
 VARIANTS: dict[str, dict[str, int]] = {
@@ -48,7 +48,7 @@ TOKENIZER_VOCAB = {"llamagen": 16384, "maskgit": 1024}
 
 
 @dataclasses.dataclass(frozen=True)
-class RandARConfig(GeneratorConfig):
+class RandARConfig(LlamaConfig):
   """Architecture and numerics of a RandAR transformer. Defaults are RandAR-L with the LlamaGen tokenizer."""
   FAMILY = "randar"
   vocab_size: int = 16384
@@ -72,33 +72,7 @@ class RandARConfig(GeneratorConfig):
   attention_impl: str | None = "xla"    # 'xla' | 'cudnn' | None (JAX picks)
 
   def __post_init__(self):
-    self.check_common()
-    if self.n_head % self.kv_heads:
-      raise ValueError(f"n_head {self.n_head} is not a multiple of n_kv_head {self.kv_heads}")
-    if self.head_dim % 4:
-      raise ValueError(f"2D RoPE needs head_dim divisible by 4, got {self.head_dim}")
-
-  @property
-  def kv_heads(self) -> int:
-    return self.n_kv_head or self.n_head
-
-  @property
-  def ffn_hidden(self) -> int:
-    hidden = int(2 * 4 * self.dim / 3)
-    if self.ffn_dim_multiplier is not None:
-      hidden = int(self.ffn_dim_multiplier * hidden)
-    return find_multiple(hidden, self.multiple_of)
-
-  @property
-  def class_rows(self) -> int:
-    return self.num_classes + (1 if self.class_dropout_prob > 0 else 0)
-
-  @property
-  def null_class(self) -> int:
-    """The class id that means 'unconditional' (classifier-free guidance)."""
-    if self.class_dropout_prob <= 0:
-      raise ValueError("this model has no null-class row (class_dropout_prob == 0), so it cannot run CFG")
-    return self.num_classes
+    self.check_llama()
 
   @classmethod
   def variant(cls, name: str, tokenizer: str = "llamagen", **overrides: Any) -> "RandARConfig":
@@ -130,54 +104,6 @@ class RandARConfig(GeneratorConfig):
                ffn_dropout=args.get("ffn_dropout_p", 0.1), **overrides)
 
 
-@functools.lru_cache(maxsize=16)
-def _rope_table(grid_size: int, head_dim: int, base: float) -> np.ndarray:
-  return rope.rope_table(grid_size, head_dim, base)
-
-
-class Attention(nnx.Module):
-  """Multi-head (or grouped-query) attention with 2D RoPE; q (D, H, hd), k/v (D, Hkv, hd), o (H, hd, D)."""
-
-  def __init__(self, cfg: RandARConfig, *, rngs: nnx.Rngs):
-    init, d, hd = normal(0.02), cfg.dim, cfg.head_dim
-    self.wq = param(rngs, init, (d, cfg.n_head, hd), ("embed", "heads", "head_dim"))
-    self.wk = param(rngs, init, (d, cfg.kv_heads, hd), ("embed", "kv_heads", "head_dim"))
-    self.wv = param(rngs, init, (d, cfg.kv_heads, hd), ("embed", "kv_heads", "head_dim"))
-    self.wo = param(rngs, init, (cfg.n_head, hd, d), ("heads", "head_dim", "embed"))
-
-  def __call__(self, x: jax.Array, rows: jax.Array, cfg: RandARConfig, cache: KVCache | None,
-               layer: jax.Array, start: jax.Array | None, window: int | None) -> tuple[jax.Array, KVCache | None]:
-    """x (B, S, D); rows (B, S, hd/2, 2) RoPE per slot. With a cache, x sits at slots start..start+S-1 and
-    attends to cached slots [0, window) up to its own."""
-    dtype = jnp.dtype(cfg.dtype)
-    x = x.astype(dtype)
-    q = rope.apply_rope(jnp.einsum("bsd,dhk->bshk", x, self.wq[...].astype(dtype)), rows)
-    k = rope.apply_rope(jnp.einsum("bsd,dhk->bshk", x, self.wk[...].astype(dtype)), rows)
-    v = jnp.einsum("bsd,dhk->bshk", x, self.wv[...].astype(dtype))
-    out, cache = self_attention(q, k, v, cache=cache, layer=layer, start=start, window=window,
-                                implementation=cfg.attention_impl)
-    return jnp.einsum("bshk,hkd->bsd", out, self.wo[...].astype(dtype)), cache
-
-
-class Block(nnx.Module):
-  """Pre-norm transformer block: x + Attn(RMSNorm(x)), then h + FFN(RMSNorm(h)). Residual stream in float32."""
-
-  def __init__(self, cfg: RandARConfig, *, rngs: nnx.Rngs):
-    self.attention_norm = RMSNorm(cfg.dim, cfg.norm_eps, rngs=rngs)
-    self.attention = Attention(cfg, rngs=rngs)
-    self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps, rngs=rngs)
-    self.feed_forward = SwiGLU(cfg.dim, cfg.ffn_hidden, init=normal(0.02), rngs=rngs)
-
-  def __call__(self, x, rows, cfg: RandARConfig, *, cache=None, layer=None, start=None, window=None,
-               dropout_key=None):
-    keys = jax.random.split(dropout_key) if dropout_key is not None else (None, None)
-    h, cache = self.attention(self.attention_norm(x), rows, cfg, cache, layer, start, window)
-    x = x + dropout(h.astype(jnp.float32), cfg.resid_dropout, keys[0])
-    h = self.feed_forward(self.ffn_norm(x), jnp.dtype(cfg.dtype))
-    x = x + dropout(h.astype(jnp.float32), cfg.ffn_dropout, keys[1])
-    return x, cache
-
-
 class RandAR(Generator, nnx.Module):
   """The RandAR transformer. Parameter names follow the PyTorch state dict (see convert/randar.py)."""
   STACKED = "layers"
@@ -188,12 +114,7 @@ class RandAR(Generator, nnx.Module):
     self.tok_embeddings = param(rngs, normal(0.02), (cfg.vocab_size, cfg.dim), ("vocab", "embed"))
     self.pos_instruct_embeddings = param(rngs, normal(0.02), (1, cfg.dim), (None, "embed"))
 
-    @nnx.split_rngs(splits=cfg.n_layer)
-    @nnx.vmap(in_axes=(0,), out_axes=0, transform_metadata={nnx.PARTITION_NAME: "layers"})
-    def make_layers(rngs: nnx.Rngs) -> Block:
-      return Block(cfg, rngs=rngs)
-
-    self.layers = make_layers(rngs)
+    self.layers = make_layers(cfg, rngs)
     self.norm = RMSNorm(cfg.dim, cfg.norm_eps, rngs=rngs)
     self.output = param(rngs, zeros, (cfg.dim, cfg.vocab_size), ("embed", "vocab"))  # zero-init head
 
@@ -202,7 +123,7 @@ class RandAR(Generator, nnx.Module):
   def rope_table(self) -> np.ndarray:
     """The model's 2D RoPE table (grid_size**2, head_dim / 2, 2), without the class row."""
     cfg = self.config
-    return _rope_table(cfg.grid_size, cfg.head_dim, float(cfg.rope_base))
+    return rope_table(cfg.grid_size, cfg.head_dim, float(cfg.rope_base))
 
   def instruction_tokens(self, cells: jax.Array, table: np.ndarray | None = None) -> jax.Array:
     """Position-instruction tokens for raster cells (B, N) -> (B, N, D) float32: the shared vector, per head,
@@ -287,12 +208,6 @@ class RandAR(Generator, nnx.Module):
     """RandAR's rule: every tensor with ndim >= 2 decays (this includes both embedding tables and
     pos_instruct_embeddings (1, D)); RMSNorm scales do not."""
     return rank >= 2
-
-
-def layer_slot_flops(cfg) -> int:
-  """Matmul FLOPs of one sequence slot through one LLaMA layer (projections + SwiGLU, no attention scores)."""
-  d, hd = cfg.dim, cfg.head_dim
-  return 2 * (d * (cfg.n_head + 2 * cfg.kv_heads) * hd + cfg.n_head * hd * d + 3 * d * cfg.ffn_hidden)
 
 
 def forward_flops(cfg: RandARConfig) -> float:
