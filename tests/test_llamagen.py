@@ -275,7 +275,7 @@ def test_default_settings_are_sample_c2i_and_bad_input_fails_before_compiling(ll
   model, config = llamagen_tiny
   settings = llamagen_decode.default_settings(config)
   sampling, guidance = settings.sampling, settings.guidance
-  assert (settings.num_steps, settings.order) == (config.num_tokens, "raster")
+  assert (settings.num_steps, settings.order) == (-1, "raster")   # one token per forward
   assert (sampling.top_k, float(sampling.top_p), float(sampling.temperature)) == (min(2000, config.vocab_size),
                                                                                   1.0, 1.0)
   assert (guidance.start, guidance.end, guidance.interval) == (4.0, 4.0, -1.0)

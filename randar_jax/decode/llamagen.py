@@ -42,7 +42,7 @@ FID_CFG_SCALE = {"B": 2.0, "L": 2.0, "XL": 1.75, "XXL": 1.75, "3B": 1.65}
 def default_settings(config: LlamaGenConfig) -> DecodeSettings:
   """sample_c2i.py's defaults (the same for every size; top-k capped at the vocabulary), raster order."""
   d = SAMPLE_DEFAULTS
-  return DecodeSettings(num_steps=config.num_tokens, guidance=Guidance.from_llamagen(d["cfg_scale"], d["cfg_interval"]),
+  return DecodeSettings(num_steps=-1, guidance=Guidance.from_llamagen(d["cfg_scale"], d["cfg_interval"]),
                         sampling=Sampling.make(d["temperature"], min(d["top_k"], config.vocab_size), d["top_p"]),
                         order="raster")
 

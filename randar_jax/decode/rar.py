@@ -40,7 +40,7 @@ def default_settings(config: RARConfig) -> DecodeSettings:
   """What the authors sample this size with (the README demo's for other sizes): one token per step in raster
   order, pow-cosine guidance, the per-size temperature."""
   temperature, scale, power = DEFAULTS.get(config.variant_name, DEMO_DEFAULTS)
-  return DecodeSettings(num_steps=config.num_tokens, guidance=Guidance.from_rar(scale, power),
+  return DecodeSettings(num_steps=-1, guidance=Guidance.from_rar(scale, power),
                         sampling=Sampling.make(temperature), order="raster")
 
 

@@ -29,8 +29,11 @@ from typing import Callable, Iterable, Iterator, Protocol, runtime_checkable
 
 import jax
 import numpy as np
+from flax import nnx
 
-from randar_jax import sharding
+from randar_jax import checkpoint, families, sharding
+from randar_jax.convert import convert_params
+from randar_jax.eval.inception import InceptionExtractor
 
 
 @runtime_checkable
@@ -57,12 +60,6 @@ def register(name: str, factory: Factory) -> None:
 def load_inception(path: str, preprocessing: str = "pytorch_fid") -> FeatureExtractor:
   """The FID Inception from a converted checkpoint directory or directly from the pytorch-fid ``.pth``, its
   parameters replicated over this process's devices (each process extracts its own images)."""
-  from flax import nnx
-
-  from randar_jax import checkpoint, families
-  from randar_jax.convert import convert_params
-  from randar_jax.eval.inception import InceptionExtractor
-
   mesh = sharding.build_mesh(devices=jax.local_devices())
   if os.path.isfile(path):
     params, config = convert_params(path, progress=False)

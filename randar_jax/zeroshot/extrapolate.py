@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from randar_jax.decode import engine
 from randar_jax.decode import randar as randar_decode
 from randar_jax.decode.sampling import Guidance, Sampling, SpatialGuidance
 from randar_jax.models import rope
@@ -70,7 +71,7 @@ def extrapolate(model, labels, key: jax.Array, *, factor: int = 2, num_steps: in
   labels = np.asarray(labels)
   order_key, low_key, high_key, mask_key = jax.random.split(key, 4)
   if order is None:
-    base = randar_decode.random_orders(order_key, len(labels), n)
+    base = engine.random_orders(order_key, len(labels), n)
     order = priority_order(base, jnp.asarray(np.tile(~anchors, (len(labels), 1)), jnp.int32))
   order = jnp.asarray(order, jnp.int32)
   if order.shape != (len(labels), n) or not anchors[np.asarray(order)[:, :n_low]].all():

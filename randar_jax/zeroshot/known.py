@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from randar_jax.decode import engine
 from randar_jax.decode import randar as randar_decode
 from randar_jax.decode.engine import Forced
 
@@ -63,7 +64,7 @@ def generate_with_known(model, tokens, generate_mask, labels, key: jax.Array, *,
   lo, hi = int(known.min()), int(known.max())
   order_key, _ = jax.random.split(key)
   if order is None:  # the same base order plain sampling would draw from this key
-    order = randar_decode.random_orders(order_key, len(tokens), n)
+    order = engine.random_orders(order_key, len(tokens), n)
   order = priority_order(jnp.asarray(order, jnp.int32), jnp.asarray(generate_mask, jnp.int32))
   in_order = jnp.take_along_axis(jnp.asarray(tokens, jnp.int32), order, axis=1)
   steps = num_steps if num_steps == -1 else min(num_steps, n - lo)
