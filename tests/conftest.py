@@ -46,6 +46,13 @@ def load_json(path: pathlib.Path) -> dict:
   return json.loads(path.read_text())
 
 
+def float32_atol(*arrays, ulps: float = 8) -> float:
+  """An absolute tolerance between two float32 computations of the same values: ``ulps`` float32 spacings at the
+  largest magnitude in ``arrays``. Rounding noise grows with the values, so a fixed atol would depend on the data."""
+  scale = max(float(np.max(np.abs(np.asarray(a, np.float64)), initial=0.0)) for a in arrays)
+  return ulps * float(np.finfo(np.float32).eps) * scale
+
+
 class ManifestSource:
   """A TensorSource over a full-size manifest: real key names and shapes, zero tensors made one at a time."""
 
@@ -130,16 +137,22 @@ def rar_tiny(fixtures):
   return _restore(config, params), config
 
 
-@pytest.fixture(scope="session")
-def randar_tiny(fixtures):
-  """(model, config) for randar_tiny.safetensors, converted by the real converter with the fixture's config."""
+def randar_model(fixtures, name: str = "randar_tiny"):
+  """(model, config) for the fixture model ``name`` (``name.safetensors`` with ``name_config.json``), converted by
+  the real converter with the fixture's config."""
   from randar_jax.convert import convert_params
   from randar_jax.models.randar import RandARConfig
 
-  args = load_json(fixture_file(fixtures, "randar_tiny_config.json"))["constructor_args"]
-  params, config = convert_params(fixture_file(fixtures, "randar_tiny.safetensors"),
+  args = load_json(fixture_file(fixtures, f"{name}_config.json"))["constructor_args"]
+  params, config = convert_params(fixture_file(fixtures, f"{name}.safetensors"),
                                   RandARConfig.from_torch_args(args), progress=False)
   return _restore(config, params), config
+
+
+@pytest.fixture(scope="session")
+def randar_tiny(fixtures):
+  """(model, config) for randar_tiny.safetensors, converted by the real converter with the fixture's config."""
+  return randar_model(fixtures, "randar_tiny")
 
 
 @pytest.fixture(scope="session")

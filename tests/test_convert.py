@@ -1,6 +1,7 @@
 """The strict converter and Orbax round trip: good weights convert, bad ones fail with an error naming the key."""
 
 import json
+import re
 
 import jax.numpy as jnp
 import numpy as np
@@ -46,8 +47,9 @@ def test_every_source_key_is_used(tiny):
 def test_missing_key_is_named(tiny, tmp_path):
   path, config = tiny
   tensors = safetensors.numpy.load_file(str(path))
-  del tensors["layers.1.feed_forward.w3.weight"]
-  with pytest.raises(ConversionError, match=r"missing 1 key.*layers\.1\.feed_forward\.w3\.weight"):
+  key = f"layers.{config.n_layer - 1}.feed_forward.w3.weight"
+  del tensors[key]
+  with pytest.raises(ConversionError, match=rf"missing 1 key.*{re.escape(key)}"):
     convert_params(_write(tmp_path, tensors), config, progress=False)
 
 
@@ -62,7 +64,8 @@ def test_extra_key_is_named(tiny, tmp_path):
 def test_generation_kv_cache_buffers_are_ignored(tiny, tmp_path):
   path, config = tiny
   tensors = safetensors.numpy.load_file(str(path))
-  tensors["layers.0.attention.kv_cache.k_cache"] = np.zeros((2, 4, 24, 16), np.float32)
+  tensors["layers.0.attention.kv_cache.k_cache"] = np.zeros((2, config.n_head, config.num_tokens + 8, config.head_dim),
+                                                             np.float32)
   params, _ = convert_params(_write(tmp_path, tensors), config, progress=False)
   assert params is not None
 
@@ -70,8 +73,11 @@ def test_generation_kv_cache_buffers_are_ignored(tiny, tmp_path):
 def test_wrong_shape_names_key_and_both_shapes(tiny, tmp_path):
   path, config = tiny
   tensors = safetensors.numpy.load_file(str(path))
-  tensors["layers.0.feed_forward.w2.weight"] = tensors["layers.0.feed_forward.w2.weight"][:, :-1].copy()
-  with pytest.raises(ConversionError, match=r"layers\.0\.feed_forward\.w2\.weight.*\(64, 191\).*\(192, 64\)"):
+  good = tensors["layers.0.feed_forward.w2.weight"]
+  tensors["layers.0.feed_forward.w2.weight"] = good[:, :-1].copy()
+  bad_shape, kernel_shape = tensors["layers.0.feed_forward.w2.weight"].shape, good.shape[::-1]   # torch (out, in)
+  with pytest.raises(ConversionError, match=rf"layers\.0\.feed_forward\.w2\.weight.*{re.escape(str(bad_shape))}"
+                                            rf".*{re.escape(str(kernel_shape))}"):
     convert_params(_write(tmp_path, tensors), config, progress=False)
 
 

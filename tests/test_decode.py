@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import fixture_file
+from conftest import fixture_file, float32_atol
 from randar_jax.utils.compiles import compile_events
 from randar_jax import sharding
 from randar_jax.decode import plan as plan_lib
@@ -81,24 +81,29 @@ def test_bucketed_plan_for_88_steps():
 def test_one_token_per_step_equals_teacher_forcing(randar_tiny, golden):
   """With one token per forward, every cached-decode logit equals the full forward on the decoded tokens."""
   model, config = randar_tiny
-  case = next(c for c in golden.values() if int(c["num_inference_steps"]) == c["token_order"].shape[1])
+  one_per_step = [c for c in golden.values() if int(c["num_inference_steps"]) in (-1, c["token_order"].shape[1])]
+  case = (one_per_step or list(golden.values()))[0]                 # labels and order of a fixture case
   labels, order = case["cond"], case["token_order"]
   out = generate(model, labels, jax.random.key(1), num_steps=-1, order=order, sampling=Sampling.make(), guidance=None,
                  trace=True)
   teacher = model(out.tokens, jnp.asarray(labels), jnp.asarray(order))
-  np.testing.assert_allclose(out.trace.guided, teacher, atol=2e-5)
+  np.testing.assert_allclose(out.trace.guided, teacher, atol=float32_atol(teacher, ulps=32))
 
 
 def test_parallel_first_queries_match_teacher_forcing(randar_tiny, golden):
   """The first query of every parallel forward sees exactly the training layout before it."""
   model, _ = randar_tiny
-  case = next(c for c in golden.values() if int(c["num_inference_steps"]) < c["token_order"].shape[1])
+  parallel = [c for c in golden.values() if 0 < int(c["num_inference_steps"]) < c["token_order"].shape[1]]
+  if not parallel:
+    pytest.skip("the fixture holds no case with several tokens per forward")
+  case = parallel[0]
   steps, n = int(case["num_inference_steps"]), case["token_order"].shape[1]
   out = generate(model, case["cond"], jax.random.key(2), num_steps=steps, order=case["token_order"],
                  sampling=Sampling.make(), guidance=None, trace=True)
   teacher = np.asarray(model(out.tokens, jnp.asarray(case["cond"]), jnp.asarray(case["token_order"])))
   firsts = np.cumsum([0] + plan_lib.query_counts(n, steps))[:-1]
-  np.testing.assert_allclose(np.asarray(out.trace.guided)[:, firsts], teacher[:, firsts], atol=2e-5)
+  np.testing.assert_allclose(np.asarray(out.trace.guided)[:, firsts], teacher[:, firsts],
+                             atol=float32_atol(teacher[:, firsts], ulps=32))
 
 
 def test_padded_and_bucketed_emit_identical_samples(randar_tiny):
@@ -166,7 +171,7 @@ def test_bad_input_is_rejected_before_compiling(randar_tiny):
   model, config = randar_tiny
   with compile_events() as compiles:
     key = jax.random.key(0)
-    with pytest.raises(ValueError, match=r"class ids must be in \[0, 10\)"):
+    with pytest.raises(ValueError, match=rf"class ids must be in \[0, {config.num_classes}\)"):
       generate(model, np.array([0, config.num_classes]), key)
     with pytest.raises(ValueError, match="num_steps must be in"):
       generate(model, np.array([0]), key, num_steps=0)

@@ -21,27 +21,30 @@ from randar_jax.eval import cfg_search, evaluate, extractors, metrics, samples
 from randar_jax.models.randar import RandARConfig
 from randar_jax.tokenizers.pixels import PixelTokenizer
 
-TOKENIZER = "pixels:64"      # the fixture model's vocabulary: 64 grey levels on a 4x4 grid
-
 
 @pytest.fixture(scope="module")
 def workspace(fixtures, tmp_path_factory):
-  """The converted tiny model and a reference set of 48 grey 4x4 images (.npz, arr_0)."""
+  """The converted tiny model, a reference set of 48 grey images of its grid size (.npz, arr_0), and its config."""
   root = tmp_path_factory.mktemp("eval")
   args = load_json(fixture_file(fixtures, "randar_tiny_config.json"))["constructor_args"]
   config = RandARConfig.from_torch_args(args)
   model_dir = convert_checkpoint(fixture_file(fixtures, "randar_tiny.safetensors"), root / "model", config,
                                  progress=False)
   rng = np.random.default_rng(0)
-  smooth = np.clip(rng.normal(32, 6, (48, 1, 1)) + rng.normal(0, 10, (48, 4, 4)), 0, 63).astype(np.int32)
-  images = np.asarray(PixelTokenizer(64).decode(smooth))
+  v, g = config.vocab_size, config.grid_size                    # grey levels = the model's vocabulary
+  smooth = np.clip(rng.normal(v / 2, 6 * v / 64, (48, 1, 1)) + rng.normal(0, 10 * v / 64, (48, g, g)), 0, v - 1)
+  images = np.asarray(PixelTokenizer(v).decode(smooth.astype(np.int32)))
   np.savez(root / "ref.npz", arr_0=images)
-  return root, model_dir, images
+  return root, model_dir, images, config
+
+
+def _tokenizer(config):
+  return f"pixels:{config.vocab_size}"       # the pixel tokenizer whose levels are the model's vocabulary
 
 
 def _search_args(workspace, out, scales, *extra):
-  root, model_dir, _ = workspace
-  return ["cfg-search", "--model", str(model_dir), "--tokenizer", TOKENIZER, "--ref", str(root / "ref.npz"),
+  root, model_dir, _, config = workspace
+  return ["cfg-search", "--model", str(model_dir), "--tokenizer", _tokenizer(config), "--ref", str(root / "ref.npz"),
           "--features", "tiny:", "--out", str(out), "--scales", scales, "--num-samples", "12", "--batch-size", "8",
           "--steps", "4", *extra]
 
@@ -86,7 +89,7 @@ def test_cfg_search_runs_resumes_after_interruption_and_plots(workspace, tmp_pat
   final = json.loads((out / "final_cfg_5.0000.json").read_text())
   assert final["scale"] == 5.0 and final["num_samples"] == 12
   written = samples.open_images(out / "samples_cfg_5.0000.npz")
-  assert len(written) == 12 and written.shape == (4, 4, 1)
+  assert len(written) == 12 and written.shape == workspace[2].shape[1:]
   assert json.loads((out / "summary.json").read_text())["final"] == final
   calls[:] = []
   assert cli.main(args) == 0 and calls == []                     # everything done: nothing recomputed
@@ -97,10 +100,10 @@ def test_cfg_search_runs_resumes_after_interruption_and_plots(workspace, tmp_pat
 
 def test_cfg_search_scale_result_equals_direct_computation(workspace, tmp_path):
   """The numbers in a scale's JSON are the metrics of exactly the samples the decoder gives for that scale."""
-  root, model_dir, ref_images = workspace
+  root, model_dir, ref_images, config = workspace
   assert cli.main(_search_args(workspace, tmp_path, "2.0")) == 0
   result = json.loads((tmp_path / "scales" / "cfg_2.0000.json").read_text())
-  labels = batched.parse_labels(None, None, 10, 12, 0)
+  labels = batched.parse_labels(None, None, config.num_classes, 12, 0)
   feats, ref = _features(_sampled(model_dir, labels, seed=0)), _features(ref_images)
   fid = metrics.frechet_distance(feats.mean(0), np.cov(feats, rowvar=False), ref.mean(0), np.cov(ref, rowvar=False))
   assert result["fid"] == pytest.approx(fid, rel=1e-9)
@@ -114,7 +117,7 @@ def _sampled(model_dir, labels, seed):
   with sharding.model_context(mesh):
     tokens, _ = batched.sample_labels(model, labels, batch_size=8, seed=seed, num_steps=4,
                                       guidance=Guidance.linear(1.0, 2.0), progress=False)
-  return PixelTokenizer(64).decode(tokens)
+  return PixelTokenizer(model.config.vocab_size).decode(tokens)
 
 
 def _features(images, batch=8, logits=False):
@@ -135,10 +138,11 @@ def _png_folder(path, images):
 
 
 def test_eval_command_on_npz_and_folder(workspace, tmp_path, capsys):
-  _, _, ref_images = workspace
+  _, _, ref_images, config = workspace
   rng = np.random.default_rng(1)
-  fake = np.asarray(PixelTokenizer(64).decode(rng.integers(0, 64, (20, 4, 4))))
-  with samples.AdmNpzWriter(tmp_path / "samples.npz", 20, (4, 4, 1)) as writer:
+  v, g = config.vocab_size, config.grid_size
+  fake = np.asarray(PixelTokenizer(v).decode(rng.integers(0, v, (20, g, g))))
+  with samples.AdmNpzWriter(tmp_path / "samples.npz", 20, fake.shape[1:]) as writer:
     writer.write(fake[:7])
     writer.write(fake[7:])
   ref_dir = _png_folder(tmp_path / "ref", ref_images)
@@ -168,7 +172,7 @@ def test_eval_command_on_npz_and_folder(workspace, tmp_path, capsys):
 def test_eval_inception_flags_reach_the_loader(workspace, tmp_path, monkeypatch):
   """--inception PATH --preprocess tf1 loads that file with that preprocessing (the network itself, from a weights
   file, is tested in test_inception.py; here a stand-in keeps the 2048-d linear algebra out of the test)."""
-  _, _, ref_images = workspace
+  _, _, ref_images, _ = workspace
   np.savez(tmp_path / "s.npz", arr_0=ref_images[:10])
   seen = []
   monkeypatch.setattr(extractors, "load_inception", lambda path, preprocessing: seen.append((path, preprocessing))
@@ -180,7 +184,7 @@ def test_eval_inception_flags_reach_the_loader(workspace, tmp_path, monkeypatch)
 
 
 def test_eval_refuses_statistics_of_another_network(workspace, tmp_path, capsys):
-  _, _, ref_images = workspace
+  _, _, ref_images, _ = workspace
   np.savez(tmp_path / "adm_ref.npz", mu=np.zeros(2048), sigma=np.eye(2048), arr_0=ref_images)   # ADM-style batch
   np.savez(tmp_path / "s.npz", arr_0=ref_images)
   code = cli.main(["eval", str(tmp_path / "s.npz"), "--ref", str(tmp_path / "adm_ref.npz"), "--features", "tiny:"])
@@ -255,8 +259,8 @@ def test_multihost_search_gathers_every_process_share(workspace, tmp_path):
   assert codes == [2, 3] and "other settings" in outputs[0] and "process 0 stopped" in outputs[1], outputs
   assert result["num_samples"] == 12
 
-  _, model_dir, ref_images = workspace
-  labels = batched.parse_labels(None, None, 10, 12, 0)
+  _, model_dir, ref_images, config = workspace
+  labels = batched.parse_labels(None, None, config.num_classes, 12, 0)
   feats = np.concatenate([_features(_sampled(model_dir, share, seed=p)) for p, share in enumerate(np.split(labels, 2))])
   ref = _features(ref_images)
   fid = metrics.frechet_distance(feats.mean(0), np.cov(feats, rowvar=False), ref.mean(0), np.cov(ref, rowvar=False))
@@ -266,11 +270,11 @@ def test_multihost_search_gathers_every_process_share(workspace, tmp_path):
 def test_cfg_search_samples_rar_with_its_own_defaults(fixtures, workspace, tmp_path):
   """A RAR checkpoint searches with RAR's sampler: one token per step, pow-cosine guidance, per-size temperature."""
   from randar_jax.models.rar import RARConfig
-  root, _, _ = workspace
+  root, _, _, _ = workspace
   config = RARConfig.from_original(load_json(fixture_file(fixtures, "rar_tiny_config.json"))["config"])
   model_dir = convert_checkpoint(fixture_file(fixtures, "rar_tiny.safetensors"), tmp_path / "rar", config,
                                  progress=False)
-  args = ["cfg-search", "--model", str(model_dir), "--tokenizer", "pixels:32", "--ref", str(root / "ref.npz"),
+  args = ["cfg-search", "--model", str(model_dir), "--tokenizer", _tokenizer(config), "--ref", str(root / "ref.npz"),
           "--features", "tiny:", "--out", str(tmp_path / "search"), "--scales", "3.0", "--num-samples", "8",
           "--batch-size", "8"]
   assert cli.main(args) == 0

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import fixture_file
+from conftest import fixture_file, float32_atol
 from randar_jax.utils.compiles import compile_events
 from randar_jax import sharding
 from randar_jax.decode import plan as plan_lib
@@ -30,7 +30,7 @@ def _settings(case):
 
 def test_generate_matches_original(rar_tiny, golden):
   model, config = rar_tiny
-  assert len(golden) == 3
+  assert golden, "the fixture holds no generation case"
   for name, case in golden.items():
     out = generate(model, case["class_labels"], jax.random.key(0), trace=True, **_settings(case))
     np.testing.assert_array_equal(out.tokens, case["generated_ids"], err_msg=name)
@@ -73,7 +73,7 @@ def test_prefill_and_steps_equal_the_full_forward(rar_tiny, order):
   out = generate(model, labels, jax.random.key(1), order=order, sampling=Sampling.make(1.0), guidance=None,
                  trace=True)
   teacher = model(out.tokens, jnp.asarray(labels), out.order)
-  np.testing.assert_allclose(out.trace.guided, teacher, atol=2e-5)
+  np.testing.assert_allclose(out.trace.guided, teacher, atol=float32_atol(teacher, ulps=32))
   np.testing.assert_array_equal(np.sort(np.asarray(out.order), axis=1),
                                 np.broadcast_to(np.arange(config.num_tokens), out.order.shape))
   if order == "random":
@@ -117,24 +117,25 @@ def test_decode_compiles_once_per_shape_and_reuses_the_cache(rar_tiny):
 def test_sharded_decode_matches_original(rar_tiny, golden):
   """Batch sharded over 8 devices: greedy rows reproduce the original's tokens (labels repeat the fixture's)."""
   model, _ = rar_tiny
-  case = golden["ii_cfg4_pow2.75_kvcache"]
-  labels = np.resize(case["class_labels"], 8)
   mesh = sharding.build_mesh({"data": 8})
-  with sharding.model_context(mesh):
-    out = generate(model, jax.device_put(labels, sharding.named_sharding(mesh, ("batch",))), jax.random.key(9),
-                   **_settings(case))
-  np.testing.assert_array_equal(out.tokens, np.resize(case["generated_ids"], out.tokens.shape))
-  assert len(out.cache.k.sharding.device_set) == 8
+  assert golden, "the fixture holds no generation case"
+  for name, case in golden.items():
+    labels = np.resize(case["class_labels"], 8)
+    with sharding.model_context(mesh):
+      out = generate(model, jax.device_put(labels, sharding.named_sharding(mesh, ("batch",))), jax.random.key(9),
+                     **_settings(case))
+    np.testing.assert_array_equal(out.tokens, np.resize(case["generated_ids"], out.tokens.shape), err_msg=name)
+    assert len(out.cache.k.sharding.device_set) == 8, name
 
 
 def test_bad_input_is_rejected_before_compiling(rar_tiny):
   model, config = rar_tiny
   with compile_events() as compiles:
     key = jax.random.key(0)
-    with pytest.raises(ValueError, match=r"class ids must be in \[0, 10\)"):
+    with pytest.raises(ValueError, match=rf"class ids must be in \[0, {config.num_classes}\)"):
       generate(model, np.array([0, config.num_classes]), key)
-    with pytest.raises(ValueError, match="one token per step: num_steps must be 16"):
-      generate(model, np.array([0]), key, num_steps=8)
+    with pytest.raises(ValueError, match=f"one token per step: num_steps must be {config.num_tokens}"):
+      generate(model, np.array([0]), key, num_steps=config.num_tokens // 2)
     with pytest.raises(ValueError, match="order must be 'raster', 'random'"):
       generate(model, np.array([0]), key, order="spiral")
     with pytest.raises(ValueError, match="permutation"):

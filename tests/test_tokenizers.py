@@ -136,15 +136,17 @@ def test_manifest_maps_completely(fixtures, family):
 
 def test_missing_tokenizer_key_is_named(fixtures, tmp_path):
   tensors = safetensors.numpy.load_file(str(fixture_file(fixtures, "vq_maskgit_tiny.safetensors")))
-  del tensors["decoder.up.1.upsample_conv.bias"]
+  config = config_of("vq_maskgit", load_json(fixture_file(fixtures, "vq_maskgit_tiny_config.json")))
+  level = len(config.channel_mult) - 1                         # the lowest resolution (has an upsample_conv)
+  del tensors[f"decoder.up.{level}.upsample_conv.bias"]
   path = tmp_path / "bad.safetensors"
   safetensors.numpy.save_file(tensors, str(path))
-  config = config_of("vq_maskgit", load_json(fixture_file(fixtures, "vq_maskgit_tiny_config.json")))
-  with pytest.raises(ConversionError, match=r"missing 1 key.*decoder\.up\.1\.upsample_conv\.bias"):
+  with pytest.raises(ConversionError, match=rf"missing 1 key.*decoder\.up\.{level}\.upsample_conv\.bias"):
     convert_params(path, config, progress=False)
-  del tensors["encoder.down.1.block.0.conv2.weight"]          # the shape inference needs this one
+  del tensors[f"encoder.down.{level}.block.0.conv2.weight"]  # the shape inference needs this one
   safetensors.numpy.save_file(tensors, str(path))
-  with pytest.raises(ConversionError, match=r"vq_maskgit checkpoint but has no tensor .*encoder\.down\.1\.block\.0"):
+  with pytest.raises(ConversionError,
+                     match=rf"vq_maskgit checkpoint but has no tensor .*encoder\.down\.{level}\.block\.0"):
     convert_params(path, progress=False)
 
 
@@ -275,9 +277,10 @@ def test_convert_load_and_cli_round_trip(tiny, fixtures, tmp_path, capsys):
   assert "codes must lie in" in capsys.readouterr().err
   photo = np.random.default_rng(0).integers(0, 256, (40, 60, 3), dtype=np.uint8)
   Image.fromarray(photo).save(tmp_path / "photo.png")
+  size = io["images"].shape[-1]                                # the fixture's image size
   assert cli.main(["tokenize", str(tmp_path / "photo.png"), "--tokenizer", str(ckpt), "--out", str(codes_file),
-                   "--image-size", "16"]) == 0                  # default: ADM center crop
-  cropped = preprocess.center_crop_arr(Image.fromarray(photo), 16)
+                   "--image-size", str(size)]) == 0             # default: ADM center crop
+  cropped = preprocess.center_crop_arr(Image.fromarray(photo), size)
   np.testing.assert_array_equal(np.load(codes_file)[0], np.asarray(model.encode(np.stack([cropped] * 2)))[0])
   odd = tmp_path / "odd.png"
   Image.fromarray(images[0][1:]).save(odd)

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import fixture_file
+from conftest import fixture_file, randar_model
 from randar_jax.decode import plan as plan_lib
 from randar_jax.decode.randar import generate
 from randar_jax.decode.sampling import Guidance, Sampling
@@ -33,10 +33,9 @@ def test_extrapolation_rope_tables(extrapolation):
   np.testing.assert_allclose(table, extrapolation["base_freqs_cis"], atol=1e-6, rtol=0)
 
 
-def test_extrapolation_matches_original_and_samples_every_token(randar_tiny, extrapolation):
-  model, config = randar_tiny
+def test_extrapolation_matches_original_and_samples_every_token(fixtures, extrapolation):
   g = {k[len("gen/"):]: v for k, v in extrapolation.items() if k.startswith("gen/")}
-  assert str(g["model_file"]) == "randar_tiny"
+  model, config = randar_model(fixtures, str(g["model_file"]))   # the model the original run used
   factor = int(g["extrapolation_factor"])
   out = extrapolate(model, g["cond"], jax.random.key(0), factor=factor, num_steps=int(g["num_inference_steps"]),
                     guidance=Guidance.from_original(g["cfg_scales"]), ntk_boundary=int(g["ntk_boundary"]),
@@ -119,7 +118,8 @@ def test_known_input_errors(randar_tiny):
   with pytest.raises(ValueError, match="mask must be boolean with the tokens' shape"):
     generate_with_known(model, tokens, np.ones((2, 3), bool), np.array([0, 1]), jax.random.key(0))
   with pytest.raises(ValueError, match="tokens must have shape"):
-    generate_with_known(model, tokens[:, :-1], np.ones((2, 15), bool), np.array([0, 1]), jax.random.key(0))
+    generate_with_known(model, tokens[:, :-1], np.ones((2, config.num_tokens - 1), bool), np.array([0, 1]),
+                        jax.random.key(0))
   with pytest.raises(ValueError, match="codes in"):
     generate_with_known(model, tokens + config.vocab_size, np.ones_like(tokens, bool), np.array([0, 1]),
                         jax.random.key(0))
@@ -230,9 +230,10 @@ def test_zero_shot_commands(fixtures, randar_tiny, tmp_path, capsys):
   Image.fromarray(np.random.default_rng(0).integers(0, 256, (g, g), dtype=np.uint8)).save(image)
   common = ["--model", ckpt, "--tokenizer", f"pixels:{config.vocab_size}", "--steps", "3"]
   out = tmp_path / "out"
-  assert main(["inpaint", str(image), "--box", "1,1,3,3", "--class", "2", "--out", str(out)] + common) == 0
-  assert main(["edit", str(image), "--box", "0,0,2,4", "--class", "5", "--out", str(out)] + common) == 0
-  assert main(["outpaint", str(image), "--keep-box", "0,0,4,2", "--class", "1", "--out", str(out)] + common) == 0
+  assert main(["inpaint", str(image), "--box", f"1,1,{g - 1},{g - 1}", "--class", "2", "--out", str(out)] + common) == 0
+  assert main(["edit", str(image), "--box", f"0,0,{g // 2},{g}", "--class", "5", "--out", str(out)] + common) == 0
+  assert main(["outpaint", str(image), "--keep-box", f"0,0,{g},{g // 2}", "--class", "1", "--out", str(out)]
+              + common) == 0
   assert main(["outpaint", str(image), "--extend", "right=2", "--class", "1", "--out", str(out / "w")] + common) == 0
   assert Image.open(out / "w" / "img_outpaint_result.png").size == (g + 2, g)
   assert main(["features", str(image), "--out", str(out / "f"), "--model", ckpt,
