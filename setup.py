@@ -7,8 +7,9 @@ from setuptools import find_packages, setup
 here = pathlib.Path(__file__).parent
 pins = [line.strip() for line in (here / "requirements.txt").read_text().splitlines()
         if line.strip() and not line.startswith("#")]
-# Test-only pins (pytest; the notebook runner and kernel) stay out of install_requires: Colab brings its own kernel.
-TEST_ONLY = ("pytest", "nbclient", "nbformat", "ipykernel")
+# Test-only pins (pytest, ruff; the notebook runner and kernel) stay out of install_requires: Colab brings its own
+# kernel.
+TEST_ONLY = ("pytest", "ruff", "nbclient", "nbformat", "ipykernel")
 requirements = [p for p in pins if not p.startswith(TEST_ONLY)]
 
 setup(

@@ -148,10 +148,10 @@ def test_preprocess_ranges_and_layouts():
 def test_full_size_state_dict_maps_key_for_key():
   source = ManifestSource(MANIFEST)      # pytorch-fid's real key list and shapes (num_batches_tracked included)
   family = detect_family(source)
-  config = family.infer_config(source)
+  config = family.converter.infer_config(source)
   assert family.name == "inception_fid" and config == inception.InceptionConfig()
   abstract = checkpoint.abstract_params(config)
-  assert core.convert(source, family.rules_for(abstract), abstract, ignore=family.ignore, progress=False,
+  assert core.convert(source, family.converter.rules_for(abstract), abstract, ignore=family.converter.ignore, progress=False,
                       check_only=True) is None
   floats = sum(int(np.prod(s)) for k, s, _ in source.manifest["state_dict"] if not k.endswith("num_batches_tracked"))
   assert checkpoint.param_count(abstract) == floats == 23_885_392
