@@ -35,13 +35,18 @@ def inception(batch: int, size: int, repeats: int, precision: str) -> dict:
   images = np.random.default_rng(0).integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
   first, times = timed(lambda: net.features(images), repeats)
   seconds = statistics.median(times)
-  return {"images_per_s": round(batch / seconds, 2), "batch_s": round(seconds, 4), "first_s": round(first, 2),
-          "params": checkpoint.param_count(checkpoint.model_params(net.model)), "precision": precision}
+  return {
+    "images_per_s": round(batch / seconds, 2),
+    "batch_s": round(seconds, 4),
+    "first_s": round(first, 2),
+    "params": checkpoint.param_count(checkpoint.model_params(net.model)),
+    "precision": precision,
+  }
 
 
 def features(n: int, seed: int) -> np.ndarray:
   rng = np.random.default_rng(seed)
-  return np.maximum(rng.normal(0.3, 0.5, (n, 2048)), 0).astype(np.float32)   # ReLU-like, as pool-3
+  return np.maximum(rng.normal(0.3, 0.5, (n, 2048)), 0).astype(np.float32)  # ReLU-like, as pool-3
 
 
 def main() -> None:
@@ -56,15 +61,20 @@ def main() -> None:
 
   result = {"inception": inception(args.batch, args.size, args.repeats, args.precision), "batch": args.batch}
   fake, real = features(args.samples, 1), features(args.reference, 2)
-  metrics.precision_recall(real[:64], fake[:64])            # compile the small shapes away from the timing
+  metrics.precision_recall(real[:64], fake[:64])  # compile the small shapes away from the timing
   start = time.perf_counter()
   p, r = metrics.precision_recall(real, fake)
-  result["precision_recall"] = {"seconds": round(time.perf_counter() - start, 3), "samples": args.samples,
-                                "reference": args.reference, "precision": p, "recall": r}
+  result["precision_recall"] = {
+    "seconds": round(time.perf_counter() - start, 3),
+    "samples": args.samples,
+    "reference": args.reference,
+    "precision": p,
+    "recall": r,
+  }
   running = metrics.RunningStats(keep_features=False)
   start = time.perf_counter()
   for i in range(0, len(fake), 256):
-    running.update(fake[i: i + 256])
+    running.update(fake[i : i + 256])
   result["stats_per_10k_s"] = round((time.perf_counter() - start) * 10000 / len(fake), 3)
   ref = metrics.RunningStats(keep_features=False)
   ref.update(real)

@@ -16,7 +16,6 @@ import statistics
 import time
 
 import jax
-import jax.numpy as jnp
 import optax
 from flax import nnx
 
@@ -29,9 +28,11 @@ def train_step_fn(graphdef, tx):
   def step(state, opt_state, tokens, labels, order, key):
     def loss_fn(state):
       return nnx.merge(graphdef, state).loss(tokens, labels, order, dropout_rng=key)[0]
+
     loss, grads = jax.value_and_grad(loss_fn)(state)
     updates, opt_state = tx.update(grads, opt_state, state)
     return optax.apply_updates(state, updates), opt_state, loss
+
   return jax.jit(step, donate_argnums=(0, 1))
 
 
@@ -58,9 +59,14 @@ def measure(config: RandARConfig, batch: int, steps: int) -> dict:
       jax.block_until_ready(loss)
       times.append(time.perf_counter() - start)
   step_s = statistics.median(times[1:])
-  return {"remat": config.remat, "step_s": round(step_s, 4), "step_min_s": round(min(times[1:]), 4),
-          "tokens_per_s": round(batch * n / step_s, 1), "compile_s": round(compile_s, 2),
-          "loss": round(float(loss), 4)}
+  return {
+    "remat": config.remat,
+    "step_s": round(step_s, 4),
+    "step_min_s": round(min(times[1:]), 4),
+    "tokens_per_s": round(batch * n / step_s, 1),
+    "compile_s": round(compile_s, 2),
+    "loss": round(float(loss), 4),
+  }
 
 
 def main() -> None:
@@ -70,9 +76,16 @@ def main() -> None:
   base, settings = randar_config(args)
   results, first = each_setting(lambda config: measure(config, args.batch, args.steps), base, settings)
   params = checkpoint.param_count(checkpoint.abstract_params(base))
-  report({"tokens_per_s": first.get("tokens_per_s"), "compile_s": first.get("compile_s"), "params": params,
-          "batch": args.batch, "config": {k: v for k, v in dataclasses.asdict(base).items() if k != "remat"},
-          "results": results})
+  report(
+    {
+      "tokens_per_s": first.get("tokens_per_s"),
+      "compile_s": first.get("compile_s"),
+      "params": params,
+      "batch": args.batch,
+      "config": {k: v for k, v in dataclasses.asdict(base).items() if k != "remat"},
+      "results": results,
+    }
+  )
 
 
 if __name__ == "__main__":

@@ -33,8 +33,8 @@ def randar_l_step_flops(batch: int) -> float:
   """Training FLOPs of one RandAR-L step: 6 N per sequence slot plus causal-agnostic attention (fwd + 2x bwd)."""
   config = RandARConfig.variant("L", "llamagen")
   params = checkpoint.param_count(checkpoint.abstract_params(config))
-  slots = 2 * config.grid_size ** 2  # [cls, P, x, ...] minus the unused last image token
-  attention = 3 * 4 * slots ** 2 * config.dim * config.n_layer  # QK^T and AV, 2 flops per MAC, x3 for fwd+bwd
+  slots = 2 * config.grid_size**2  # [cls, P, x, ...] minus the unused last image token
+  attention = 3 * 4 * slots**2 * config.dim * config.n_layer  # QK^T and AV, 2 flops per MAC, x3 for fwd+bwd
   return batch * (6 * params * slots + attention)
 
 
@@ -59,11 +59,18 @@ def main() -> None:
   parser.add_argument("--anneal", action="store_true", help="RAR policy (annealing), else RandAR (always random)")
   args = parser.parse_args()
 
-  source = SyntheticCodes(args.records, grid=args.grid, vocab_size=args.vocab, num_classes=1000,
-                          num_aug=args.num_aug, noise=0.1)
+  source = SyntheticCodes(
+    args.records, grid=args.grid, vocab_size=args.vocab, num_classes=1000, num_aug=args.num_aug, noise=0.1
+  )
   policy = orders.OrderPolicy(anneal=(0, 1_000_000)) if args.anneal else orders.OrderPolicy()
-  config = PipelineConfig(batch_size=args.batch, seed=0, order=policy, num_threads=args.threads,
-                          prefetch=2 * args.threads, workers=args.workers)
+  config = PipelineConfig(
+    batch_size=args.batch,
+    seed=0,
+    order=policy,
+    num_threads=args.threads,
+    prefetch=2 * args.threads,
+    workers=args.workers,
+  )
   with tempfile.TemporaryDirectory() as tmp:
     start = time.perf_counter()
     records.write_source(tmp, source, shard_size=5000)
@@ -77,14 +84,25 @@ def main() -> None:
       it.close()
   step_flops = randar_l_step_flops(args.batch)
   h100_steps = H100_BF16_DENSE_FLOPS / step_flops
-  tokens = args.batch * args.grid ** 2
-  report({"batches_per_s": round(full, 2), "tokens_per_s": round(full * tokens),
-          "records_per_s": round(full * args.batch), "host_batches_per_s": round(host, 2), "batch": args.batch,
-          "tokens_per_example": args.grid ** 2, "num_aug": args.num_aug, "threads": args.threads,
-          "workers": args.workers, "policy": "rar_anneal" if args.anneal else "randar_random",
-          "write_records_per_s": round(args.records / write_s),
-          "randar_l_step_tflops": round(step_flops / 1e12, 1), "h100_step_upper_bound_per_s": round(h100_steps, 2),
-          "margin": round(full / h100_steps, 1)})
+  tokens = args.batch * args.grid**2
+  report(
+    {
+      "batches_per_s": round(full, 2),
+      "tokens_per_s": round(full * tokens),
+      "records_per_s": round(full * args.batch),
+      "host_batches_per_s": round(host, 2),
+      "batch": args.batch,
+      "tokens_per_example": args.grid**2,
+      "num_aug": args.num_aug,
+      "threads": args.threads,
+      "workers": args.workers,
+      "policy": "rar_anneal" if args.anneal else "randar_random",
+      "write_records_per_s": round(args.records / write_s),
+      "randar_l_step_tflops": round(step_flops / 1e12, 1),
+      "h100_step_upper_bound_per_s": round(h100_steps, 2),
+      "margin": round(full / h100_steps, 1),
+    }
+  )
 
 
 if __name__ == "__main__":  # needed for --workers (spawned processes re-import this module)

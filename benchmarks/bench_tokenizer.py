@@ -26,7 +26,7 @@ def measure(family: str, batch: int, size: int, repeats: int) -> dict:
   config = families.get(family).config.released()
   with sharding.model_context():
     graphdef = nnx.graphdef(nnx.eval_shape(lambda: families.build(config)))
-    state = jax.jit(lambda: nnx.split(families.build(config))[1])()   # initialised on device
+    state = jax.jit(lambda: nnx.split(families.build(config))[1])()  # initialised on device
     tok = nnx.merge(graphdef, state)
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (batch, size, size, config.image_channels), dtype=np.uint8)
@@ -36,8 +36,11 @@ def measure(family: str, batch: int, size: int, repeats: int) -> dict:
     for name, fn in (("encode", lambda: tok.encode(images)), ("decode", lambda: tok.decode(codes))):
       first, times = timed(fn, repeats)
       seconds = statistics.median(times)
-      result[name] = {"images_per_s": round(batch / seconds, 3), "batch_s": round(seconds, 3),
-                      "first_s": round(first, 2)}
+      result[name] = {
+        "images_per_s": round(batch / seconds, 3),
+        "batch_s": round(seconds, 3),
+        "first_s": round(first, 2),
+      }
   return result
 
 
@@ -48,11 +51,18 @@ def main() -> None:
   parser.add_argument("--size", type=int, default=256, help="image side in pixels (a multiple of 16)")
   parser.add_argument("--repeats", type=int, default=2, help="timed calls per direction (after one warm-up)")
   args = parser.parse_args()
-  results = [measure(f, args.batch, args.size, args.repeats)
-             for f in (FAMILIES if args.family == "both" else [args.family])]
-  report({"encode_images_per_s": {r["family"]: r["encode"]["images_per_s"] for r in results},
-          "decode_images_per_s": {r["family"]: r["decode"]["images_per_s"] for r in results},
-          "batch": args.batch, "size": args.size, "results": results})
+  results = [
+    measure(f, args.batch, args.size, args.repeats) for f in (FAMILIES if args.family == "both" else [args.family])
+  ]
+  report(
+    {
+      "encode_images_per_s": {r["family"]: r["encode"]["images_per_s"] for r in results},
+      "decode_images_per_s": {r["family"]: r["decode"]["images_per_s"] for r in results},
+      "batch": args.batch,
+      "size": args.size,
+      "results": results,
+    }
+  )
 
 
 if __name__ == "__main__":

@@ -37,9 +37,11 @@ def random_batch(cfg: RandARConfig, batch: int, mesh) -> dict:
   rng = np.random.default_rng(0)
   n = cfg.num_tokens
   local = jax.process_count()
-  host = {"tokens": rng.integers(0, cfg.vocab_size, (batch // local, n), dtype=np.int32),
-          "order": np.stack([rng.permutation(n) for _ in range(batch // local)]).astype(np.int32),
-          "labels": rng.integers(0, cfg.num_classes, (batch // local,), dtype=np.int32)}
+  host = {
+    "tokens": rng.integers(0, cfg.vocab_size, (batch // local, n), dtype=np.int32),
+    "order": np.stack([rng.permutation(n) for _ in range(batch // local)]).astype(np.int32),
+    "labels": rng.integers(0, cfg.num_classes, (batch // local,), dtype=np.int32),
+  }
   return to_global(host, mesh)
 
 
@@ -59,10 +61,17 @@ def measure(cfg: RandARConfig, batch: int, steps: int, mesh, grad_accum: int) ->
     times.append(time.perf_counter() - start)
   step_s = statistics.median(times[1:])
   flops = metrics.train_flops_per_example(cfg)[0] * batch
-  return {"remat": cfg.remat, "step_s": round(step_s, 4), "step_min_s": round(min(times[1:]), 4),
-          "tokens_per_s": round(batch * cfg.num_tokens / step_s, 1), "tflops_per_step": round(flops / 1e12, 4),
-          "achieved_tflops": round(flops / step_s / 1e12, 4), "compile_s": round(compile_s, 2),
-          "loss": round(float(out["loss"]), 4), "skipped": int(out["skipped_total"])}
+  return {
+    "remat": cfg.remat,
+    "step_s": round(step_s, 4),
+    "step_min_s": round(min(times[1:]), 4),
+    "tokens_per_s": round(batch * cfg.num_tokens / step_s, 1),
+    "tflops_per_step": round(flops / 1e12, 4),
+    "achieved_tflops": round(flops / step_s / 1e12, 4),
+    "compile_s": round(compile_s, 2),
+    "loss": round(float(out["loss"]), 4),
+    "skipped": int(out["skipped_total"]),
+  }
 
 
 def main() -> None:
@@ -90,11 +99,21 @@ def main() -> None:
     if "error" not in r:
       r["mfu"] = round(r["achieved_tflops"] * 1e12 / (peak * jax.device_count()), 4) if peak else None
   params = checkpoint.param_count(checkpoint.abstract_params(base))
-  report({"tokens_per_s": first.get("tokens_per_s"), "mfu": first.get("mfu"), "params": params,
-          "batch": args.batch, "grad_accum": args.grad_accum, "mesh": dict(mesh.shape),
-          "peak_tflops_per_device": round(peak / 1e12, 3) if peak else None, "peak_source": source,
-          "load_avg": open("/proc/loadavg").read().split()[0] if cpu else None,
-          "config": {k: v for k, v in dataclasses.asdict(base).items() if k != "remat"}, "results": results})
+  report(
+    {
+      "tokens_per_s": first.get("tokens_per_s"),
+      "mfu": first.get("mfu"),
+      "params": params,
+      "batch": args.batch,
+      "grad_accum": args.grad_accum,
+      "mesh": dict(mesh.shape),
+      "peak_tflops_per_device": round(peak / 1e12, 3) if peak else None,
+      "peak_source": source,
+      "load_avg": open("/proc/loadavg").read().split()[0] if cpu else None,
+      "config": {k: v for k, v in dataclasses.asdict(base).items() if k != "remat"},
+      "results": results,
+    }
+  )
 
 
 if __name__ == "__main__":

@@ -7,16 +7,21 @@ import dataclasses
 import datetime
 import json
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 
 
 def environment() -> dict[str, Any]:
   device = jax.devices()[0]
-  return {"date": datetime.date.today().isoformat(), "backend": jax.default_backend(),
-          "device": getattr(device, "device_kind", str(device)), "devices": jax.device_count(),
-          "jax": jax.__version__}
+  return {
+    "date": datetime.date.today().isoformat(),
+    "backend": jax.default_backend(),
+    "device": getattr(device, "device_kind", str(device)),
+    "devices": jax.device_count(),
+    "jax": jax.__version__,
+  }
 
 
 def timed(fn: Callable[[], Any], repeats: int) -> tuple[float, list[float]]:
@@ -30,7 +35,6 @@ def timed(fn: Callable[[], Any], repeats: int) -> tuple[float, list[float]]:
     jax.block_until_ready(fn())
     times.append(time.perf_counter() - start)
   return first, times
-
 
 
 def report(results: dict[str, Any]) -> None:
@@ -56,9 +60,17 @@ def add_model_args(parser: argparse.ArgumentParser, batch: int = 8) -> None:
 def randar_config(args: argparse.Namespace):
   """The RandARConfig those flags describe, and the remat settings to measure."""
   from randar_jax.models.randar import RandARConfig
-  config = RandARConfig(vocab_size=args.vocab, dim=args.dim, n_layer=args.layers, n_head=args.heads,
-                        grid_size=args.grid, num_classes=args.classes, dtype=args.dtype,
-                        attention_impl=args.attention)
+
+  config = RandARConfig(
+    vocab_size=args.vocab,
+    dim=args.dim,
+    n_layer=args.layers,
+    n_head=args.heads,
+    grid_size=args.grid,
+    num_classes=args.classes,
+    dtype=args.dtype,
+    attention_impl=args.attention,
+  )
   return config, {"on": [True], "off": [False], "both": [True, False]}[args.remat]
 
 

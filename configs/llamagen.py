@@ -21,14 +21,26 @@ from randar_jax.config_io import parse_arg
 from randar_jax.models.llamagen import RELEASED_IMAGE_SIZE, LlamaGenConfig
 from randar_jax.train.config import recipe, shrink_for_cpu
 
-MESHES = {"cpu": {}, "gpu": {"XXL": dict(fsdp=8), "3B": dict(fsdp=8)},    # XXL / 3B: FSDP, as the release
-          "tpu": {"XL": dict(fsdp=4), "XXL": dict(fsdp=8), "3B": dict(fsdp=8)}}
+MESHES = {
+  "cpu": {},
+  "gpu": {"XXL": dict(fsdp=8), "3B": dict(fsdp=8)},  # XXL / 3B: FSDP, as the release
+  "tpu": {"XL": dict(fsdp=4), "XXL": dict(fsdp=8), "3B": dict(fsdp=8)},
+}
 IMAGENET_TRAIN = 1_281_167
 
 
 def get_config(arg=None) -> ml_collections.ConfigDict:
-  arg = parse_arg(arg, variant="B", image_size=0, dtype="float32", batch_size=256, total_steps=0, target="cpu",
-                  data="", runlocal=False)
+  arg = parse_arg(
+    arg,
+    variant="B",
+    image_size=0,
+    dtype="float32",
+    batch_size=256,
+    total_steps=0,
+    target="cpu",
+    data="",
+    runlocal=False,
+  )
   image_size = arg.image_size or RELEASED_IMAGE_SIZE[arg.variant]
   # train_c2i.py: AdamW lr 1e-4, betas (0.9, 0.95), wd 5e-2 on params with ndim >= 2 (configure_optimizers), grad
   # clip 1.0, constant lr without warm-up, no skip rule; global batch 256 for 300 epochs (drop_last: 5004 steps
@@ -36,13 +48,31 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   # defaults); raster order only; checkpoints every 5k (--ckpt-every).
   steps = arg.total_steps or 300 * (IMAGENET_TRAIN // arg.batch_size)
   config = recipe(
-      LlamaGenConfig.variant(arg.variant, image_size=image_size, dtype=arg.dtype).to_dict(), seed=0,
-      total_steps=steps, batch_size=arg.batch_size, mesh=MESHES[arg.target].get(arg.variant, {}),
-      optim=dict(lr=1e-4, b1=0.9, b2=0.95, weight_decay=5e-2, schedule="constant", warmup_steps=0, clip_norm=1.0,
-                 skip_threshold=None, fused_tensors="wq+wk+wv"),
-      data=arg.data or f"codes/imagenet-llamagen-ten-crop-{image_size}", order=dict(order="raster"))
+    LlamaGenConfig.variant(arg.variant, image_size=image_size, dtype=arg.dtype).to_dict(),
+    seed=0,
+    total_steps=steps,
+    batch_size=arg.batch_size,
+    mesh=MESHES[arg.target].get(arg.variant, {}),
+    optim=dict(
+      lr=1e-4,
+      b1=0.9,
+      b2=0.95,
+      weight_decay=5e-2,
+      schedule="constant",
+      warmup_steps=0,
+      clip_norm=1.0,
+      skip_threshold=None,
+      fused_tensors="wq+wk+wv",
+    ),
+    data=arg.data or f"codes/imagenet-llamagen-ten-crop-{image_size}",
+    order=dict(order="raster"),
+  )
   if arg.runlocal:
-    shrink_for_cpu(config, LlamaGenConfig.variant("tiny", vocab_size=256, grid_size=8, num_classes=10,
-                                                  multiple_of=32, remat=False).to_dict())
+    shrink_for_cpu(
+      config,
+      LlamaGenConfig.variant(
+        "tiny", vocab_size=256, grid_size=8, num_classes=10, multiple_of=32, remat=False
+      ).to_dict(),
+    )
     config.data.order.order = "raster"
   return config

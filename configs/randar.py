@@ -22,9 +22,9 @@ from randar_jax.train.config import recipe, shrink_for_cpu
 # Mesh (fsdp over chips) per target and size, where float32 parameters + Adam moments (16 bytes / parameter)
 # crowd one chip; the rest of the devices go to 'data'.
 MESHES = {
-    "cpu": {},
-    "gpu": {"XXL": dict(fsdp=8)},                      # 8x H100 80GB: L/XL fit data-parallel
-    "tpu": {"XL": dict(fsdp=4), "XXL": dict(fsdp=8)},  # v4 / v5p (32 / 95 GB HBM per chip)
+  "cpu": {},
+  "gpu": {"XXL": dict(fsdp=8)},  # 8x H100 80GB: L/XL fit data-parallel
+  "tpu": {"XL": dict(fsdp=4), "XXL": dict(fsdp=8)},  # v4 / v5p (32 / 95 GB HBM per chip)
 }
 
 
@@ -34,12 +34,31 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   # lr 4e-4 with 50k warm-up then cosine to 5%, clip 1.0, skip rule (norm sum >= 10 after iteration 100);
   # checkpoints every 5k (the original's --ckpt-every), 50k/100k/... kept.
   config = recipe(
-      RandARConfig.variant(arg.variant, arg.tokenizer, dtype=arg.dtype).to_dict(), seed=0, total_steps=360_000,
-      batch_size=1024, mesh=MESHES[arg.target].get(arg.variant, {}),
-      optim=dict(lr=4e-4, b1=0.9, b2=0.95, weight_decay=0.05, schedule="cosine", warmup_steps=50_000,
-                 end_lr_ratio=0.05, clip_norm=1.0, skip_threshold=10.0, skip_after=100, fused_tensors="wq+wk+wv"),
-      data=arg.data or f"codes/imagenet-{arg.tokenizer}-adm-256", order=dict(order="random"))  # always random
+    RandARConfig.variant(arg.variant, arg.tokenizer, dtype=arg.dtype).to_dict(),
+    seed=0,
+    total_steps=360_000,
+    batch_size=1024,
+    mesh=MESHES[arg.target].get(arg.variant, {}),
+    optim=dict(
+      lr=4e-4,
+      b1=0.9,
+      b2=0.95,
+      weight_decay=0.05,
+      schedule="cosine",
+      warmup_steps=50_000,
+      end_lr_ratio=0.05,
+      clip_norm=1.0,
+      skip_threshold=10.0,
+      skip_after=100,
+      fused_tensors="wq+wk+wv",
+    ),
+    data=arg.data or f"codes/imagenet-{arg.tokenizer}-adm-256",
+    order=dict(order="random"),
+  )  # always random
   if arg.runlocal:
-    shrink_for_cpu(config, RandARConfig.variant("tiny", arg.tokenizer, vocab_size=256, grid_size=8, num_classes=10,
-                                                remat=False).to_dict(), sample_kwargs=dict(num_steps=16))
+    shrink_for_cpu(
+      config,
+      RandARConfig.variant("tiny", arg.tokenizer, vocab_size=256, grid_size=8, num_classes=10, remat=False).to_dict(),
+      sample_kwargs=dict(num_steps=16),
+    )
   return config

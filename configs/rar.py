@@ -23,20 +23,45 @@ MESHES = {"cpu": {}, "gpu": {}, "tpu": {"XL": dict(fsdp=4), "XXL": dict(fsdp=4)}
 
 
 def get_config(arg=None) -> ml_collections.ConfigDict:
-  arg = parse_arg(arg, variant="L", dtype="float32", anneal_start=125_000, anneal_end=187_500, batch_size=2048,
-                  total_steps=250_000, target="cpu", data="", runlocal=False)
+  arg = parse_arg(
+    arg,
+    variant="L",
+    dtype="float32",
+    anneal_start=125_000,
+    anneal_end=187_500,
+    batch_size=2048,
+    total_steps=250_000,
+    target="cpu",
+    data="",
+    runlocal=False,
+  )
   # rar.md 6.3: AdamW lr 4e-4, betas (0.9, 0.96), wd 0.03 (the model's name-rule mask), clip 1.0, linear warm-up
   # over 62.5k steps then cosine to an absolute 1e-5 at 250k; no skip rule. Batch 2048 = 64 per GPU x 32 GPUs;
   # 250k steps x 2048 = 400 ImageNet epochs. Orders: random with probability r(step), annealed 1 -> 0, else raster.
   config = recipe(
-      RARConfig.variant(arg.variant, dtype=arg.dtype).to_dict(), seed=42, total_steps=arg.total_steps,
-      batch_size=arg.batch_size, mesh=MESHES[arg.target].get(arg.variant, {}),
-      optim=dict(lr=4e-4, b1=0.9, b2=0.96, weight_decay=0.03, schedule="cosine", warmup_steps=62_500,
-                 end_lr=1e-5, clip_norm=1.0, skip_threshold=None, fused_tensors=""),
-      data=arg.data or "codes/imagenet-maskgit-ten-crop-256",
-      order=dict(order="random", fallback="raster", anneal=(arg.anneal_start, arg.anneal_end)))
+    RARConfig.variant(arg.variant, dtype=arg.dtype).to_dict(),
+    seed=42,
+    total_steps=arg.total_steps,
+    batch_size=arg.batch_size,
+    mesh=MESHES[arg.target].get(arg.variant, {}),
+    optim=dict(
+      lr=4e-4,
+      b1=0.9,
+      b2=0.96,
+      weight_decay=0.03,
+      schedule="cosine",
+      warmup_steps=62_500,
+      end_lr=1e-5,
+      clip_norm=1.0,
+      skip_threshold=None,
+      fused_tensors="",
+    ),
+    data=arg.data or "codes/imagenet-maskgit-ten-crop-256",
+    order=dict(order="random", fallback="raster", anneal=(arg.anneal_start, arg.anneal_end)),
+  )
   if arg.runlocal:
-    shrink_for_cpu(config, RARConfig.variant("tiny", vocab_size=256, grid_size=8, num_classes=10,
-                                             remat=False).to_dict())
+    shrink_for_cpu(
+      config, RARConfig.variant("tiny", vocab_size=256, grid_size=8, num_classes=10, remat=False).to_dict()
+    )
     config.data.order.anneal = (100, 200)
   return config

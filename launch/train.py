@@ -20,19 +20,28 @@ from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "config file[:args], e.g. configs/randar.py:variant=L",
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+  "config", None, "config file[:args], e.g. configs/randar.py:variant=L", lock_config=True
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "run directory: checkpoints, logs, samples (resumes if present)")
-_DISTRIBUTED = flags.DEFINE_enum("distributed", "auto", ["auto", "on", "off"],
-                                 "jax.distributed.initialize: auto = when a cluster environment is detected")
+_DISTRIBUTED = flags.DEFINE_enum(
+  "distributed",
+  "auto",
+  ["auto", "on", "off"],
+  "jax.distributed.initialize: auto = when a cluster environment is detected",
+)
 _COORDINATOR = flags.DEFINE_string("coordinator", None, "HOST:PORT of process 0 (explicit multi-process setup)")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "number of processes (with --coordinator)")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "this process's index (with --coordinator)")
 _CPU_DEVICES = flags.DEFINE_integer("cpu_devices", None, "number of (fake) CPU devices per process, for testing")
-_STOP_AT = flags.DEFINE_integer("stop_at", None, "stop (with a checkpoint) after this step; the schedule still "
-                                "spans config.total_steps and a later run resumes")
-_PREEMPT_AT = flags.DEFINE_integer("preempt_at", None, "preemption drill: SIGKILL this process after that step "
-                                   "(once pending checkpoints are written)")
+_STOP_AT = flags.DEFINE_integer(
+  "stop_at",
+  None,
+  "stop (with a checkpoint) after this step; the schedule still spans config.total_steps and a later run resumes",
+)
+_PREEMPT_AT = flags.DEFINE_integer(
+  "preempt_at", None, "preemption drill: SIGKILL this process after that step (once pending checkpoints are written)"
+)
 _NO_PROGRESS = flags.DEFINE_bool("no_progress", False, "no progress bar (logs only)")
 flags.mark_flags_as_required(["config", "workdir"])
 
@@ -54,8 +63,7 @@ def initialize_distributed(jax) -> None:
   if _DISTRIBUTED.value == "off" or not (explicit or _DISTRIBUTED.value == "on" or cluster_detected()):
     return
   if explicit:
-    jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
-                               initialization_timeout=300)
+    jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, initialization_timeout=300)
   else:
     jax.distributed.initialize()  # TPU / SLURM / MPI auto-detection of coordinator, count and rank
 
@@ -66,6 +74,7 @@ def main(argv) -> None:
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # Orbax logs every file operation at INFO
   import jax
+
   if _CPU_DEVICES.value:
     jax.config.update("jax_num_cpu_devices", _CPU_DEVICES.value)
   if jax.config.jax_platforms == "cpu" or _CPU_DEVICES.value:
@@ -73,8 +82,10 @@ def main(argv) -> None:
   initialize_distributed(jax)
 
   from randar_jax.train.loop import train
-  train(_CONFIG.value, _WORKDIR.value, stop_at=_STOP_AT.value, preempt_at=_PREEMPT_AT.value,
-        progress=not _NO_PROGRESS.value)
+
+  train(
+    _CONFIG.value, _WORKDIR.value, stop_at=_STOP_AT.value, preempt_at=_PREEMPT_AT.value, progress=not _NO_PROGRESS.value
+  )
 
 
 if __name__ == "__main__":

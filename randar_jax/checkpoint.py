@@ -12,7 +12,8 @@ Layout (an Orbax CheckpointManager directory; training workdirs use the same ite
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
@@ -28,8 +29,7 @@ def _manager(directory: str | os.PathLike, create: bool = False) -> ocp.Checkpoi
   path = os.path.abspath(os.fspath(directory))
   if not create and not os.path.isdir(path):
     raise FileNotFoundError(f"no checkpoint directory at {path}")
-  return ocp.CheckpointManager(path, item_names=(PARAMS, CONFIG),
-                               options=ocp.CheckpointManagerOptions(create=create))
+  return ocp.CheckpointManager(path, item_names=(PARAMS, CONFIG), options=ocp.CheckpointManagerOptions(create=create))
 
 
 def save_params(directory: str | os.PathLike, params: Mapping, config: Mapping[str, Any], step: int = 0) -> str:
@@ -37,8 +37,11 @@ def save_params(directory: str | os.PathLike, params: Mapping, config: Mapping[s
   if "family" not in config:
     raise ValueError("config must name its model 'family'")
   with _manager(directory, create=True) as mngr:
-    mngr.save(step, args=ocp.args.Composite(**{PARAMS: ocp.args.StandardSave(dict(params)),
-                                              CONFIG: ocp.args.JsonSave(dict(config))}), force=True)
+    mngr.save(
+      step,
+      args=ocp.args.Composite(**{PARAMS: ocp.args.StandardSave(dict(params)), CONFIG: ocp.args.JsonSave(dict(config))}),
+      force=True,
+    )
     mngr.wait_until_finished()
   return os.path.abspath(os.fspath(directory))
 
@@ -61,8 +64,14 @@ def read_config(directory: str | os.PathLike, step: int | None = None) -> dict[s
     return dict(mngr.restore(step, args=ocp.args.Composite(**{CONFIG: ocp.args.JsonRestore()}))[CONFIG])
 
 
-def load_model(directory: str | os.PathLike, *, family: str | None = None, step: int | None = None,
-               mesh: Mesh | None = None, **overrides: Any) -> nnx.Module:
+def load_model(
+  directory: str | os.PathLike,
+  *,
+  family: str | None = None,
+  step: int | None = None,
+  mesh: Mesh | None = None,
+  **overrides: Any,
+) -> nnx.Module:
   """Builds the model described by a checkpoint's config and restores its parameters, sharded over ``mesh``.
 
   ``family`` checks the kind of model ('randar', ...) and fails clearly on another kind; ``overrides``
@@ -70,8 +79,9 @@ def load_model(directory: str | os.PathLike, *, family: str | None = None, step:
   """
   values = {**read_config(directory, step), **overrides}
   if family is not None and values.get("family") != family:
-    raise ValueError(f"{directory} holds a {values.get('family')!r} checkpoint, but a {family!r} model is "
-                     f"expected here")
+    raise ValueError(
+      f"{directory} holds a {values.get('family')!r} checkpoint, but a {family!r} model is expected here"
+    )
   config = families.config_from_dict(values)
   with sharding.model_context(mesh) as mesh:
     graphdef, state = nnx.get_abstract_model(lambda: families.build(config), mesh)  # shapes + NamedShardings

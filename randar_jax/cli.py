@@ -1,21 +1,21 @@
 """The ``randar-jax`` command line.
 
-    randar-jax convert WEIGHTS.safetensors OUT_DIR [--config configs/randar.py:variant=L]
-    randar-jax convert vq_ds16_c2i.pt ckpt/vq_llamagen          # tokenizers too (.pt / .bin / .safetensors)
-    randar-jax info OUT_DIR
-    randar-jax tokenize IMAGE... --tokenizer ckpt/vq_llamagen --out codes.npy [--image-size 256 --crop adm]
-    randar-jax detokenize codes.npy --tokenizer ckpt/vq_llamagen --out images/
-    randar-jax sample CKPT_DIR --out DIR --classes 1,2,3 --num-per-class 4 [--tokenizer TOK]  (the family's defaults)
-    randar-jax sample RANDAR_CKPT --out DIR --classes 1,2,3 --steps 32 --cfg 1,3      (RandAR: parallel, any order)
-    randar-jax sample RAR_CKPT --out DIR --classes 1,2,3 [--cfg powcos:16,2.75 --temperature 1.0]   (RAR, raster)
-    randar-jax sample LLAMAGEN_CKPT --out DIR --classes 1,2,3 [--cfg 2.0 --cfg-interval 100 --top-k 2000]
-    randar-jax demo [--out runs/digits] [--order raster]      (digits: train, sample, edit, measure; CPU, minutes)
-    randar-jax extract IMAGES OUT_DIR --tokenizer CKPT [--aug adm|ten-crop]   (IMAGES: folder, .tar, tfds:NAME)
-    randar-jax import-codes RANDAR_CODES_DIR OUT_DIR --vocab-size 16384
-    randar-jax folder-to-tfds IMAGE_FOLDER DATA_DIR
-    randar-jax orders [--out orders.png] [--grid 16]
-    randar-jax eval SAMPLES.npz|DIR --ref REF.npz --inception CKPT [--out metrics.json]     (FID, IS, prec., recall)
-    randar-jax cfg-search --model CKPT --tokenizer TOK --ref REF.npz --inception CKPT --scales 2.0:8.0:0.2 --out DIR
+randar-jax convert WEIGHTS.safetensors OUT_DIR [--config configs/randar.py:variant=L]
+randar-jax convert vq_ds16_c2i.pt ckpt/vq_llamagen          # tokenizers too (.pt / .bin / .safetensors)
+randar-jax info OUT_DIR
+randar-jax tokenize IMAGE... --tokenizer ckpt/vq_llamagen --out codes.npy [--image-size 256 --crop adm]
+randar-jax detokenize codes.npy --tokenizer ckpt/vq_llamagen --out images/
+randar-jax sample CKPT_DIR --out DIR --classes 1,2,3 --num-per-class 4 [--tokenizer TOK]  (the family's defaults)
+randar-jax sample RANDAR_CKPT --out DIR --classes 1,2,3 --steps 32 --cfg 1,3      (RandAR: parallel, any order)
+randar-jax sample RAR_CKPT --out DIR --classes 1,2,3 [--cfg powcos:16,2.75 --temperature 1.0]   (RAR, raster)
+randar-jax sample LLAMAGEN_CKPT --out DIR --classes 1,2,3 [--cfg 2.0 --cfg-interval 100 --top-k 2000]
+randar-jax demo [--out runs/digits] [--order raster]      (digits: train, sample, edit, measure; CPU, minutes)
+randar-jax extract IMAGES OUT_DIR --tokenizer CKPT [--aug adm|ten-crop]   (IMAGES: folder, .tar, tfds:NAME)
+randar-jax import-codes RANDAR_CODES_DIR OUT_DIR --vocab-size 16384
+randar-jax folder-to-tfds IMAGE_FOLDER DATA_DIR
+randar-jax orders [--out orders.png] [--grid 16]
+randar-jax eval SAMPLES.npz|DIR --ref REF.npz --inception CKPT [--out metrics.json]     (FID, IS, prec., recall)
+randar-jax cfg-search --model CKPT --tokenizer TOK --ref REF.npz --inception CKPT --scales 2.0:8.0:0.2 --out DIR
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ def _convert(args: argparse.Namespace) -> None:
 
 def _info(args: argparse.Namespace) -> None:
   from randar_jax import checkpoint
+
   print(json.dumps(checkpoint.read_config(args.checkpoint), indent=1))
 
 
@@ -53,16 +54,30 @@ def decode_settings(args: argparse.Namespace, config):
   """The family's default DecodeSettings for ``config`` with the sample flags that were given (--steps, --cfg,
   --cfg-interval, --temperature, --top-k, --top-p, --order), checked before any weights are loaded."""
   return families.of(config).decode_settings(
-      config, steps=args.steps, cfg="default" if args.cfg is None else args.cfg, cfg_interval=args.cfg_interval,
-      temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, order=args.order)
+    config,
+    steps=args.steps,
+    cfg="default" if args.cfg is None else args.cfg,
+    cfg_interval=args.cfg_interval,
+    temperature=args.temperature,
+    top_k=args.top_k,
+    top_p=args.top_p,
+    order=args.order,
+  )
 
 
 def add_sampling_flags(p: argparse.ArgumentParser) -> None:
   """The decode flags every sampling command shares; unset flags take the model family's defaults."""
-  p.add_argument("--steps", type=int, help="forward passes (-1: one token each); default: the family's "
-                 "(RandAR: the paper's parallel schedule, capped at N; RAR and LlamaGen: one token per step)")
-  p.add_argument("--cfg", help="guidance: 'none', 'S', 'S0,S1' (linear) or 'powcos:S,P'; default: the family's "
-                 "(RandAR '1,4', RAR the per-size setting, LlamaGen '4')")
+  p.add_argument(
+    "--steps",
+    type=int,
+    help="forward passes (-1: one token each); default: the family's "
+    "(RandAR: the paper's parallel schedule, capped at N; RAR and LlamaGen: one token per step)",
+  )
+  p.add_argument(
+    "--cfg",
+    help="guidance: 'none', 'S', 'S0,S1' (linear) or 'powcos:S,P'; default: the family's "
+    "(RandAR '1,4', RAR the per-size setting, LlamaGen '4')",
+  )
   p.add_argument("--cfg-interval", type=float, help="stop guidance after this token (LlamaGen's --cfg-interval)")
   p.add_argument("--temperature", type=float, help="default: the family's (1.0; RAR per size)")
   p.add_argument("--order", choices=["raster", "random"], help="generation order (default: the family's)")
@@ -80,16 +95,14 @@ def _sample(args: argparse.Namespace) -> None:
   # Validate everything that can be checked before loading weights or compiling.
   config = families.config_from_dict(checkpoint.read_config(args.checkpoint))
   if args.model and args.model != config.FAMILY:
-    raise ValueError(f"{args.checkpoint} holds a {config.FAMILY!r} model, not {args.model!r} (drop --model or "
-                     f"fix it)")
+    raise ValueError(f"{args.checkpoint} holds a {config.FAMILY!r} model, not {args.model!r} (drop --model or fix it)")
   settings = decode_settings(args, config)
   labels = batched.parse_labels(args.classes, args.num_per_class, config.num_classes, args.num_samples, args.seed)
   if args.batch_size < 1:
     raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
   tokenizer = tokenizers.load(args.tokenizer) if args.tokenizer else None
   model = checkpoint.load_model(args.checkpoint, **({"dtype": args.dtype} if args.dtype else {}))
-  tokens, orders = batched.sample_labels(model, labels, batch_size=args.batch_size, seed=args.seed,
-                                         **settings.kwargs())
+  tokens, orders = batched.sample_labels(model, labels, batch_size=args.batch_size, seed=args.seed, **settings.kwargs())
   os.makedirs(args.out, exist_ok=True)
   np.savez(os.path.join(args.out, "tokens.npz"), tokens=tokens, labels=labels, orders=orders)
   print(f"wrote {len(tokens)} token grids to {os.path.join(args.out, 'tokens.npz')}")
@@ -103,8 +116,9 @@ def _sample(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(prog="randar-jax", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = argparse.ArgumentParser(
+    prog="randar-jax", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
   commands = parser.add_subparsers(dest="command", required=True)
 
   p = commands.add_parser("convert", help="PyTorch weights -> Orbax checkpoint (strict)")
@@ -120,8 +134,9 @@ def main(argv: list[str] | None = None) -> int:
 
   p = commands.add_parser("sample", help="class-conditional sampling with the family's decoder and defaults")
   p.add_argument("checkpoint", help="Orbax checkpoint directory (from convert or training)")
-  p.add_argument("--model", choices=families.names("generator"),
-                 help="expected model family (default: the checkpoint's)")
+  p.add_argument(
+    "--model", choices=families.names("generator"), help="expected model family (default: the checkpoint's)"
+  )
   p.add_argument("--out", required=True, help="output directory")
   p.add_argument("--classes", help="class ids, e.g. '1,5,9' or '0-9'")
   p.add_argument("--num-per-class", type=int, help="samples per listed class (every class if none listed)")
@@ -139,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
   from randar_jax.eval import commands as eval_commands
   from randar_jax.tokenizers import commands as tokenizer_commands
   from randar_jax.zeroshot import commands as zeroshot_commands
+
   for group in (demo, tokenizer_commands, data_commands, zeroshot_commands, eval_commands):
     group.register(commands)
 

@@ -18,7 +18,8 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import os
-from typing import Any, ClassVar, Mapping
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import ml_collections
 
@@ -26,7 +27,8 @@ import ml_collections
 class FrozenConfig:
   """Mixin for frozen config dataclasses: ``to_dict`` and a strict ``from_dict`` (unknown keys are errors;
   lists from JSON become tuples)."""
-  LABEL: ClassVar[str | None] = None     # how errors name the config (default: the class name)
+
+  LABEL: ClassVar[str | None] = None  # how errors name the config (default: the class name)
 
   def to_dict(self) -> dict[str, Any]:
     return dataclasses.asdict(self)
@@ -53,7 +55,8 @@ class FrozenConfig:
 class FamilyConfig(FrozenConfig):
   """A model config that names its family: ``to_dict()`` includes ``'family'`` (what every checkpoint stores
   and :mod:`randar_jax.families` dispatches on); ``from_dict`` refuses another family's dict."""
-  FAMILY: ClassVar[str]   # 'randar', 'rar', 'llamagen', 'vq_llamagen', ...
+
+  FAMILY: ClassVar[str]  # 'randar', 'rar', 'llamagen', 'vq_llamagen', ...
 
   def to_dict(self) -> dict[str, Any]:
     return {"family": self.FAMILY, **dataclasses.asdict(self)}

@@ -37,9 +37,9 @@ from randar_jax.train.config import recipe
 from randar_jax.utils import images as images_lib
 from randar_jax.zeroshot import editing
 
-FULL_STEPS, FAST_STEPS = 64, 16   # one token per forward, and the 4x faster cosine schedule
-GUIDANCE = "4"                    # classifier-free guidance used for samples and edits (Guidance.parse syntax)
-SAMPLE_BATCH = 100                # every sampling call has this batch, so one program per step count
+FULL_STEPS, FAST_STEPS = 64, 16  # one token per forward, and the 4x faster cosine schedule
+GUIDANCE = "4"  # classifier-free guidance used for samples and edits (Guidance.parse syntax)
+SAMPLE_BATCH = 100  # every sampling call has this batch, so one program per step count
 
 
 def digits_config(order: str = "random", total_steps: int = 700) -> ml_collections.ConfigDict:
@@ -51,13 +51,31 @@ def digits_config(order: str = "random", total_steps: int = 700) -> ml_collectio
   axis) and a constant lr of 1e-2 after a 5% warm-up reached 99%; the class is picked up abruptly, from ~15%
   at step 200 to ~90% at step 500. Cosine decay from 1e-2 (64% after 600 steps) or 2e-2 (92%) learned it later.
   """
-  model = RandARConfig(vocab_size=digits.LEVELS, dim=64, n_layer=2, n_head=4, multiple_of=32, rope_base=100.0,
-                       grid_size=digits.GRID, num_classes=digits.NUM_CLASSES, token_dropout=0.0, resid_dropout=0.0,
-                       ffn_dropout=0.0, remat=False)
-  config = recipe(model.to_dict(), seed=0, total_steps=total_steps, batch_size=64,
-                  optim=dict(lr=1e-2, schedule="constant", warmup_steps=total_steps // 20,
-                             skip_after=total_steps // 10),
-                  data="digits", order=dict(order=order), ckpt_every=100, keep_every=None)
+  model = RandARConfig(
+    vocab_size=digits.LEVELS,
+    dim=64,
+    n_layer=2,
+    n_head=4,
+    multiple_of=32,
+    rope_base=100.0,
+    grid_size=digits.GRID,
+    num_classes=digits.NUM_CLASSES,
+    token_dropout=0.0,
+    resid_dropout=0.0,
+    ffn_dropout=0.0,
+    remat=False,
+  )
+  config = recipe(
+    model.to_dict(),
+    seed=0,
+    total_steps=total_steps,
+    batch_size=64,
+    optim=dict(lr=1e-2, schedule="constant", warmup_steps=total_steps // 20, skip_after=total_steps // 10),
+    data="digits",
+    order=dict(order=order),
+    ckpt_every=100,
+    keep_every=None,
+  )
   config.tokenizer = f"pixels:{digits.LEVELS}"
   config.data.num_threads = 2
   config.log_every = 50
@@ -77,22 +95,40 @@ def train_or_reuse(config: ml_collections.ConfigDict, workdir: str, progress: bo
   return time.time() - start if rows else None
 
 
-def sample_digits(model, labels: np.ndarray, num_steps: int, guidance: str | None, order: str, seed: int = 0,
-                  progress: bool = True) -> np.ndarray:
+def sample_digits(
+  model, labels: np.ndarray, num_steps: int, guidance: str | None, order: str, seed: int = 0, progress: bool = True
+) -> np.ndarray:
   """Grey levels (N, 8, 8) of one sample per label, decoded in ``num_steps`` forwards (random or raster order)."""
   fixed = np.tile(np.arange(model.config.num_tokens), (SAMPLE_BATCH, 1)) if order == "raster" else None
-  levels, _ = batched.sample_labels(model, labels, batch_size=SAMPLE_BATCH, seed=seed, progress=progress,
-                                    num_steps=num_steps, guidance=Guidance.parse(guidance), order=fixed)
+  levels, _ = batched.sample_labels(
+    model,
+    labels,
+    batch_size=SAMPLE_BATCH,
+    seed=seed,
+    progress=progress,
+    num_steps=num_steps,
+    guidance=Guidance.parse(guidance),
+    order=fixed,
+  )
   return levels
 
 
-def edit_digits(model, tokenizer, images: np.ndarray, labels: np.ndarray, regenerate: np.ndarray,
-                guidance: str | None, seed: int = 0) -> tuple[np.ndarray, bool]:
+def edit_digits(
+  model, tokenizer, images: np.ndarray, labels: np.ndarray, regenerate: np.ndarray, guidance: str | None, seed: int = 0
+) -> tuple[np.ndarray, bool]:
   """Regenerates the pixels where ``regenerate`` (8, 8) is True in every image (uint8 (N, 8, 8, 1)), one token
   per forward. Returns the results (uint8, known pixels pasted back) and whether the model's own output already
   kept every known pixel (it must: known tokens are fed, never sampled)."""
-  result = editing.inpaint(model, tokenizer, images, regenerate, labels,
-                           jax.random.key(seed), num_steps=FULL_STEPS, guidance=Guidance.parse(guidance))
+  result = editing.inpaint(
+    model,
+    tokenizer,
+    images,
+    regenerate,
+    labels,
+    jax.random.key(seed),
+    num_steps=FULL_STEPS,
+    guidance=Guidance.parse(guidance),
+  )
   kept = bool(np.array_equal(result.generated[:, ~regenerate], images[:, ~regenerate]))
   return result.images, kept
 
@@ -102,16 +138,23 @@ def _editing_panel(images: np.ndarray, regenerate: np.ndarray, results: np.ndarr
   rgb = lambda x: np.repeat(x, 3, axis=-1)
   masked = rgb(images).copy()
   masked[:, regenerate] = (200, 40, 40)
-  return images_lib.save_grid(np.concatenate([rgb(images), masked, rgb(results)]), path, columns=len(images),
-                              scale=8)
+  return images_lib.save_grid(np.concatenate([rgb(images), masked, rgb(results)]), path, columns=len(images), scale=8)
 
 
-def run(out: str, order: str = "random", total_steps: int | None = None, per_class: int = 50,
-        guidance: str | None = None, seed: int = 0, progress: bool = True) -> dict[str, Any]:
+def run(
+  out: str,
+  order: str = "random",
+  total_steps: int | None = None,
+  per_class: int = 50,
+  guidance: str | None = None,
+  seed: int = 0,
+  progress: bool = True,
+) -> dict[str, Any]:
   """The whole demo in ``out`` (see the module doc). Returns the metrics also written to ``out/metrics.json``."""
   if order not in ("random", "raster") or per_class < 1 or (total_steps is not None and total_steps < 1):
-    raise ValueError(f"need order 'random' or 'raster', per_class >= 1 and total_steps >= 1; got {order!r}, "
-                     f"{per_class}, {total_steps}")
+    raise ValueError(
+      f"need order 'random' or 'raster', per_class >= 1 and total_steps >= 1; got {order!r}, {per_class}, {total_steps}"
+    )
   start = time.time()
   config = digits_config(order, **({} if total_steps is None else {"total_steps": total_steps}))
   guidance = GUIDANCE if guidance is None else guidance
@@ -120,21 +163,30 @@ def run(out: str, order: str = "random", total_steps: int | None = None, per_cla
   tokenizer, classifier = PixelTokenizer(digits.LEVELS), digits.DigitsClassifier.fit()
   test_levels, test_labels = digits.load_split()["test"]
   labels = np.repeat(np.arange(digits.NUM_CLASSES), per_class)
-  metrics = {"order": order, "train_steps": config.total_steps, "parameters": checkpoint.param_count(
-      checkpoint.model_params(model)), "guidance": guidance, "samples_per_class": per_class,
-             "train_seconds": None if train_seconds is None else round(train_seconds, 1),
-             "ceiling_test_accuracy": round(classifier.accuracy(test_levels, test_labels), 4)}
+  metrics = {
+    "order": order,
+    "train_steps": config.total_steps,
+    "parameters": checkpoint.param_count(checkpoint.model_params(model)),
+    "guidance": guidance,
+    "samples_per_class": per_class,
+    "train_seconds": None if train_seconds is None else round(train_seconds, 1),
+    "ceiling_test_accuracy": round(classifier.accuracy(test_levels, test_labels), 4),
+  }
   for steps in (FULL_STEPS, FAST_STEPS):
     levels = sample_digits(model, labels, steps, guidance, order, seed, progress)
     metrics[f"accuracy_{steps}_steps"] = round(classifier.accuracy(levels, labels), 4)
     metrics[f"memorised_{steps}_steps"] = round(digits.memorised_share(levels), 4)
     ten_per_class = levels.reshape(digits.NUM_CLASSES, per_class, -1)[:, :10].reshape(-1, *levels.shape[1:])
-    images_lib.save_grid(np.asarray(tokenizer.decode(ten_per_class)), os.path.join(out, f"samples_{steps}_steps.png"),
-                         columns=min(per_class, 10), scale=8)
+    images_lib.save_grid(
+      np.asarray(tokenizer.decode(ten_per_class)),
+      os.path.join(out, f"samples_{steps}_steps.png"),
+      columns=min(per_class, 10),
+      scale=8,
+    )
   test_images = np.asarray(tokenizer.decode(test_levels))
   g = digits.GRID
   bottom, right = np.zeros((g, g), bool), np.zeros((g, g), bool)
-  bottom[g // 2:], right[:, g // 2:] = True, True
+  bottom[g // 2 :], right[:, g // 2 :] = True, True
   shown = [int(np.flatnonzero(test_labels == c)[0]) for c in range(digits.NUM_CLASSES)]  # one digit per class
   # Inpainting regenerates the bottom half; outpainting keeps the left half and generates the right one.
   for name, region in (("inpaint", bottom), ("outpaint", right)):
@@ -151,9 +203,13 @@ def run(out: str, order: str = "random", total_steps: int | None = None, per_cla
 
 def summary(metrics: dict[str, Any], out: str) -> str:
   """A few lines for the terminal."""
-  trained = ("reused the finished run" if metrics["train_seconds"] is None
-             else f"trained {metrics['train_steps']} steps in {metrics['train_seconds']:.0f} s")
-  return "\n".join([
+  trained = (
+    "reused the finished run"
+    if metrics["train_seconds"] is None
+    else f"trained {metrics['train_steps']} steps in {metrics['train_seconds']:.0f} s"
+  )
+  return "\n".join(
+    [
       f"RandAR on digits ({metrics['order']} order, {metrics['parameters']:,} parameters): {trained}",
       f"class accuracy of samples (classifier trained on real digits; it scores "
       f"{metrics['ceiling_test_accuracy']:.1%} on the real test split):",
@@ -163,12 +219,17 @@ def summary(metrics: dict[str, Any], out: str) -> str:
       f"inpainting (bottom half) {metrics['inpaint_accuracy']:.1%}, outpainting (right half) "
       f"{metrics['outpaint_accuracy']:.1%} of test digits keep their class",
       f"wrote {out}/samples_{FULL_STEPS}_steps.png, samples_{FAST_STEPS}_steps.png, inpaint.png, outpaint.png, "
-      f"loss.png, metrics.json ({metrics['total_seconds']:.0f} s)"])
+      f"loss.png, metrics.json ({metrics['total_seconds']:.0f} s)",
+    ]
+  )
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-  p = commands.add_parser("demo", help="train RandAR on scikit-learn's digits, then sample, edit and measure it "
-                          "(a few minutes on a CPU, no download)")
+  p = commands.add_parser(
+    "demo",
+    help="train RandAR on scikit-learn's digits, then sample, edit and measure it "
+    "(a few minutes on a CPU, no download)",
+  )
   p.add_argument("--out", default="runs/digits", help="output folder (a finished run there is reused)")
   p.add_argument("--order", choices=["random", "raster"], default="random", help="training and sampling order")
   p.add_argument("--steps", type=int, help="training steps (default: the recipe's)")
@@ -179,6 +240,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def _command(args: argparse.Namespace) -> None:
-  metrics = run(args.out, order=args.order, total_steps=args.steps, per_class=args.per_class, guidance=args.cfg,
-                seed=args.seed)
+  metrics = run(
+    args.out, order=args.order, total_steps=args.steps, per_class=args.per_class, guidance=args.cfg, seed=args.seed
+  )
   print(summary(metrics, args.out))

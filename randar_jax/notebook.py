@@ -24,11 +24,12 @@ import numpy as np
 from randar_jax import checkpoint, families, sharding, tokenizers
 from randar_jax.utils import images as image_utils
 
+
 @dataclasses.dataclass(frozen=True)
 class Generator:
-  model: Any          # a RandAR (nnx.Module), parameters sharded over all devices
-  tokenizer: Any      # a tokenizers.Tokenizer whose vocabulary is the model's
-  source: str         # 'weights' | 'digits' | 'random' (which fallback was taken)
+  model: Any  # a RandAR (nnx.Module), parameters sharded over all devices
+  tokenizer: Any  # a tokenizers.Tokenizer whose vocabulary is the model's
+  source: str  # 'weights' | 'digits' | 'random' (which fallback was taken)
 
 
 def upload(what: str, directory: str = "uploads") -> str:
@@ -41,7 +42,7 @@ def upload(what: str, directory: str = "uploads") -> str:
   chosen = files.upload()
   if len(chosen) != 1:
     raise ValueError(f"choose exactly one file for {what}, got {len(chosen)}")
-  (name, data), = chosen.items()
+  ((name, data),) = chosen.items()
   os.makedirs(directory, exist_ok=True)
   path = os.path.join(directory, os.path.basename(name))
   with open(path, "wb") as f:
@@ -67,11 +68,19 @@ def checkpoint_dir(path: str, ckpt_dir: str = "ckpt") -> str | None:
     return out
   except FileNotFoundError:
     from randar_jax.convert import convert_checkpoint
+
     return convert_checkpoint(path, out)
 
 
-def load_generator(weights: str = "", tokenizer: str = "", *, digits_run: str = "", ckpt_dir: str = "ckpt",
-                   dtype: str = "float32", seed: int = 0) -> Generator:
+def load_generator(
+  weights: str = "",
+  tokenizer: str = "",
+  *,
+  digits_run: str = "",
+  ckpt_dir: str = "ckpt",
+  dtype: str = "float32",
+  seed: int = 0,
+) -> Generator:
   """RandAR + its tokenizer from ``weights`` and ``tokenizer`` (PyTorch files, converted directories, or
   'pixels:N'), else from the digits run ``digits_run``, else a tiny random model (see the module docstring).
 
@@ -81,11 +90,12 @@ def load_generator(weights: str = "", tokenizer: str = "", *, digits_run: str = 
   if model_dir is not None:
     tok_dir = checkpoint_dir(tokenizer, ckpt_dir)
     if tok_dir is None:
-      raise FileNotFoundError(f"RandAR weights {weights!r} need their image tokenizer, but {tokenizer!r} is not there: "
-                              f"give the LlamaGen VQ-16 vq_ds16_c2i.pt (or the MaskGIT VQGAN .bin for *_maskgit_* "
-                              f"models), or a converted directory")
-    gen = Generator(checkpoint.load_model(model_dir, family="randar", dtype=dtype), tokenizers.load(tok_dir),
-                    "weights")
+      raise FileNotFoundError(
+        f"RandAR weights {weights!r} need their image tokenizer, but {tokenizer!r} is not there: "
+        f"give the LlamaGen VQ-16 vq_ds16_c2i.pt (or the MaskGIT VQGAN .bin for *_maskgit_* "
+        f"models), or a converted directory"
+      )
+    gen = Generator(checkpoint.load_model(model_dir, family="randar", dtype=dtype), tokenizers.load(tok_dir), "weights")
   elif digits_run and os.path.isdir(digits_run):
     model = checkpoint.load_model(digits_run, family="randar", dtype=dtype)
     gen = Generator(model, tokenizers.load(f"pixels:{model.config.vocab_size}"), "digits")
@@ -93,19 +103,26 @@ def load_generator(weights: str = "", tokenizer: str = "", *, digits_run: str = 
     if digits_run:
       print(f"not found: {digits_run}")
     from randar_jax.demo import digits_config
+
     config = families.config_from_dict({**digits_config().model.to_dict(), "dtype": dtype})
     with sharding.model_context():
       model = families.build(config, seed)
     gen = Generator(model, tokenizers.load(f"pixels:{config.vocab_size}"), "random")
   cfg = gen.model.config
   if gen.tokenizer.vocab_size != cfg.vocab_size:
-    raise ValueError(f"the tokenizer has {gen.tokenizer.vocab_size} codes but the model {cfg.vocab_size}: use the "
-                     f"tokenizer the model was trained with")
+    raise ValueError(
+      f"the tokenizer has {gen.tokenizer.vocab_size} codes but the model {cfg.vocab_size}: use the "
+      f"tokenizer the model was trained with"
+    )
   params = checkpoint.param_count(checkpoint.model_params(gen.model))
-  note = " (untrained fallback: its pictures are noise, the code path is the real one)" if gen.source == "random" else ""
-  print(f"{gen.source}: RandAR with {params:,} parameters, {cfg.grid_size}x{cfg.grid_size} tokens of "
-        f"{cfg.vocab_size} codes, {cfg.num_classes} classes; tokenizer {type(gen.tokenizer).__name__} "
-        f"({gen.tokenizer.downsample} px per token){note}")
+  note = (
+    " (untrained fallback: its pictures are noise, the code path is the real one)" if gen.source == "random" else ""
+  )
+  print(
+    f"{gen.source}: RandAR with {params:,} parameters, {cfg.grid_size}x{cfg.grid_size} tokens of "
+    f"{cfg.vocab_size} codes, {cfg.num_classes} classes; tokenizer {type(gen.tokenizer).__name__} "
+    f"({gen.tokenizer.downsample} px per token){note}"
+  )
   return gen
 
 
@@ -114,14 +131,18 @@ def example_image(size: int, channels: int = 3, index: int = 0) -> tuple[np.ndar
   grey (1 channel): test-split digit ``index`` and its label; RGB: scikit-learn's sample photo 'china.jpg'
   (ADM centre crop), class None."""
   from PIL import Image
+
   if channels == 1:
     from randar_jax.data import digits
+
     levels, labels = digits.load_split()["test"]
     grey = np.asarray(tokenizers.load(f"pixels:{digits.LEVELS}").decode(levels[index][None]))[0, ..., 0]
     image = np.asarray(Image.fromarray(grey).resize((size, size), Image.NEAREST)) if size != grey.shape[0] else grey
     return image[..., None], int(labels[index])
   from sklearn.datasets import load_sample_image
+
   from randar_jax.tokenizers.preprocess import crop_image
+
   return crop_image(Image.fromarray(load_sample_image("china.jpg")), size, "adm"), None
 
 

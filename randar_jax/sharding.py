@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import jax
 import numpy as np
@@ -24,16 +24,16 @@ BATCH_AXES = ("data", "fsdp")
 
 # logical axis -> mesh axes. Data parallel + FSDP over 'embed'; optional tensor parallelism over heads / MLP / vocab.
 RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
-    ("batch", BATCH_AXES),
-    ("embed", "fsdp"),
-    ("heads", "tensor"),
-    ("kv_heads", "tensor"),
-    ("head_dim", None),
-    ("mlp", "tensor"),
-    ("vocab", "tensor"),
-    ("classes", None),
-    ("layers", None),
-    ("cache_slots", None),
+  ("batch", BATCH_AXES),
+  ("embed", "fsdp"),
+  ("heads", "tensor"),
+  ("kv_heads", "tensor"),
+  ("head_dim", None),
+  ("mlp", "tensor"),
+  ("vocab", "tensor"),
+  ("classes", None),
+  ("layers", None),
+  ("cache_slots", None),
 )
 
 

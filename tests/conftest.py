@@ -43,6 +43,7 @@ def fixture_file(fixtures: pathlib.Path, name: str) -> pathlib.Path:
 
 def load_json(path: pathlib.Path) -> dict:
   import json
+
   return json.loads(path.read_text())
 
 
@@ -98,10 +99,27 @@ def tensor_pickle(entries: dict[str, tuple[str, int, int, tuple, tuple]]) -> byt
   opcode by opcode as torch.save lays it out (no torch needed)."""
   out = b"\x80\x02}("
   for name, (key, numel, offset, size, stride) in entries.items():
-    record = b"(" + _unicode("storage") + b"ctorch\nFloatStorage\n" + _unicode(key) + _unicode("cpu") + \
-        b"J" + struct.pack("<i", numel) + b"tQ"
-    out += _unicode(name) + b"ctorch._utils\n_rebuild_tensor_v2\n(" + record + b"J" + struct.pack("<i", offset) + \
-        _ints(size) + _ints(stride) + b"\x89ccollections\nOrderedDict\n)Rt" + b"R"
+    record = (
+      b"("
+      + _unicode("storage")
+      + b"ctorch\nFloatStorage\n"
+      + _unicode(key)
+      + _unicode("cpu")
+      + b"J"
+      + struct.pack("<i", numel)
+      + b"tQ"
+    )
+    out += (
+      _unicode(name)
+      + b"ctorch._utils\n_rebuild_tensor_v2\n("
+      + record
+      + b"J"
+      + struct.pack("<i", offset)
+      + _ints(size)
+      + _ints(stride)
+      + b"\x89ccollections\nOrderedDict\n)Rt"
+      + b"R"
+    )
   return out + b"u."
 
 
@@ -117,8 +135,9 @@ def torch_save(path, tensors) -> pathlib.Path:
 
 def _restore(config, params):
   """A model for ``config`` holding converted ``params`` (nested dict of NumPy arrays)."""
-  from randar_jax import families, sharding
   from flax import nnx
+
+  from randar_jax import families, sharding
 
   with sharding.model_context():
     graphdef, state = nnx.split(nnx.eval_shape(lambda: families.build(config)))
@@ -144,8 +163,9 @@ def randar_model(fixtures, name: str = "randar_tiny"):
   from randar_jax.models.randar import RandARConfig
 
   args = load_json(fixture_file(fixtures, f"{name}_config.json"))["constructor_args"]
-  params, config = convert_params(fixture_file(fixtures, f"{name}.safetensors"),
-                                  RandARConfig.from_torch_args(args), progress=False)
+  params, config = convert_params(
+    fixture_file(fixtures, f"{name}.safetensors"), RandARConfig.from_torch_args(args), progress=False
+  )
   return _restore(config, params), config
 
 
@@ -162,6 +182,7 @@ def llamagen_tiny(fixtures):
   from randar_jax.models.llamagen import LlamaGenConfig
 
   args = load_json(fixture_file(fixtures, "llamagen_tiny_config.json"))["constructor_args"]
-  params, config = convert_params(fixture_file(fixtures, "llamagen_tiny.safetensors"),
-                                  LlamaGenConfig.from_torch_args(args), progress=False)
+  params, config = convert_params(
+    fixture_file(fixtures, "llamagen_tiny.safetensors"), LlamaGenConfig.from_torch_args(args), progress=False
+  )
   return _restore(config, params), config

@@ -25,6 +25,7 @@ def _tiny_features(images, w):
 
 class TinyFeatures:
   """uint8 (N, 4, 4, 1) -> 8 features (a fixed random projection of the pixels); 5-way logits on them."""
+
   name = "tiny"
 
   def __init__(self, arg: str = ""):
@@ -51,9 +52,10 @@ def main():
   from jax.experimental import multihost_utils
 
   from randar_jax import cli
+
   try:
     code = cli.main(args)
-  except RuntimeError as e:       # the other processes' side of an error on process 0
+  except RuntimeError as e:  # the other processes' side of an error on process 0
     print(f"stopped: {e}")
     code = 3
   if code == 0:

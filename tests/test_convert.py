@@ -64,8 +64,9 @@ def test_extra_key_is_named(tiny, tmp_path):
 def test_generation_kv_cache_buffers_are_ignored(tiny, tmp_path):
   path, config = tiny
   tensors = safetensors.numpy.load_file(str(path))
-  tensors["layers.0.attention.kv_cache.k_cache"] = np.zeros((2, config.n_head, config.num_tokens + 8, config.head_dim),
-                                                             np.float32)
+  tensors["layers.0.attention.kv_cache.k_cache"] = np.zeros(
+    (2, config.n_head, config.num_tokens + 8, config.head_dim), np.float32
+  )
   params, _ = convert_params(_write(tmp_path, tensors), config, progress=False)
   assert params is not None
 
@@ -75,9 +76,12 @@ def test_wrong_shape_names_key_and_both_shapes(tiny, tmp_path):
   tensors = safetensors.numpy.load_file(str(path))
   good = tensors["layers.0.feed_forward.w2.weight"]
   tensors["layers.0.feed_forward.w2.weight"] = good[:, :-1].copy()
-  bad_shape, kernel_shape = tensors["layers.0.feed_forward.w2.weight"].shape, good.shape[::-1]   # torch (out, in)
-  with pytest.raises(ConversionError, match=rf"layers\.0\.feed_forward\.w2\.weight.*{re.escape(str(bad_shape))}"
-                                            rf".*{re.escape(str(kernel_shape))}"):
+  bad_shape, kernel_shape = tensors["layers.0.feed_forward.w2.weight"].shape, good.shape[::-1]  # torch (out, in)
+  with pytest.raises(
+    ConversionError,
+    match=rf"layers\.0\.feed_forward\.w2\.weight.*{re.escape(str(bad_shape))}"
+    rf".*{re.escape(str(kernel_shape))}",
+  ):
     convert_params(_write(tmp_path, tensors), config, progress=False)
 
 
@@ -128,15 +132,18 @@ def test_load_model_rejects_another_family(tiny, tmp_path):
 
 def test_cli_convert_and_info(tiny, tmp_path, capsys):
   from randar_jax import cli
+
   path, config = tiny
   cfg_file = tmp_path / "tiny_config.py"
   cfg_file.write_text(
-      "import ml_collections\n"
-      "def get_config(arg=None):\n"
-      f"  return ml_collections.ConfigDict({{'model': {json.dumps(config.to_dict())}}})\n".replace("null", "None")
-      .replace("true", "True").replace("false", "False"))
+    "import ml_collections\n"
+    "def get_config(arg=None):\n"
+    f"  return ml_collections.ConfigDict({{'model': {json.dumps(config.to_dict())}}})\n".replace("null", "None")
+    .replace("true", "True")
+    .replace("false", "False")
+  )
   assert cli.main(["convert", str(path), str(tmp_path / "out"), "--config", str(cfg_file)]) == 0
   assert cli.main(["info", str(tmp_path / "out")]) == 0
   assert '"family": "randar"' in capsys.readouterr().out
-  assert cli.main(["convert", str(path), "--check"]) == 2   # size not published, no config -> clear error
+  assert cli.main(["convert", str(path), "--check"]) == 2  # size not published, no config -> clear error
   assert "pass --config" in capsys.readouterr().err

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 from conftest import fixture_file, float32_atol
-from randar_jax.utils.compiles import compile_events
 from randar_jax import sharding
 from randar_jax.decode import plan as plan_lib
 from randar_jax.decode.engine import Forced
 from randar_jax.decode.randar import generate
 from randar_jax.decode.sampling import Guidance, Sampling, filter_logits
+from randar_jax.utils.compiles import compile_events
 
 GREEDY = Sampling.make(top_k=1)
 
@@ -27,10 +27,17 @@ def golden(fixtures):
 
 
 def _run_case(model, case, **kwargs):
-  return generate(model, case["cond"], jax.random.key(0), num_steps=int(case["num_inference_steps"]),
-                  order=case["token_order"],
-                  sampling=Sampling.make(float(case["temperature"]), int(case["top_k"]), float(case["top_p"])),
-                  guidance=Guidance.from_original(case["cfg_scales"]), trace=True, **kwargs)
+  return generate(
+    model,
+    case["cond"],
+    jax.random.key(0),
+    num_steps=int(case["num_inference_steps"]),
+    order=case["token_order"],
+    sampling=Sampling.make(float(case["temperature"]), int(case["top_k"]), float(case["top_p"])),
+    guidance=Guidance.from_original(case["cfg_scales"]),
+    trace=True,
+    **kwargs,
+  )
 
 
 @pytest.mark.parametrize("buckets", ["default", None], ids=["bucketed", "padded"])
@@ -41,7 +48,7 @@ def test_generate_matches_original(randar_tiny, golden, buckets):
     np.testing.assert_array_equal(out.tokens, case["result_indices"], err_msg=name)
     np.testing.assert_array_equal(out.tokens_in_order, case["result_indices_in_generation_order"], err_msg=name)
     np.testing.assert_allclose(out.trace.guided, case["step_logits"], atol=2e-4, rtol=1e-4, err_msg=name)
-    raw = np.asarray(out.trace.raw)                         # (B, branches, N, V) -> original (branches * B, N, V)
+    raw = np.asarray(out.trace.raw)  # (B, branches, N, V) -> original (branches * B, N, V)
     raw = np.transpose(raw, (1, 0, 2, 3)).reshape((-1,) + raw.shape[2:])
     np.testing.assert_allclose(raw, case["step_logits_raw"], atol=2e-4, rtol=1e-4, err_msg=name)
     counts = plan_lib.query_counts(case["token_order"].shape[1], int(case["num_inference_steps"]))
@@ -82,10 +89,11 @@ def test_one_token_per_step_equals_teacher_forcing(randar_tiny, golden):
   """With one token per forward, every cached-decode logit equals the full forward on the decoded tokens."""
   model, config = randar_tiny
   one_per_step = [c for c in golden.values() if int(c["num_inference_steps"]) in (-1, c["token_order"].shape[1])]
-  case = (one_per_step or list(golden.values()))[0]                 # labels and order of a fixture case
+  case = (one_per_step or list(golden.values()))[0]  # labels and order of a fixture case
   labels, order = case["cond"], case["token_order"]
-  out = generate(model, labels, jax.random.key(1), num_steps=-1, order=order, sampling=Sampling.make(), guidance=None,
-                 trace=True)
+  out = generate(
+    model, labels, jax.random.key(1), num_steps=-1, order=order, sampling=Sampling.make(), guidance=None, trace=True
+  )
   teacher = model(out.tokens, jnp.asarray(labels), jnp.asarray(order))
   np.testing.assert_allclose(out.trace.guided, teacher, atol=float32_atol(teacher, ulps=32))
 
@@ -98,19 +106,27 @@ def test_parallel_first_queries_match_teacher_forcing(randar_tiny, golden):
     pytest.skip("the fixture holds no case with several tokens per forward")
   case = parallel[0]
   steps, n = int(case["num_inference_steps"]), case["token_order"].shape[1]
-  out = generate(model, case["cond"], jax.random.key(2), num_steps=steps, order=case["token_order"],
-                 sampling=Sampling.make(), guidance=None, trace=True)
+  out = generate(
+    model,
+    case["cond"],
+    jax.random.key(2),
+    num_steps=steps,
+    order=case["token_order"],
+    sampling=Sampling.make(),
+    guidance=None,
+    trace=True,
+  )
   teacher = np.asarray(model(out.tokens, jnp.asarray(case["cond"]), jnp.asarray(case["token_order"])))
   firsts = np.cumsum([0] + plan_lib.query_counts(n, steps))[:-1]
-  np.testing.assert_allclose(np.asarray(out.trace.guided)[:, firsts], teacher[:, firsts],
-                             atol=float32_atol(teacher[:, firsts], ulps=32))
+  np.testing.assert_allclose(
+    np.asarray(out.trace.guided)[:, firsts], teacher[:, firsts], atol=float32_atol(teacher[:, firsts], ulps=32)
+  )
 
 
 def test_padded_and_bucketed_emit_identical_samples(randar_tiny):
   model, config = randar_tiny
   labels = np.arange(4) % config.num_classes
-  kwargs = dict(num_steps=6, sampling=Sampling.make(temperature=1.0, top_p=0.9),
-                guidance=Guidance.linear(1.0, 3.0))
+  kwargs = dict(num_steps=6, sampling=Sampling.make(temperature=1.0, top_p=0.9), guidance=Guidance.linear(1.0, 3.0))
   a = generate(model, labels, jax.random.key(5), buckets=None, **kwargs)
   b = generate(model, labels, jax.random.key(5), buckets="default", **kwargs)
   c = generate(model, labels, jax.random.key(5), buckets=(2, 3, 5), **kwargs)
@@ -125,8 +141,14 @@ def test_decode_compiles_once_per_shape(randar_tiny):
   labels = np.arange(3) % config.num_classes
   generate(model, labels, jax.random.key(0), num_steps=5, guidance=Guidance.linear(1.0, 4.0))
   with compile_events() as compiles:
-    out = generate(model, labels[::-1], jax.random.key(1), num_steps=5, guidance=Guidance.linear(2.0, 7.5),
-                   sampling=Sampling.make(temperature=0.7))
+    out = generate(
+      model,
+      labels[::-1],
+      jax.random.key(1),
+      num_steps=5,
+      guidance=Guidance.linear(2.0, 7.5),
+      sampling=Sampling.make(temperature=0.7),
+    )
     generate(model, labels, jax.random.key(2), num_steps=5, guidance=Guidance.constant(3.0), cache=out.cache)
   assert compiles.count == 0, "same (batch, steps, guidance mode) must reuse the compiled loop"
 
@@ -136,8 +158,15 @@ def test_prefix_continuation_equals_sequential_decode(randar_tiny):
   model, config = randar_tiny
   labels, n, m = np.array([1, 4]), config.num_tokens, config.num_tokens // 3
   full = generate(model, labels, jax.random.key(3), num_steps=-1, sampling=GREEDY)
-  cont = generate(model, labels, jax.random.key(4), num_steps=-1, sampling=GREEDY, order=full.order,
-                  prefix=full.tokens_in_order[:, :m])
+  cont = generate(
+    model,
+    labels,
+    jax.random.key(4),
+    num_steps=-1,
+    sampling=GREEDY,
+    order=full.order,
+    prefix=full.tokens_in_order[:, :m],
+  )
   np.testing.assert_array_equal(cont.tokens_in_order, full.tokens_in_order)
   assert n - m > 0
 
@@ -149,8 +178,9 @@ def test_forced_tokens_are_kept(randar_tiny):
   mask[0, [2, 5]] = True
   mask[1, [n - 1]] = True
   values = np.full((2, n), 7, np.int32)
-  out = generate(model, np.array([0, 1]), jax.random.key(0), num_steps=4,
-                 forced=Forced(jnp.asarray(values), jnp.asarray(mask)))
+  out = generate(
+    model, np.array([0, 1]), jax.random.key(0), num_steps=4, forced=Forced(jnp.asarray(values), jnp.asarray(mask))
+  )
   assert (np.asarray(out.tokens_in_order)[mask] == 7).all()
 
 
@@ -161,8 +191,9 @@ def test_sharded_decode_equals_single_device(randar_tiny):
   single = generate(model, labels, jax.random.key(9), **kwargs)
   mesh = sharding.build_mesh({"data": 8})
   with sharding.model_context(mesh):
-    sharded = generate(model, jax.device_put(labels, sharding.named_sharding(mesh, ("batch",))),
-                       jax.random.key(9), **kwargs)
+    sharded = generate(
+      model, jax.device_put(labels, sharding.named_sharding(mesh, ("batch",))), jax.random.key(9), **kwargs
+    )
   np.testing.assert_array_equal(single.tokens, sharded.tokens)
   assert len(sharded.cache.k.sharding.device_set) == 8
 
@@ -205,9 +236,10 @@ def test_filters_match_numpy_reference():
 def test_guidance_schedules():
   g = Guidance.linear(1.0, 4.0)
   np.testing.assert_allclose([g.scale(t) for t in (0.0, 0.5, 1.0)], [1.0, 2.5, 4.0])
-  rar_b = Guidance.pow_cosine(16.0, 2.75)   # rar.md 7.2: 1.00 / 1.02 / 1.80 / 7.40 / 16.0 at t = 0/64/128/192/255
-  np.testing.assert_allclose([float(rar_b.scale(t / 256)) for t in (0, 64, 128, 192)], [1.0, 1.02, 1.80, 7.40],
-                             atol=0.01)
+  rar_b = Guidance.pow_cosine(16.0, 2.75)  # rar.md 7.2: 1.00 / 1.02 / 1.80 / 7.40 / 16.0 at t = 0/64/128/192/255
+  np.testing.assert_allclose(
+    [float(rar_b.scale(t / 256)) for t in (0, 64, 128, 192)], [1.0, 1.02, 1.80, 7.40], atol=0.01
+  )
   assert Guidance.parse("none") is None and Guidance.parse("3").end == 3.0
   assert Guidance.parse("powcos:4,1.5").schedule == "pow_cosine"
   assert dataclasses.replace(g, start=2.0).start == 2.0
@@ -216,12 +248,33 @@ def test_guidance_schedules():
 def test_sample_command(fixtures, randar_tiny, tmp_path, capsys):
   from randar_jax import cli
   from randar_jax.convert import convert_checkpoint
+
   _, config = randar_tiny
-  ckpt = convert_checkpoint(fixture_file(fixtures, "randar_tiny.safetensors"), tmp_path / "c", config,
-                            progress=False)
+  ckpt = convert_checkpoint(fixture_file(fixtures, "randar_tiny.safetensors"), tmp_path / "c", config, progress=False)
   out = tmp_path / "samples"
-  assert cli.main(["sample", ckpt, "--out", str(out), "--classes", "1,2,3", "--num-per-class", "2",
-                   "--steps", "4", "--cfg", "1,3", "--batch-size", "4", "--top-k", "5"]) == 0
+  assert (
+    cli.main(
+      [
+        "sample",
+        ckpt,
+        "--out",
+        str(out),
+        "--classes",
+        "1,2,3",
+        "--num-per-class",
+        "2",
+        "--steps",
+        "4",
+        "--cfg",
+        "1,3",
+        "--batch-size",
+        "4",
+        "--top-k",
+        "5",
+      ]
+    )
+    == 0
+  )
   data = np.load(out / "tokens.npz")
   assert data["tokens"].shape == (6, config.grid_size, config.grid_size)
   np.testing.assert_array_equal(data["labels"], [1, 1, 2, 2, 3, 3])

@@ -13,9 +13,9 @@ import pytest
 from randar_jax import cli, demo
 from randar_jax.data import digits
 
-SHORT_STEPS = 400          # 4/7 of the recipe's budget
+SHORT_STEPS = 400  # 4/7 of the recipe's budget
 PER_CLASS = 20
-MIN_ACCURACY = 0.3         # 3x chance; measured on this budget: see the README's demo section
+MIN_ACCURACY = 0.3  # 3x chance; measured on this budget: see the README's demo section
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,7 @@ def test_writes_pictures_and_metrics(finished):
   with open(os.path.join(out, "metrics.json")) as f:
     assert json.load(f) == metrics
   assert metrics["train_steps"] == SHORT_STEPS and metrics["train_seconds"] > 0
-  assert metrics["ceiling_test_accuracy"] > 0.98          # the judge itself, on real test digits
+  assert metrics["ceiling_test_accuracy"] > 0.98  # the judge itself, on real test digits
   assert 0.0 <= metrics["memorised_64_steps"] <= 1.0
 
 

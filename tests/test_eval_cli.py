@@ -9,10 +9,10 @@ import sys
 import jax
 import numpy as np
 import pytest
+from multiprocess_cfg_search import TinyFeatures
 from PIL import Image
 
 from conftest import fixture_file, load_json
-from multiprocess_cfg_search import TinyFeatures
 from randar_jax import checkpoint, cli, sharding
 from randar_jax.convert import convert_checkpoint
 from randar_jax.decode import batched
@@ -28,10 +28,11 @@ def workspace(fixtures, tmp_path_factory):
   root = tmp_path_factory.mktemp("eval")
   args = load_json(fixture_file(fixtures, "randar_tiny_config.json"))["constructor_args"]
   config = RandARConfig.from_torch_args(args)
-  model_dir = convert_checkpoint(fixture_file(fixtures, "randar_tiny.safetensors"), root / "model", config,
-                                 progress=False)
+  model_dir = convert_checkpoint(
+    fixture_file(fixtures, "randar_tiny.safetensors"), root / "model", config, progress=False
+  )
   rng = np.random.default_rng(0)
-  v, g = config.vocab_size, config.grid_size                    # grey levels = the model's vocabulary
+  v, g = config.vocab_size, config.grid_size  # grey levels = the model's vocabulary
   smooth = np.clip(rng.normal(v / 2, 6 * v / 64, (48, 1, 1)) + rng.normal(0, 10 * v / 64, (48, g, g)), 0, v - 1)
   images = np.asarray(PixelTokenizer(v).decode(smooth.astype(np.int32)))
   np.savez(root / "ref.npz", arr_0=images)
@@ -39,14 +40,33 @@ def workspace(fixtures, tmp_path_factory):
 
 
 def _tokenizer(config):
-  return f"pixels:{config.vocab_size}"       # the pixel tokenizer whose levels are the model's vocabulary
+  return f"pixels:{config.vocab_size}"  # the pixel tokenizer whose levels are the model's vocabulary
 
 
 def _search_args(workspace, out, scales, *extra):
   root, model_dir, _, config = workspace
-  return ["cfg-search", "--model", str(model_dir), "--tokenizer", _tokenizer(config), "--ref", str(root / "ref.npz"),
-          "--features", "tiny:", "--out", str(out), "--scales", scales, "--num-samples", "12", "--batch-size", "8",
-          "--steps", "4", *extra]
+  return [
+    "cfg-search",
+    "--model",
+    str(model_dir),
+    "--tokenizer",
+    _tokenizer(config),
+    "--ref",
+    str(root / "ref.npz"),
+    "--features",
+    "tiny:",
+    "--out",
+    str(out),
+    "--scales",
+    scales,
+    "--num-samples",
+    "12",
+    "--batch-size",
+    "8",
+    "--steps",
+    "4",
+    *extra,
+  ]
 
 
 def test_cfg_search_runs_resumes_after_interruption_and_plots(workspace, tmp_path, monkeypatch, capsys):
@@ -56,7 +76,7 @@ def test_cfg_search_runs_resumes_after_interruption_and_plots(workspace, tmp_pat
   def counted(model, tokenizer, extractor, labels, scale, search, **kwargs):
     calls.append((scale, search.num_samples))
     if interrupt_at and len(calls) == interrupt_at:
-      raise KeyboardInterrupt          # as if the job were killed during the second scale
+      raise KeyboardInterrupt  # as if the job were killed during the second scale
     return real(model, tokenizer, extractor, labels, scale, search, **kwargs)
 
   monkeypatch.setattr(cfg_search, "sample_statistics", counted)
@@ -69,7 +89,7 @@ def test_cfg_search_runs_resumes_after_interruption_and_plots(workspace, tmp_pat
 
   interrupt_at, calls[:] = 0, []
   assert cli.main(_search_args(workspace, out, "1.0,3.0")) == 0
-  assert calls == [(3.0, 12)]                                    # only the unfinished scale
+  assert calls == [(3.0, 12)]  # only the unfinished scale
   assert (out / "scales" / "cfg_1.0000.json").read_text() == first
   assert "resuming: 1 of 2 scales" in capsys.readouterr().out
   summary = json.loads((out / "summary.json").read_text())
@@ -85,14 +105,14 @@ def test_cfg_search_runs_resumes_after_interruption_and_plots(workspace, tmp_pat
   calls[:] = []
   args = _search_args(workspace, out, "1.0,3.0,5.0", "--final-samples", "12", "--save-samples")
   assert cli.main(args) == 0
-  assert calls == [(5.0, 12)]                                    # nothing but the final run
+  assert calls == [(5.0, 12)]  # nothing but the final run
   final = json.loads((out / "final_cfg_5.0000.json").read_text())
   assert final["scale"] == 5.0 and final["num_samples"] == 12
   written = samples.open_images(out / "samples_cfg_5.0000.npz")
   assert len(written) == 12 and written.shape == workspace[2].shape[1:]
   assert json.loads((out / "summary.json").read_text())["final"] == final
   calls[:] = []
-  assert cli.main(args) == 0 and calls == []                     # everything done: nothing recomputed
+  assert cli.main(args) == 0 and calls == []  # everything done: nothing recomputed
 
   code = cli.main(_search_args(workspace, out, "1.0", "--temperature", "0.5"))
   assert code == 2 and "other settings" in capsys.readouterr().err
@@ -115,8 +135,9 @@ def _sampled(model_dir, labels, seed):
   mesh = sharding.build_mesh(devices=jax.local_devices())
   model = checkpoint.load_model(model_dir, mesh=mesh)
   with sharding.model_context(mesh):
-    tokens, _ = batched.sample_labels(model, labels, batch_size=8, seed=seed, num_steps=4,
-                                      guidance=Guidance.linear(1.0, 2.0), progress=False)
+    tokens, _ = batched.sample_labels(
+      model, labels, batch_size=8, seed=seed, num_steps=4, guidance=Guidance.linear(1.0, 2.0), progress=False
+    )
   return PixelTokenizer(model.config.vocab_size).decode(tokens)
 
 
@@ -124,7 +145,7 @@ def _features(images, batch=8, logits=False):
   """TinyFeatures in the command's batch shape (padded batches): float32 features bit for bit as there (XLA may
   round differently for another batch shape, which moves a small FID in its 8th digit)."""
   images = np.asarray(images)
-  parts = [images[i: i + batch] for i in range(0, len(images), batch)]
+  parts = [images[i : i + batch] for i in range(0, len(images), batch)]
   out = list(extractors.extract(TinyFeatures(), parts, batch))
   feats = np.concatenate([f for f, _ in out]).astype(np.float64)
   return (feats, np.concatenate([lg for _, lg in out]).astype(np.float64)) if logits else feats
@@ -146,13 +167,27 @@ def test_eval_command_on_npz_and_folder(workspace, tmp_path, capsys):
     writer.write(fake[:7])
     writer.write(fake[7:])
   ref_dir = _png_folder(tmp_path / "ref", ref_images)
-  args = ["eval", str(tmp_path / "samples.npz"), "--ref", str(ref_dir), "--features", "tiny:", "--batch-size", "6",
-          "--out", str(tmp_path / "m.json"), "--save-ref", str(tmp_path / "ref_stats.npz")]
+  args = [
+    "eval",
+    str(tmp_path / "samples.npz"),
+    "--ref",
+    str(ref_dir),
+    "--features",
+    "tiny:",
+    "--batch-size",
+    "6",
+    "--out",
+    str(tmp_path / "m.json"),
+    "--save-ref",
+    str(tmp_path / "ref_stats.npz"),
+  ]
   assert cli.main(args) == 0
   result = json.loads((tmp_path / "m.json").read_text())
   (feats, logits), ref = _features(fake, 6, logits=True), _features(ref_images, 6)
-  assert result["fid"] == pytest.approx(metrics.frechet_distance(feats.mean(0), np.cov(feats, rowvar=False),
-                                                                 ref.mean(0), np.cov(ref, rowvar=False)), rel=1e-9)
+  assert result["fid"] == pytest.approx(
+    metrics.frechet_distance(feats.mean(0), np.cov(feats, rowvar=False), ref.mean(0), np.cov(ref, rowvar=False)),
+    rel=1e-9,
+  )
   probs = np.exp(logits - logits.max(1, keepdims=True))
   probs /= probs.sum(1, keepdims=True)
   kl = (probs * (np.log(probs) - np.log(probs.mean(0)))).sum(1).mean()
@@ -162,8 +197,23 @@ def test_eval_command_on_npz_and_folder(workspace, tmp_path, capsys):
 
   # the saved reference statistics give the same numbers; a folder of samples reads like the npz
   _png_folder(tmp_path / "fake", fake)
-  assert cli.main(["eval", str(tmp_path / "fake"), "--ref", str(tmp_path / "ref_stats.npz"), "--features", "tiny:",
-                   "--batch-size", "6", "--out", str(tmp_path / "m2.json")]) == 0
+  assert (
+    cli.main(
+      [
+        "eval",
+        str(tmp_path / "fake"),
+        "--ref",
+        str(tmp_path / "ref_stats.npz"),
+        "--features",
+        "tiny:",
+        "--batch-size",
+        "6",
+        "--out",
+        str(tmp_path / "m2.json"),
+      ]
+    )
+    == 0
+  )
   again = json.loads((tmp_path / "m2.json").read_text())
   for key in ("fid", "inception_score", "precision", "recall"):
     assert again[key] == pytest.approx(result[key], rel=1e-12)
@@ -175,17 +225,28 @@ def test_eval_inception_flags_reach_the_loader(workspace, tmp_path, monkeypatch)
   _, _, ref_images, _ = workspace
   np.savez(tmp_path / "s.npz", arr_0=ref_images[:10])
   seen = []
-  monkeypatch.setattr(extractors, "load_inception", lambda path, preprocessing: seen.append((path, preprocessing))
-                      or TinyFeatures())
-  args = ["eval", str(tmp_path / "s.npz"), "--ref", str(tmp_path / "s.npz"), "--inception", "w.pth", "--preprocess",
-          "tf1", "--out", str(tmp_path / "m.json")]
+  monkeypatch.setattr(
+    extractors, "load_inception", lambda path, preprocessing: seen.append((path, preprocessing)) or TinyFeatures()
+  )
+  args = [
+    "eval",
+    str(tmp_path / "s.npz"),
+    "--ref",
+    str(tmp_path / "s.npz"),
+    "--inception",
+    "w.pth",
+    "--preprocess",
+    "tf1",
+    "--out",
+    str(tmp_path / "m.json"),
+  ]
   assert cli.main(args) == 0 and seen == [("w.pth", "tf1")]
   assert json.loads((tmp_path / "m.json").read_text())["fid"] == pytest.approx(0.0, abs=1e-9)
 
 
 def test_eval_refuses_statistics_of_another_network(workspace, tmp_path, capsys):
   _, _, ref_images, _ = workspace
-  np.savez(tmp_path / "adm_ref.npz", mu=np.zeros(2048), sigma=np.eye(2048), arr_0=ref_images)   # ADM-style batch
+  np.savez(tmp_path / "adm_ref.npz", mu=np.zeros(2048), sigma=np.eye(2048), arr_0=ref_images)  # ADM-style batch
   np.savez(tmp_path / "s.npz", arr_0=ref_images)
   code = cli.main(["eval", str(tmp_path / "s.npz"), "--ref", str(tmp_path / "adm_ref.npz"), "--features", "tiny:"])
   assert code == 2 and "TF Inception (ADM)" in capsys.readouterr().err
@@ -202,8 +263,8 @@ def test_adm_sample_files_stream_and_fail_cleanly(tmp_path):
   images = np.random.default_rng(0).integers(0, 256, (10, 6, 5, 3), dtype=np.uint8)
   with samples.AdmNpzWriter(tmp_path / "a.npz", 10, (6, 5, 3), labels=np.arange(10)) as writer:
     for start in range(0, 10, 4):
-      writer.write(images[start: start + 4])
-  with np.load(tmp_path / "a.npz") as data:        # what the ADM evaluator does with it
+      writer.write(images[start : start + 4])
+  with np.load(tmp_path / "a.npz") as data:  # what the ADM evaluator does with it
     np.testing.assert_array_equal(data["arr_0"], images)
     np.testing.assert_array_equal(data["labels"], np.arange(10))
   read = samples.open_images([tmp_path / "a.npz", tmp_path / "a.npz"])
@@ -218,7 +279,7 @@ def test_adm_sample_files_stream_and_fail_cleanly(tmp_path):
     with samples.AdmNpzWriter(tmp_path / "crash.npz", 10, (6, 5, 3)) as writer:
       writer.write(images[:3])
       raise RuntimeError("killed")
-  assert sorted(os.listdir(tmp_path)) == ["a.npz"]              # no partial files left behind
+  assert sorted(os.listdir(tmp_path)) == ["a.npz"]  # no partial files left behind
 
   data = (tmp_path / "a.npz").read_bytes()
   (tmp_path / "cut.npz").write_bytes(data[: len(data) // 2])
@@ -245,9 +306,16 @@ def test_multihost_search_gathers_every_process_share(workspace, tmp_path):
   def launch(args):
     here, port = os.path.dirname(__file__), portpicker.pick_unused_port()
     env = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
-    procs = [subprocess.Popen([sys.executable, os.path.join(here, "multiprocess_cfg_search.py"), str(p), str(port),
-                               json.dumps(args)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True) for p in range(2)]
+    procs = [
+      subprocess.Popen(
+        [sys.executable, os.path.join(here, "multiprocess_cfg_search.py"), str(p), str(port), json.dumps(args)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+      )
+      for p in range(2)
+    ]
     return [p.communicate(timeout=240)[0] for p in procs], [p.returncode for p in procs]
 
   out = tmp_path / "mh"
@@ -270,13 +338,31 @@ def test_multihost_search_gathers_every_process_share(workspace, tmp_path):
 def test_cfg_search_samples_rar_with_its_own_defaults(fixtures, workspace, tmp_path):
   """A RAR checkpoint searches with RAR's sampler: one token per step, pow-cosine guidance, per-size temperature."""
   from randar_jax.models.rar import RARConfig
+
   root, _, _, _ = workspace
   config = RARConfig.from_original(load_json(fixture_file(fixtures, "rar_tiny_config.json"))["config"])
-  model_dir = convert_checkpoint(fixture_file(fixtures, "rar_tiny.safetensors"), tmp_path / "rar", config,
-                                 progress=False)
-  args = ["cfg-search", "--model", str(model_dir), "--tokenizer", _tokenizer(config), "--ref", str(root / "ref.npz"),
-          "--features", "tiny:", "--out", str(tmp_path / "search"), "--scales", "3.0", "--num-samples", "8",
-          "--batch-size", "8"]
+  model_dir = convert_checkpoint(
+    fixture_file(fixtures, "rar_tiny.safetensors"), tmp_path / "rar", config, progress=False
+  )
+  args = [
+    "cfg-search",
+    "--model",
+    str(model_dir),
+    "--tokenizer",
+    _tokenizer(config),
+    "--ref",
+    str(root / "ref.npz"),
+    "--features",
+    "tiny:",
+    "--out",
+    str(tmp_path / "search"),
+    "--scales",
+    "3.0",
+    "--num-samples",
+    "8",
+    "--batch-size",
+    "8",
+  ]
   assert cli.main(args) == 0
   settings = json.loads((tmp_path / "search" / "search.json").read_text())
   assert settings["steps"] == -1 and settings["schedule"].startswith("powcos:")

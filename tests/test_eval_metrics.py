@@ -34,26 +34,29 @@ def gaussians(rng, n, d, rank=None):
 # covariance moves tr((S1 S2)^1/2) by ~sqrt(eps) * |S| per null direction, for SciPy's Schur-based sqrtm and for
 # our eigendecompositions alike (both are ~1e-6 absolute from a 60-digit mpmath evaluation of the same inputs
 # here). So singular cases agree to ~1e-8 relative, well-conditioned ones to float64 round-off.
-@pytest.mark.parametrize("n, d, rank, rtol", [
-    (4000, 32, None, 1e-12),     # well conditioned
-    (3000, 48, 12, 1e-7),        # near-singular: rank-12 structure plus round-off
-    (20, 48, None, 1e-7),        # singular: fewer samples than dimensions (ADM's sqrtm hits its fallback)
-])
+@pytest.mark.parametrize(
+  "n, d, rank, rtol",
+  [
+    (4000, 32, None, 1e-12),  # well conditioned
+    (3000, 48, 12, 1e-7),  # near-singular: rank-12 structure plus round-off
+    (20, 48, None, 1e-7),  # singular: fewer samples than dimensions (ADM's sqrtm hits its fallback)
+  ],
+)
 def test_frechet_distance_matches_scipy(n, d, rank, rtol):
   (mu1, s1), (mu2, s2) = gaussians(np.random.default_rng(d + n), n, d, rank)
   ours = metrics.frechet_distance(mu1, s1, mu2, s2)
   assert ours == pytest.approx(adm_frechet(mu1, s1, mu2, s2), rel=rtol)
   assert metrics.frechet_distance(mu1, s1, mu2, s2, sqrt_sigma1=metrics.sqrt_psd(s1)) == ours
-  assert metrics.frechet_distance(mu2, s2, mu1, s1) == pytest.approx(ours, rel=rtol)     # symmetric
+  assert metrics.frechet_distance(mu2, s2, mu1, s1) == pytest.approx(ours, rel=rtol)  # symmetric
 
 
 def test_frechet_distance_of_a_distribution_with_itself_is_zero_and_shifts_add():
-  (mu, s), _ = gaussians(np.random.default_rng(1), 500, 16, 4)   # rank 4 of 16: sqrt(eps) conditioning (above)
+  (mu, s), _ = gaussians(np.random.default_rng(1), 500, 16, 4)  # rank 4 of 16: sqrt(eps) conditioning (above)
   tol = 1e-6 * np.trace(s)
   assert abs(metrics.frechet_distance(mu, s, mu, s)) < tol
   shift = np.full(16, 0.5)
   assert metrics.frechet_distance(mu, s, mu + shift, s) == pytest.approx(shift @ shift, abs=tol)
-  (mu, s), _ = gaussians(np.random.default_rng(2), 2000, 16)        # full rank: round-off only
+  (mu, s), _ = gaussians(np.random.default_rng(2), 2000, 16)  # full rank: round-off only
   assert abs(metrics.frechet_distance(mu, s, mu, s)) < 1e-12 * np.trace(s)
 
 
@@ -70,7 +73,7 @@ def reference_inception_score(logits, split_size):
   preds /= preds.sum(1, keepdims=True)
   scores = []
   for i in range(0, len(preds), split_size):
-    part = preds[i: i + split_size]
+    part = preds[i : i + split_size]
     kl = part * (np.log(part) - np.log(np.mean(part, 0, keepdims=True)))
     scores.append(np.exp(np.mean(np.sum(kl, 1))))
   return float(np.mean(scores))
@@ -93,15 +96,15 @@ def test_streaming_statistics_equal_one_shot():
   feats = (rng.normal(size=(1000, 24)) * 0.1 + 50.0).astype(np.float32)  # large mean, small spread
   logits = rng.normal(size=(1000, 7)) * 3
   stats = metrics.RunningStats(split_size=300)
-  for start in range(0, 1000, 64):                # batches cross the split boundaries
-    stats.update(feats[start: start + 64], logits[start: start + 64])
+  for start in range(0, 1000, 64):  # batches cross the split boundaries
+    stats.update(feats[start : start + 64], logits[start : start + 64])
   x = feats.astype(np.float64)
   np.testing.assert_allclose(stats.mean, x.mean(0), rtol=1e-13)
   np.testing.assert_allclose(stats.covariance, np.cov(x, rowvar=False), rtol=1e-9, atol=1e-15)
   np.testing.assert_array_equal(stats.features, feats)
   assert stats.count == 1000
   assert stats.inception_score() == pytest.approx(reference_inception_score(logits, 300), rel=1e-12)
-  assert stats.inception_score() == stats.inception_score()   # reading it does not close the open split
+  assert stats.inception_score() == stats.inception_score()  # reading it does not close the open split
 
 
 def test_inception_score_single_split_and_without_logits():
@@ -124,7 +127,7 @@ def test_inception_score_single_split_and_without_logits():
 def test_precision_recall_match_numpy(n_real, n_fake, block):
   rng = np.random.default_rng(n_real)
   real = rng.normal(size=(n_real, 16)).astype(np.float32)
-  fake = (rng.normal(size=(n_fake, 16)) * 1.3 + 0.4).astype(np.float32)   # shifted, wider: P and R in (0, 1)
+  fake = (rng.normal(size=(n_fake, 16)) * 1.3 + 0.4).astype(np.float32)  # shifted, wider: P and R in (0, 1)
   precision, recall = metrics.precision_recall(real, fake, k=3, block=block)
   ref_p, ref_r = reference_precision_recall(real.astype(np.float64), fake.astype(np.float64), 3)
   assert 0 < precision < 1 and 0 < recall < 1

@@ -22,6 +22,7 @@ class PatchTokenizer:
 
   Integer arithmetic, so the jitted batch (padded, sharded) and a direct call agree exactly.
   """
+
   vocab_size, downsample, channels = 4096, 16, 3
 
   def encode(self, images: jax.Array) -> jax.Array:
@@ -37,6 +38,7 @@ class PatchTokenizer:
 
 class NNXPatchTokenizer(nnx.Module):
   """The same tokenizer as an NNX module with a parameter (the path real VQ models take: weights as arguments)."""
+
   vocab_size, downsample, channels = 4096, 16, 3
 
   def __init__(self):
@@ -91,8 +93,11 @@ def read_all(directory):
 
 
 def shard_bytes(directory):
-  return {f: open(os.path.join(directory, f), "rb").read() for f in sorted(os.listdir(directory))
-          if f.endswith(".array_record")}
+  return {
+    f: open(os.path.join(directory, f), "rb").read()
+    for f in sorted(os.listdir(directory))
+    if f.endswith(".array_record")
+  }
 
 
 # --- preprocessing ------------------------------------------------------------------------------------------
@@ -122,10 +127,10 @@ def test_ten_crop_positions_follow_torchvision():
   arr = np.asarray(image)
   # tl, tr, bl, br, centre (offsets round((281-256)/2) = 12, round((290-256)/2) = 17), then the flipped image's
   for crop, (y, x) in zip(crops[:5], [(0, 0), (0, 34), (25, 0), (25, 34), (12, 17)]):
-    np.testing.assert_array_equal(crop, arr[y:y + 256, x:x + 256])
+    np.testing.assert_array_equal(crop, arr[y : y + 256, x : x + 256])
   flipped = arr[:, ::-1]
   for crop, (y, x) in zip(crops[5:], [(0, 0), (0, 34), (25, 0), (25, 34), (12, 17)]):
-    np.testing.assert_array_equal(crop, flipped[y:y + 256, x:x + 256])
+    np.testing.assert_array_equal(crop, flipped[y : y + 256, x : x + 256])
 
 
 # --- extraction ---------------------------------------------------------------------------------------------
@@ -134,8 +139,15 @@ def test_ten_crop_positions_follow_torchvision():
 @pytest.fixture(scope="module")
 def adm_codes(image_folder, tmp_path_factory):
   out = tmp_path_factory.mktemp("adm")
-  extract.extract(extract.FolderImages(image_folder), PatchTokenizer(), out, image_size=IMAGE_SIZE, batch_size=4,
-                  shard_size=4, progress=False)
+  extract.extract(
+    extract.FolderImages(image_folder),
+    PatchTokenizer(),
+    out,
+    image_size=IMAGE_SIZE,
+    batch_size=4,
+    shard_size=4,
+    progress=False,
+  )
   return out
 
 
@@ -145,8 +157,16 @@ def test_codes_equal_direct_encoding(image_folder, adm_codes, tmp_path, aug):
     out = adm_codes
   else:
     out = tmp_path / aug
-    extract.extract(extract.FolderImages(image_folder), PatchTokenizer(), out, aug=aug, image_size=IMAGE_SIZE,
-                    batch_size=3, shard_size=5, progress=False)
+    extract.extract(
+      extract.FolderImages(image_folder),
+      PatchTokenizer(),
+      out,
+      aug=aug,
+      image_size=IMAGE_SIZE,
+      batch_size=3,
+      shard_size=5,
+      progress=False,
+    )
   images = extract.FolderImages(image_folder)
   got = read_all(out)
   assert len(got) == len(images) == 9
@@ -171,7 +191,7 @@ def test_resume_after_interruption_gives_identical_shards(image_folder, adm_code
   with pytest.raises(KeyboardInterrupt):
     extract.extract(InterruptedImages(image_folder, stop_at=5), PatchTokenizer(), tmp_path, **kwargs)  # shard 1
   assert list(shard_bytes(tmp_path)) == [records.shard_name(0, 3)]
-  assert any(f.endswith(".tmp") for f in os.listdir(tmp_path))             # the half-written shard
+  assert any(f.endswith(".tmp") for f in os.listdir(tmp_path))  # the half-written shard
   with pytest.raises(ValueError, match="not finished|unfinished"):
     records.CodeShards(tmp_path)
   written = extract.extract(images, PatchTokenizer(), tmp_path, **kwargs)
@@ -183,36 +203,72 @@ def test_resume_after_interruption_gives_identical_shards(image_folder, adm_code
 def test_processes_write_disjoint_shards_of_the_same_dataset(image_folder, adm_codes, tmp_path):
   images = extract.FolderImages(image_folder)
   for p in range(2):
-    extract.extract(images, PatchTokenizer(), tmp_path, image_size=IMAGE_SIZE, batch_size=4, shard_size=4,
-                    process_index=p, process_count=2, progress=False)
+    extract.extract(
+      images,
+      PatchTokenizer(),
+      tmp_path,
+      image_size=IMAGE_SIZE,
+      batch_size=4,
+      shard_size=4,
+      process_index=p,
+      process_count=2,
+      progress=False,
+    )
   assert shard_bytes(tmp_path) == shard_bytes(adm_codes)
 
 
 def test_nnx_tokenizer(image_folder, adm_codes, tmp_path):
-  extract.extract(extract.FolderImages(image_folder), NNXPatchTokenizer(), tmp_path, image_size=IMAGE_SIZE,
-                  batch_size=4, shard_size=4, progress=False)
+  extract.extract(
+    extract.FolderImages(image_folder),
+    NNXPatchTokenizer(),
+    tmp_path,
+    image_size=IMAGE_SIZE,
+    batch_size=4,
+    shard_size=4,
+    progress=False,
+  )
   assert shard_bytes(tmp_path) == shard_bytes(adm_codes)
 
 
 def test_mismatched_rerun_is_refused(image_folder, adm_codes):
   with pytest.raises(ValueError, match="different extraction"):
-    extract.extract(extract.FolderImages(image_folder), PatchTokenizer(), adm_codes, aug="ten-crop",
-                    image_size=IMAGE_SIZE, batch_size=4, shard_size=4, progress=False)
+    extract.extract(
+      extract.FolderImages(image_folder),
+      PatchTokenizer(),
+      adm_codes,
+      aug="ten-crop",
+      image_size=IMAGE_SIZE,
+      batch_size=4,
+      shard_size=4,
+      progress=False,
+    )
 
 
 def test_corrupt_image_is_reported_by_path(corrupt_folder, tmp_path, capsys):
   images = extract.FolderImages(corrupt_folder)
   bad = str(corrupt_folder / "dog" / "broken.jpg")
   with pytest.raises(extract.CorruptInput, match=bad):
-    extract.extract(images, PatchTokenizer(), tmp_path / "fail", on_error="fail", image_size=IMAGE_SIZE,
-                    batch_size=4, shard_size=4, progress=False)
-  extract.extract(images, PatchTokenizer(), tmp_path / "skip", image_size=IMAGE_SIZE, batch_size=4, shard_size=4,
-                  progress=False)
+    extract.extract(
+      images,
+      PatchTokenizer(),
+      tmp_path / "fail",
+      on_error="fail",
+      image_size=IMAGE_SIZE,
+      batch_size=4,
+      shard_size=4,
+      progress=False,
+    )
+  extract.extract(
+    images, PatchTokenizer(), tmp_path / "skip", image_size=IMAGE_SIZE, batch_size=4, shard_size=4, progress=False
+  )
   assert bad in capsys.readouterr().err
   got = read_all(tmp_path / "skip")
   assert len(got) == len(images) - 1 and bad not in [images.paths[r["index"]] for r in got]
-  reports = [json.load(open(tmp_path / "skip" / f)) for f in sorted(os.listdir(tmp_path / "skip"))
-             if f.startswith("codes-") and f.endswith(".json")]
+  reports = [
+    json.load(open(tmp_path / "skip" / f))
+    for f in sorted(os.listdir(tmp_path / "skip"))
+    if f.startswith("codes-") and f.endswith(".json")
+  ]
   assert [s[0] for r in reports for s in r["skipped"]] == [bad]
 
 
@@ -227,8 +283,9 @@ def test_tar_input_matches_folder(image_folder, adm_codes, tmp_path):
       tar.add(inner, arcname=f"{cls}.tar")
   images = extract.open_images(str(path))
   assert isinstance(images, extract.TarImages) and len(images) == 9
-  extract.extract(images, PatchTokenizer(), tmp_path / "codes", image_size=IMAGE_SIZE, batch_size=4, shard_size=4,
-                  progress=False)
+  extract.extract(
+    images, PatchTokenizer(), tmp_path / "codes", image_size=IMAGE_SIZE, batch_size=4, shard_size=4, progress=False
+  )
   assert shard_bytes(tmp_path / "codes") == shard_bytes(adm_codes)
 
 
@@ -240,6 +297,7 @@ def test_tfds_folder_dataset(corrupt_folder, tmp_path, capsys):
   out = tmp_path / "codes"
   extract.extract(images, PatchTokenizer(), out, image_size=IMAGE_SIZE, batch_size=4, shard_size=4, progress=False)
   import tensorflow_datasets as tfds
+
   ds = tfds.builder_from_directory(path).as_data_source("train")
   classes = sorted(os.listdir(corrupt_folder))
   tok = PatchTokenizer()
@@ -279,10 +337,27 @@ def test_cli_extract_with_a_converted_vq_tokenizer(fixtures, image_folder, tmp_p
   from randar_jax import tokenizers
   from randar_jax.cli import main
   from randar_jax.convert import convert_checkpoint
+
   vq = convert_checkpoint(fixture_file(fixtures, "vq_maskgit_tiny.safetensors"), tmp_path / "vq", progress=False)
   out = tmp_path / "codes"
-  assert main(["extract", str(image_folder), str(out), "--tokenizer", vq, "--image-size", str(IMAGE_SIZE),
-               "--batch-size", "4", "--shard-size", "4"]) == 0
+  assert (
+    main(
+      [
+        "extract",
+        str(image_folder),
+        str(out),
+        "--tokenizer",
+        vq,
+        "--image-size",
+        str(IMAGE_SIZE),
+        "--batch-size",
+        "4",
+        "--shard-size",
+        "4",
+      ]
+    )
+    == 0
+  )
   assert "wrote 3 shards of 9 inputs" in capsys.readouterr().out
   assert records.read_meta(out)["tokenizer"] == os.path.abspath(vq)
   tok = tokenizers.load(vq)
@@ -293,6 +368,7 @@ def test_cli_extract_with_a_converted_vq_tokenizer(fixtures, image_folder, tmp_p
 
 def test_cli_extract_reports_missing_tokenizer(image_folder, tmp_path, capsys):
   from randar_jax.cli import main
+
   assert main(["extract", str(image_folder), str(tmp_path / "codes"), "--tokenizer", str(tmp_path / "nope")]) == 2
   assert "no checkpoint directory" in capsys.readouterr().err
 
@@ -305,11 +381,13 @@ def test_records_reject_foreign_bytes():
 def test_tfds_name_source(tmp_path):
   """``tfds:NAME`` goes through tfds.data_source (here TFDS's mocked imagenet2012: random sizes, labels 0..999)."""
   import tensorflow_datasets as tfds
+
   with tfds.testing.mock_data(num_examples=5):
     images = extract.open_images("tfds:imagenet2012", split="train")
     assert isinstance(images, extract.TfdsImages) and len(images) == 5
-    extract.extract(images, PatchTokenizer(), tmp_path, image_size=IMAGE_SIZE, batch_size=4, shard_size=4,
-                    progress=False)
+    extract.extract(
+      images, PatchTokenizer(), tmp_path, image_size=IMAGE_SIZE, batch_size=4, shard_size=4, progress=False
+    )
     ds = tfds.data_source("imagenet2012", split="train")
     tok = PatchTokenizer()
     for r in read_all(tmp_path):

@@ -96,8 +96,11 @@ def test_forward_flops_match_xla(tiny):
   n = config.num_tokens
   with sharding.model_context():
     graphdef, state = nnx.split(nnx.eval_shape(lambda: spec.build(config)))
-    forward = jax.jit(lambda s: nnx.merge(graphdef, s)(jnp.zeros((1, n), jnp.int32), jnp.zeros((1,), jnp.int32),
-                                                       jnp.arange(n, dtype=jnp.int32)[None]))
+    forward = jax.jit(
+      lambda s: nnx.merge(graphdef, s)(
+        jnp.zeros((1, n), jnp.int32), jnp.zeros((1,), jnp.int32), jnp.arange(n, dtype=jnp.int32)[None]
+      )
+    )
     analysis = forward.lower(state).compile().cost_analysis()
   xla = (analysis[0] if isinstance(analysis, list) else analysis)["flops"]
   ours = spec.forward_flops(config)

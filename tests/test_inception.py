@@ -13,8 +13,7 @@ from safetensors.numpy import save_file
 
 from conftest import ManifestSource
 from randar_jax import checkpoint
-from randar_jax.convert import ConversionError, convert_params, detect_family
-from randar_jax.convert import core, inception_fid
+from randar_jax.convert import ConversionError, convert_params, core, detect_family, inception_fid
 from randar_jax.convert.torch_pickle import TorchSource
 from randar_jax.eval import extractors, inception
 
@@ -42,11 +41,12 @@ def weights_file(weights, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def net(weights_file):
-  return extractors.load(str(weights_file))     # what `--inception FILE` runs: strict conversion in memory
+  return extractors.load(str(weights_file))  # what `--inception FILE` runs: strict conversion in memory
 
 
 class DictSource:
   """An in-memory TensorSource."""
+
   path = "<state dict>"
 
   def __init__(self, tensors):
@@ -72,20 +72,26 @@ def _abstract():
 
 def _convert(tensors):
   abstract = _abstract()
-  return core.convert(DictSource(tensors), inception_fid.rules(abstract), abstract, ignore=inception_fid.IGNORE,
-                      progress=False, check_only=True)
+  return core.convert(
+    DictSource(tensors),
+    inception_fid.rules(abstract),
+    abstract,
+    ignore=inception_fid.IGNORE,
+    progress=False,
+    check_only=True,
+  )
 
 
 # ---- parity ----------------------------------------------------------------------------------------------------
 
+
 def test_features_and_logits_match_pytorch_fid(net, golden):
-  feats = np.asarray(net.features(golden["images"]))      # (2, 192, 160, 3) uint8: resized up to 299x299 inside
+  feats = np.asarray(net.features(golden["images"]))  # (2, 192, 160, 3) uint8: resized up to 299x299 inside
   assert feats.shape == golden["features"].shape == (len(golden["images"]), 2048)
   scale = np.abs(golden["features"]).max()
-  np.testing.assert_allclose(feats, golden["features"], rtol=0, atol=1e-5 * scale)       # measured 6e-7 * scale
+  np.testing.assert_allclose(feats, golden["features"], rtol=0, atol=1e-5 * scale)  # measured 6e-7 * scale
   np.testing.assert_allclose(np.asarray(net.logits(feats)), golden["logits"], rtol=0, atol=1e-5)
-  np.testing.assert_allclose(np.asarray(net.model.logits(feats, bias=True)), golden["logits_bias"], rtol=0,
-                             atol=1e-5)
+  np.testing.assert_allclose(np.asarray(net.model.logits(feats, bias=True)), golden["logits_bias"], rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("key, target", [("images", "resized"), ("large", "resized_large")])
@@ -98,6 +104,7 @@ def test_resize_matches_torch_bilinear(golden, key, target):
 
 
 # ---- preprocessing ---------------------------------------------------------------------------------------------
+
 
 def tf1_resize_reference(x, size):
   """TF1 ResizeBilinear(align_corners=False, half_pixel_centers=False), written out pixel by pixel."""
@@ -118,15 +125,16 @@ def tf1_resize_reference(x, size):
 @pytest.mark.parametrize("shape, size", [((2, 7, 9, 3), 13), ((1, 40, 31, 3), 17)])
 def test_tf1_resize_matches_reference(shape, size):
   x = np.random.default_rng(size).uniform(0, 255, shape).astype(np.float32)
-  np.testing.assert_allclose(np.asarray(inception.resize_bilinear_tf1(x, size)), tf1_resize_reference(x, size),
-                             rtol=0, atol=1e-3)   # float32 arithmetic on values up to 255
+  np.testing.assert_allclose(
+    np.asarray(inception.resize_bilinear_tf1(x, size)), tf1_resize_reference(x, size), rtol=0, atol=1e-3
+  )  # float32 arithmetic on values up to 255
 
 
 def test_preprocess_ranges_and_layouts():
   rng = np.random.default_rng(0)
   images = rng.integers(0, 256, (2, 299, 299, 3), dtype=np.uint8)
   images[0, 0, 0], images[0, 0, 1] = 0, 255
-  x = np.asarray(inception.preprocess(images, "pytorch_fid"))        # 299 already: no resampling
+  x = np.asarray(inception.preprocess(images, "pytorch_fid"))  # 299 already: no resampling
   np.testing.assert_allclose(x, images / 127.5 - 1, atol=1e-6)
   assert x[0, 0, 0].tolist() == [-1.0] * 3 and x[0, 0, 1].tolist() == [1.0] * 3
   np.testing.assert_allclose(np.asarray(inception.preprocess(images, "tf1")), (images - 128.0) / 128.0, atol=1e-6)
@@ -134,7 +142,7 @@ def test_preprocess_ranges_and_layouts():
   for mode in inception.PREPROCESSING:
     y = np.asarray(inception.preprocess(grey, mode))
     assert y.shape == (1, 299, 299, 3) and y.min() >= -1.0 and y.max() <= 1.0
-    np.testing.assert_array_equal(y[..., 0], y[..., 2])                  # grey repeated to RGB
+    np.testing.assert_array_equal(y[..., 0], y[..., 2])  # grey repeated to RGB
   with pytest.raises(ValueError, match="unknown Inception preprocessing"):
     inception.preprocess(images, "bicubic")
   with pytest.raises(ValueError, match="uint8"):
@@ -145,42 +153,56 @@ def test_preprocess_ranges_and_layouts():
 
 # ---- conversion --------------------------------------------------------------------------------------------------
 
+
 def test_full_size_state_dict_maps_key_for_key():
-  source = ManifestSource(MANIFEST)      # pytorch-fid's real key list and shapes (num_batches_tracked included)
+  source = ManifestSource(MANIFEST)  # pytorch-fid's real key list and shapes (num_batches_tracked included)
   family = detect_family(source)
   config = family.converter.infer_config(source)
   assert family.name == "inception_fid" and config == inception.InceptionConfig()
   abstract = checkpoint.abstract_params(config)
-  assert core.convert(source, family.converter.rules_for(abstract), abstract, ignore=family.converter.ignore, progress=False,
-                      check_only=True) is None
+  assert (
+    core.convert(
+      source,
+      family.converter.rules_for(abstract),
+      abstract,
+      ignore=family.converter.ignore,
+      progress=False,
+      check_only=True,
+    )
+    is None
+  )
   floats = sum(int(np.prod(s)) for k, s, _ in source.manifest["state_dict"] if not k.endswith("num_batches_tracked"))
   assert checkpoint.param_count(abstract) == floats == 23_885_392
 
 
 def test_conversion_is_strict(weights):
-  _convert(weights)                                      # the full set converts (no num_batches_tracked: older files)
+  _convert(weights)  # the full set converts (no num_batches_tracked: older files)
   missing = {k: v for k, v in weights.items() if k != "Mixed_6c.branch7x7dbl_3.bn.running_var"}
   with pytest.raises(ConversionError, match=r"missing 1 key.*Mixed_6c\.branch7x7dbl_3\.bn\.running_var"):
     _convert(missing)
-  aux = {**weights, "AuxLogits.fc.weight": np.zeros((1000, 768), np.float32)}   # torchvision's ImageNet network
+  aux = {**weights, "AuxLogits.fc.weight": np.zeros((1000, 768), np.float32)}  # torchvision's ImageNet network
   with pytest.raises(ConversionError, match=r"unexpected key.*AuxLogits\.fc\.weight"):
     _convert(aux)
-  bad = {**weights, "Mixed_7b.branch3x3_2a.conv.weight": np.zeros((384, 384, 3, 1), np.float32)}   # 3x1 for 1x3
-  with pytest.raises(ConversionError, match=r"Mixed_7b\.branch3x3_2a\.conv\.weight.*\(3, 1, 384, 384\).*"
-                                            r"\(1, 3, 384, 384\)"):
+  bad = {**weights, "Mixed_7b.branch3x3_2a.conv.weight": np.zeros((384, 384, 3, 1), np.float32)}  # 3x1 for 1x3
+  with pytest.raises(
+    ConversionError,
+    match=r"Mixed_7b\.branch3x3_2a\.conv\.weight.*\(3, 1, 384, 384\).*"
+    r"\(1, 3, 384, 384\)",
+  ):
     _convert(bad)
 
 
 def test_converted_checkpoint_round_trip(weights_file, weights, tmp_path, net):
   out = tmp_path / "inception"
-  params, config = convert_params(weights_file, progress=False)       # what `randar-jax convert FILE DIR` runs
+  params, config = convert_params(weights_file, progress=False)  # what `randar-jax convert FILE DIR` runs
   checkpoint.save_params(out, params, config.to_dict())
   loaded = extractors.load(f"inception:{out}", preprocessing="tf1")
   assert loaded.name == "inception_fid/tf1" and net.name == "inception_fid/pytorch_fid"
   for a, b in zip(jax.tree.leaves(checkpoint.model_params(loaded.model)), jax.tree.leaves(params)):
     np.testing.assert_array_equal(np.asarray(a), b)
-  np.testing.assert_array_equal(params["Conv2d_1a_3x3"]["conv"]["kernel"],
-                                weights["Conv2d_1a_3x3.conv.weight"].transpose(2, 3, 1, 0))
+  np.testing.assert_array_equal(
+    params["Conv2d_1a_3x3"]["conv"]["kernel"], weights["Conv2d_1a_3x3.conv.weight"].transpose(2, 3, 1, 0)
+  )
   np.testing.assert_array_equal(params["fc"]["kernel"], weights["fc.weight"].T)
 
 
@@ -193,8 +215,9 @@ def test_missing_weights_file_is_a_clear_error(tmp_path):
 
 # ---- the legacy torch.save reader (pytorch-fid's weights file predates the zip format) ---------------------------
 
+
 def test_legacy_torch_file_is_read_without_torch():
-  source = TorchSource(DATA / "torch_legacy.pth")         # torch.save(..., _use_new_zipfile_serialization=False)
+  source = TorchSource(DATA / "torch_legacy.pth")  # torch.save(..., _use_new_zipfile_serialization=False)
   assert source.keys() == ["conv.weight", "bn.running_var", "steps", "view"]
   np.testing.assert_array_equal(source.get("conv.weight"), np.arange(24, dtype=np.float32).reshape(2, 3, 2, 2))
   assert source.dtype("bn.running_var") == "float64" and source.get("bn.running_var").tolist() == [0.5, 2.0]
@@ -209,4 +232,3 @@ def test_truncated_legacy_file_is_reported(tmp_path):
     path.write_bytes(data[:cut])
     with pytest.raises(ConversionError, match="truncated|corrupt"):
       TorchSource(path)
-

@@ -19,8 +19,17 @@ import pytest
 import safetensors.numpy
 from flax import nnx
 
-from conftest import (ManifestSource, _restore, _unicode, fixture_file, fixtures_dir, load_json, tensor_pickle,
-                      torch_save, torch_zip)
+from conftest import (
+  ManifestSource,
+  _restore,
+  _unicode,
+  fixture_file,
+  fixtures_dir,
+  load_json,
+  tensor_pickle,
+  torch_save,
+  torch_zip,
+)
 from randar_jax import checkpoint, sharding
 from randar_jax.config_io import load_config
 from randar_jax.convert import ConversionError, convert_checkpoint, convert_params, detect_family
@@ -30,11 +39,11 @@ from randar_jax.convert.sources import open_source
 from randar_jax.decode import llamagen as llamagen_decode
 from randar_jax.decode.llamagen import generate
 from randar_jax.decode.sampling import Guidance, Sampling
-from randar_jax.utils.compiles import compile_events
 from randar_jax.models import rope
 from randar_jax.models.llamagen import LlamaGenConfig, forward_flops
+from randar_jax.utils.compiles import compile_events
 
-FORWARD_TOL = dict(atol=1e-4, rtol=1e-4)     # README "Recommended tolerances"
+FORWARD_TOL = dict(atol=1e-4, rtol=1e-4)  # README "Recommended tolerances"
 STEP_TOL = dict(atol=2e-4, rtol=1e-4)
 LOSS_TOL = dict(atol=1e-5, rtol=0)
 ROPE_TOL = dict(atol=1e-6, rtol=0)
@@ -71,8 +80,9 @@ def _random_model(config, seed=0):
   """A model with random N(0, 0.1^2) weights (norm scales 1 + N(0, 0.1^2)), built without compiling an init."""
   rng = np.random.default_rng(seed)
   params = jax.tree_util.tree_map_with_path(
-      lambda path, a: np.float32(path[-1].key == "scale") + rng.normal(0, 0.1, a.shape).astype(np.float32),
-      checkpoint.abstract_params(config))
+    lambda path, a: np.float32(path[-1].key == "scale") + rng.normal(0, 0.1, a.shape).astype(np.float32),
+    checkpoint.abstract_params(config),
+  )
   return _restore(config, params)
 
 
@@ -96,17 +106,37 @@ def forward(llamagen_tiny, golden):
 
 # ---- config and forward parity ----------------------------------------------------------------------------------
 
+
 def test_config_and_derived_sizes_match_the_fixture(fixtures, llamagen_tiny, stats):
   _, config = llamagen_tiny
   meta = load_json(fixture_file(fixtures, "llamagen_tiny_config.json"))
   derived, args = meta["derived"], meta["constructor_args"]
-  assert (config.head_dim, config.kv_heads, config.ffn_hidden, config.grid_size, config.class_rows,
-          config.null_class) == (derived["head_dim"], derived["n_kv_head_effective"], derived["ffn_hidden_dim"],
-                                 derived["grid_size"], derived["cls_embedding_rows"], derived["null_class_id"])
+  assert (
+    config.head_dim,
+    config.kv_heads,
+    config.ffn_hidden,
+    config.grid_size,
+    config.class_rows,
+    config.null_class,
+  ) == (
+    derived["head_dim"],
+    derived["n_kv_head_effective"],
+    derived["ffn_hidden_dim"],
+    derived["grid_size"],
+    derived["cls_embedding_rows"],
+    derived["null_class_id"],
+  )
   assert (config.n_head + 2 * config.kv_heads) * config.head_dim == derived["wqkv_rows"]
-  assert config == LlamaGenConfig.variant("tiny", vocab_size=args["vocab_size"], grid_size=derived["grid_size"],
-                                          num_classes=args["num_classes"], multiple_of=args["multiple_of"],
-                                          token_dropout=0.0, resid_dropout=0.0, ffn_dropout=0.0)
+  assert config == LlamaGenConfig.variant(
+    "tiny",
+    vocab_size=args["vocab_size"],
+    grid_size=derived["grid_size"],
+    num_classes=args["num_classes"],
+    multiple_of=args["multiple_of"],
+    token_dropout=0.0,
+    resid_dropout=0.0,
+    ffn_dropout=0.0,
+  )
   params = checkpoint.abstract_params(config)
   assert checkpoint.param_count(params) == stats["num_parameters"]
 
@@ -166,8 +196,10 @@ def test_last_token_is_never_an_input(llamagen_tiny, golden, forward):
 def test_training_dropouts_hit_the_class_token_and_drop_labels(llamagen_tiny):
   """Token dropout follows the concatenation (L3); label dropout maps labels to the null row."""
   cfg = dataclasses.replace(llamagen_tiny[1], token_dropout=0.5)
-  model, dropped = _with_config(llamagen_tiny[0], cfg), _with_config(llamagen_tiny[0], dataclasses.replace(
-      cfg, class_dropout_prob=0.999, token_dropout=0.0))
+  model, dropped = (
+    _with_config(llamagen_tiny[0], cfg),
+    _with_config(llamagen_tiny[0], dataclasses.replace(cfg, class_dropout_prob=0.999, token_dropout=0.0)),
+  )
   labels = jnp.arange(64) % cfg.num_classes
   tokens = jnp.zeros((64, cfg.num_tokens), jnp.int32)
   x, _ = model.training_sequence(tokens, labels, _raster(tokens), dropout_rng=jax.random.key(1))
@@ -179,10 +211,15 @@ def test_training_dropouts_hit_the_class_token_and_drop_labels(llamagen_tiny):
 
 def test_weight_decay_is_ndim_at_least_two(llamagen_tiny):
   model, _ = llamagen_tiny
-  mask = {"/".join(str(k.key) for k in path): v
-          for path, v in jax.tree_util.tree_flatten_with_path(model.weight_decay_mask())[0]}
-  assert sorted(k for k, v in mask.items() if not v) == ["layers/attention_norm/scale", "layers/ffn_norm/scale",
-                                                        "norm/scale"]
+  mask = {
+    "/".join(str(k.key) for k in path): v
+    for path, v in jax.tree_util.tree_flatten_with_path(model.weight_decay_mask())[0]
+  }
+  assert sorted(k for k, v in mask.items() if not v) == [
+    "layers/attention_norm/scale",
+    "layers/ffn_norm/scale",
+    "norm/scale",
+  ]
 
 
 def test_from_torch_args_refuses_unsupported_settings(fixtures):
@@ -204,9 +241,12 @@ def test_forward_flops_counts_every_matmul(llamagen_tiny):
 
 # ---- generation parity -----------------------------------------------------------------------------------------
 
+
 def _settings(case):
-  return dict(sampling=Sampling.make(float(case["temperature"]), int(case["top_k"]), float(case["top_p"])),
-              guidance=Guidance.from_llamagen(float(case["cfg_scale"]), float(case["cfg_interval"])))
+  return dict(
+    sampling=Sampling.make(float(case["temperature"]), int(case["top_k"]), float(case["top_p"])),
+    guidance=Guidance.from_llamagen(float(case["cfg_scale"]), float(case["cfg_interval"])),
+  )
 
 
 def test_generate_matches_the_original_token_for_token(llamagen_tiny, cases, stats):
@@ -231,13 +271,12 @@ def test_generate_matches_the_original_token_for_token(llamagen_tiny, cases, sta
     if not guided_on:
       assert out.trace.raw.shape[1] == 1 and not case["cfg_applied"].any(), name
       continue
-    raw = np.asarray(out.trace.raw)                     # (B, 2, N, V) -> original (2B, N, V): cond rows, then null
+    raw = np.asarray(out.trace.raw)  # (B, 2, N, V) -> original (2B, N, V): cond rows, then null
     raw = np.transpose(raw, (1, 0, 2, 3)).reshape((-1,) + raw.shape[2:])
     np.testing.assert_allclose(raw, case["step_logits_raw"], **STEP_TOL, err_msg=name)
     # cfg_applied: token 0 always, token t >= 1 while t - 1 <= cfg_interval (-1: always), as the README states
     t, interval = np.arange(n), float(case["cfg_interval"])
-    np.testing.assert_array_equal(case["cfg_applied"], (interval <= -1) | (t == 0) | (t - 1 <= interval),
-                                  err_msg=name)
+    np.testing.assert_array_equal(case["cfg_applied"], (interval <= -1) | (t == 0) | (t - 1 <= interval), err_msg=name)
     b, scale = len(case["cond"]), np.float32(case["cfg_scale"])
     ref = case["step_logits_raw"]
     rebuilt = np.where(case["cfg_applied"][None, :, None], ref[b:] + (ref[:b] - ref[b:]) * scale, ref[:b])
@@ -262,8 +301,9 @@ def test_grouped_query_attention_decodes_like_the_forward():
   model = _random_model(cfg)
   assert model.layers.attention.wk.shape[2] == 2 < model.layers.attention.wq.shape[2]
   labels = np.array([1, 4, 0])
-  out = generate(model, labels, jax.random.key(5), sampling=Sampling.make(1.0), guidance=Guidance.from_llamagen(3.0),
-                 trace=True)
+  out = generate(
+    model, labels, jax.random.key(5), sampling=Sampling.make(1.0), guidance=Guidance.from_llamagen(3.0), trace=True
+  )
   order = out.order
   cond = _teacher(model, out.tokens, jnp.asarray(labels), order)
   null = _teacher(model, out.tokens, jnp.full_like(jnp.asarray(labels), cfg.null_class), order)
@@ -275,9 +315,12 @@ def test_default_settings_are_sample_c2i_and_bad_input_fails_before_compiling(ll
   model, config = llamagen_tiny
   settings = llamagen_decode.default_settings(config)
   sampling, guidance = settings.sampling, settings.guidance
-  assert (settings.num_steps, settings.order) == (-1, "raster")   # one token per forward
-  assert (sampling.top_k, float(sampling.top_p), float(sampling.temperature)) == (min(2000, config.vocab_size),
-                                                                                  1.0, 1.0)
+  assert (settings.num_steps, settings.order) == (-1, "raster")  # one token per forward
+  assert (sampling.top_k, float(sampling.top_p), float(sampling.temperature)) == (
+    min(2000, config.vocab_size),
+    1.0,
+    1.0,
+  )
   assert (guidance.start, guidance.end, guidance.interval) == (4.0, 4.0, -1.0)
   assert Guidance.from_llamagen(1.0) is None, "a scale of 1.0 or below is no guidance (L5)"
   key = jax.random.key(0)
@@ -293,14 +336,18 @@ def test_default_settings_are_sample_c2i_and_bad_input_fails_before_compiling(ll
 
 # ---- released manifests ----------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("name", MANIFESTS)
 def test_manifest_maps_completely(fixtures, name):
   source = ManifestSource(fixture_file(fixtures, name))
   manifest = source.manifest
   config = LlamaGenConfig.from_torch_args(manifest["constructor_args"])
   derived = manifest["derived"]
-  assert (config.head_dim, config.ffn_hidden, config.grid_size) == (derived["head_dim"], derived["ffn_hidden_dim"],
-                                                                   derived["grid_size"])
+  assert (config.head_dim, config.ffn_hidden, config.grid_size) == (
+    derived["head_dim"],
+    derived["ffn_hidden_dim"],
+    derived["grid_size"],
+  )
   assert llamagen_convert.infer_config(source) == config, f"{name}: the released size is inferred from shapes"
   variant = config.variant_name
   recipe = load_config(f"configs/llamagen.py:variant={variant}")
@@ -317,13 +364,16 @@ def test_manifest_maps_completely(fixtures, name):
   assert llamagen_decode.FID_CFG_SCALE[variant] == manifest["released"]["fid_cfg_scale_getting_started"]
 
 
-@pytest.mark.parametrize("name", ["manifest_randar_l.json", "manifest_rar_b.json", "manifest_vq_llamagen_ds16.json",
-                                  "manifest_vq_maskgit_f16.json"])
+@pytest.mark.parametrize(
+  "name",
+  ["manifest_randar_l.json", "manifest_rar_b.json", "manifest_vq_llamagen_ds16.json", "manifest_vq_maskgit_f16.json"],
+)
 def test_other_families_are_not_llamagen(fixtures, name):
   assert not llamagen_convert.is_llamagen(ManifestSource(fixture_file(fixtures, name)).keys())
 
 
 # ---- converter strictness and containers -----------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def weights(fixtures, llamagen_tiny):
@@ -374,7 +424,7 @@ def _entries(tensors, prefix):
     tensor = np.ascontiguousarray(tensor, np.float32)
     entries[name] = (f"{prefix}{i}", tensor.size, 0, tensor.shape, tuple(s // 4 for s in tensor.strides))
     storages[f"{prefix}{i}"] = tensor.tobytes()
-  return tensor_pickle(entries)[2:-1], storages   # the dict's opcodes, without the protocol header and STOP
+  return tensor_pickle(entries)[2:-1], storages  # the dict's opcodes, without the protocol header and STOP
 
 
 def _ddp_checkpoint(path, tensors, args_pickle: bytes):
@@ -382,8 +432,17 @@ def _ddp_checkpoint(path, tensors, args_pickle: bytes):
   model, storages = _entries(tensors, "m")
   first = next(iter(tensors))
   optimizer, more = _entries({"exp_avg": tensors[first]}, "o")
-  body = (_unicode("model") + model + _unicode("optimizer") + optimizer + _unicode("steps") + b"J"
-          + struct.pack("<i", 5000) + _unicode("args") + args_pickle[2:-1])
+  body = (
+    _unicode("model")
+    + model
+    + _unicode("optimizer")
+    + optimizer
+    + _unicode("steps")
+    + b"J"
+    + struct.pack("<i", 5000)
+    + _unicode("args")
+    + args_pickle[2:-1]
+  )
   return torch_zip(path, b"\x80\x02}(" + body + b"u.", {**storages, **more})
 
 
@@ -415,9 +474,11 @@ def test_infer_config_needs_a_released_size(weights, tmp_path):
 
 # ---- training and the CLI --------------------------------------------------------------------------------------
 
+
 def test_trains_with_the_shared_trainer():
   """configs/llamagen.py:runlocal (shrunk as the other families' training tests) through the shared Trainer."""
   from test_train import make_loader, make_trainer, run_steps, tiny_config
+
   config = tiny_config("llamagen")
   assert config.data.order.order == "raster" and config.optim.schedule == "constant"
   mesh = sharding.build_mesh(devices=jax.devices()[:1])
@@ -432,11 +493,31 @@ def test_trains_with_the_shared_trainer():
 
 def test_sample_command_on_a_converted_checkpoint(weights, tmp_path, capsys):
   from randar_jax import cli
+
   path, _, config = weights
   ckpt = convert_checkpoint(path, tmp_path / "c", config, progress=False)
   out = tmp_path / "samples"
-  assert cli.main(["sample", ckpt, "--model", "llamagen", "--out", str(out), "--classes", "1,2,3",
-                   "--batch-size", "2", "--cfg", "2.0", "--top-k", "1"]) == 0
+  assert (
+    cli.main(
+      [
+        "sample",
+        ckpt,
+        "--model",
+        "llamagen",
+        "--out",
+        str(out),
+        "--classes",
+        "1,2,3",
+        "--batch-size",
+        "2",
+        "--cfg",
+        "2.0",
+        "--top-k",
+        "1",
+      ]
+    )
+    == 0
+  )
   data = np.load(out / "tokens.npz")
   assert data["tokens"].shape == (3, config.grid_size, config.grid_size) and (out / "tokens.png").exists()
   assert (data["orders"] == np.arange(config.num_tokens)).all()

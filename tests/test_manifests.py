@@ -5,7 +5,6 @@ import pytest
 from conftest import ManifestSource, fixture_file
 from randar_jax import checkpoint
 from randar_jax.config_io import load_config
-from randar_jax.convert import convert_params
 from randar_jax.convert import randar as randar_convert
 from randar_jax.convert import rar as rar_convert
 from randar_jax.convert.core import convert
@@ -15,12 +14,16 @@ from randar_jax.models.rar import RARConfig
 
 # manifest file -> the configs/randar.py arguments that must describe the same architecture
 MANIFESTS = {
-    "manifest_randar_l.json": "variant=L,tokenizer=llamagen",
-    "manifest_randar_xl.json": "variant=XL,tokenizer=llamagen",
-    "manifest_randar_l_maskgit.json": "variant=L,tokenizer=maskgit",
+  "manifest_randar_l.json": "variant=L,tokenizer=llamagen",
+  "manifest_randar_xl.json": "variant=XL,tokenizer=llamagen",
+  "manifest_randar_l_maskgit.json": "variant=L,tokenizer=maskgit",
 }
-RAR_MANIFESTS = {"manifest_rar_b.json": "B", "manifest_rar_l.json": "L", "manifest_rar_xl.json": "XL",
-                 "manifest_rar_xxl.json": "XXL"}
+RAR_MANIFESTS = {
+  "manifest_rar_b.json": "B",
+  "manifest_rar_l.json": "L",
+  "manifest_rar_xl.json": "XL",
+  "manifest_rar_xxl.json": "XXL",
+}
 
 
 @pytest.mark.parametrize("name", sorted(MANIFESTS))
@@ -37,8 +40,12 @@ def test_manifest_maps_completely(fixtures, name):
 
 
 def test_published_parameter_counts():
-  expected = {("L", "llamagen"): 342_912_000, ("XL", "llamagen"): 774_700_800, ("L", "maskgit"): 311_454_720,
-              ("XXL", "llamagen"): 1_410_974_208}
+  expected = {
+    ("L", "llamagen"): 342_912_000,
+    ("XL", "llamagen"): 774_700_800,
+    ("L", "maskgit"): 311_454_720,
+    ("XXL", "llamagen"): 1_410_974_208,
+  }
   for (variant, tokenizer), count in expected.items():
     config = RandARConfig.variant(variant, tokenizer)
     assert checkpoint.param_count(checkpoint.abstract_params(config)) == count, (variant, tokenizer)
@@ -69,4 +76,7 @@ def test_rar_published_parameter_counts_and_sampling_defaults(fixtures):
   settings = rar_decode.default_settings(RARConfig.variant("B"))
   sampling, guidance = settings.sampling, settings.guidance
   assert (sampling.temperature, guidance.end, guidance.power) == (
-      generator["randomize_temperature"], generator["guidance_scale"], generator["guidance_scale_pow"])
+    generator["randomize_temperature"],
+    generator["guidance_scale"],
+    generator["guidance_scale_pow"],
+  )

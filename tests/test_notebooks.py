@@ -32,9 +32,9 @@ BADGE = re.compile(r"https://colab\.research\.google\.com/github/([\w.-]+)/randa
 
 # The "small" parameter sets CI runs with (the notebooks' own defaults are the real runs).
 SMALL = {
-    "train_digits": dict(STEPS=40, ROUNDS=2, NUM_PER_CLASS=2, SAMPLE_STEPS=(16, 4)),
-    "zero_shot": dict(SAMPLES=2, STEPS=4, EXTRAPOLATION_STEPS=8),
-    "quickstart": dict(NUM_PER_CLASS=1, BATCH_SIZE=8, CLASSES="0-7"),
+  "train_digits": dict(STEPS=40, ROUNDS=2, NUM_PER_CLASS=2, SAMPLE_STEPS=(16, 4)),
+  "zero_shot": dict(SAMPLES=2, STEPS=4, EXTRAPOLATION_STEPS=8),
+  "quickstart": dict(NUM_PER_CLASS=1, BATCH_SIZE=8, CLASSES="0-7"),
 }
 
 
@@ -70,9 +70,16 @@ def kernel(tmp_path_factory):
   spec = root / "kernels" / KERNEL
   spec.mkdir(parents=True)
   env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu", "TQDM_MININTERVAL": "5"}
-  spec.joinpath("kernel.json").write_text(json.dumps({
-      "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-      "display_name": "randar_jax tests", "language": "python", "env": env}))
+  spec.joinpath("kernel.json").write_text(
+    json.dumps(
+      {
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "randar_jax tests",
+        "language": "python",
+        "env": env,
+      }
+    )
+  )
   old = os.environ.get("JUPYTER_PATH")
   os.environ["JUPYTER_PATH"] = os.pathsep.join([str(root)] + ([old] if old else []))
   yield KERNEL
@@ -85,8 +92,9 @@ def kernel(tmp_path_factory):
 def execute(name: str, kernel: str, workdir: pathlib.Path, **params):
   """Runs a notebook in ``workdir`` with SMALL[name] and ``params`` injected; any cell error fails the test."""
   nb = inject(read(name), {**SMALL[name], **params})
-  client = nbclient.NotebookClient(nb, kernel_name=kernel, timeout=300, allow_errors=False,
-                                   resources={"metadata": {"path": str(workdir)}})
+  client = nbclient.NotebookClient(
+    nb, kernel_name=kernel, timeout=300, allow_errors=False, resources={"metadata": {"path": str(workdir)}}
+  )
   try:
     client.execute()
   except nbclient.exceptions.CellExecutionError as e:
@@ -134,9 +142,11 @@ def test_quickstart(kernel, tmp_path):
   if fixtures is not None:
     from randar_jax.convert import convert_checkpoint
     from randar_jax.models.randar import RandARConfig
+
     args = load_json(fixtures / "randar_tiny_config.json")["constructor_args"]
-    model_dir = convert_checkpoint(fixtures / "randar_tiny.safetensors", tmp_path / "randar_tiny",
-                                   RandARConfig.from_torch_args(args), progress=False)
+    model_dir = convert_checkpoint(
+      fixtures / "randar_tiny.safetensors", tmp_path / "randar_tiny", RandARConfig.from_torch_args(args), progress=False
+    )
     params = dict(RANDAR_WEIGHTS=model_dir, TOKENIZER_WEIGHTS=str(fixtures / "vq_llamagen_tiny.safetensors"))
   else:
     params = dict(RANDAR_WEIGHTS="", TOKENIZER_WEIGHTS="")
@@ -158,6 +168,7 @@ def test_quickstart(kernel, tmp_path):
 def test_load_generator_fallbacks(tmp_path, capsys):
   """Missing weights fall back (digits run, else a tiny random model); weights without a tokenizer are an error."""
   from randar_jax import notebook
+
   gen = notebook.load_generator(str(tmp_path / "missing.safetensors"), "vq.pt", digits_run=str(tmp_path / "nope"))
   assert gen.source == "random" and gen.tokenizer.vocab_size == gen.model.config.vocab_size
   assert "not found" in capsys.readouterr().out
@@ -173,7 +184,9 @@ def test_upload_saves_the_chosen_file(tmp_path, monkeypatch):
   """Colab's picker (google.colab.files.upload returns {name: bytes}) -> a file in the directory; outside Colab a
   clear error."""
   import types
+
   from randar_jax import notebook
+
   with pytest.raises(RuntimeError, match="needs Google Colab"):
     notebook.upload("weights", str(tmp_path))
   files = types.SimpleNamespace(upload=lambda: {"weights.safetensors": b"\x01\x02"})
@@ -196,12 +209,14 @@ def test_notebook_is_stored_clean(name):
   badges = BADGE.findall("\n".join(c.source for c in nb.cells if c.cell_type == "markdown"))
   assert badges and all(n == name for _, n in badges), f"{name}.ipynb needs a Colab badge linking to itself"
   readme = BADGE.findall((REPO / "README.md").read_text())
-  assert {o for o, _ in badges} == {o for o, _ in readme} and (badges[0][0], name) in readme, \
-      "the README's Notebooks section must list the badge with the same repository owner"
+  assert {o for o, _ in badges} == {o for o, _ in readme} and (badges[0][0], name) in readme, (
+    "the README's Notebooks section must list the badge with the same repository owner"
+  )
   first = next(c for c in read(NAMES[0]).cells if c.cell_type == "code")
   assert code[0].source == first.source, "the install cell differs between notebooks"
   assert 'find_spec("randar_jax") is None' in code[0].source and "%pip install" in code[0].source
   assert any("parameters" in c.metadata.get("tags", []) for c in code), f"{name}.ipynb has no parameters cell"
-  private = re.findall(r"randar_jax[\w.]*\._\w+|from randar_jax[\w.]* import [^\n]*\b_\w+", "\n".join(
-      c.source for c in code))
+  private = re.findall(
+    r"randar_jax[\w.]*\._\w+|from randar_jax[\w.]* import [^\n]*\b_\w+", "\n".join(c.source for c in code)
+  )
   assert not private, f"{name}.ipynb uses private names {private}: call public functions"

@@ -29,12 +29,12 @@ def _steps(name, grid):
 
 # Worked out by hand from the definitions in the orders module docstring.
 EXPECTED_4X4 = {
-    "raster": [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11], [12, 13, 14, 15]],
-    "spiral_in": [[6, 5, 4, 3], [7, 14, 13, 2], [8, 15, 12, 1], [9, 10, 11, 0]],
-    "spiral_out": [[9, 10, 11, 12], [8, 1, 2, 13], [7, 0, 3, 14], [6, 5, 4, 15]],
-    "z_curve": [[0, 1, 4, 5], [2, 3, 6, 7], [8, 9, 12, 13], [10, 11, 14, 15]],
-    "subsample": [[0, 4, 1, 5], [8, 12, 9, 13], [2, 6, 3, 7], [10, 14, 11, 15]],
-    "alternate": [[0, 1, 2, 3], [7, 6, 5, 4], [8, 9, 10, 11], [15, 14, 13, 12]],
+  "raster": [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11], [12, 13, 14, 15]],
+  "spiral_in": [[6, 5, 4, 3], [7, 14, 13, 2], [8, 15, 12, 1], [9, 10, 11, 0]],
+  "spiral_out": [[9, 10, 11, 12], [8, 1, 2, 13], [7, 0, 3, 14], [6, 5, 4, 15]],
+  "z_curve": [[0, 1, 4, 5], [2, 3, 6, 7], [8, 9, 12, 13], [10, 11, 14, 15]],
+  "subsample": [[0, 4, 1, 5], [8, 12, 9, 13], [2, 6, 3, 7], [10, 14, 11, 15]],
+  "alternate": [[0, 1, 2, 3], [7, 6, 5, 4], [8, 9, 10, 11], [15, 14, 13, 12]],
 }
 
 
@@ -50,8 +50,8 @@ def test_non_square_spiral_and_alternate():
 
 def test_subsample_visits_coarse_grids_first():
   step = _steps("subsample", 16)
-  assert (step[::2, ::2] < 64).all()      # first quarter: the stride-2 sub-image
-  assert (step[::4, ::4] < 16).all()      # first sixteenth: the stride-4 sub-image
+  assert (step[::2, ::2] < 64).all()  # first quarter: the stride-2 sub-image
+  assert (step[::4, ::4] < 16).all()  # first sixteenth: the stride-4 sub-image
 
 
 @pytest.mark.parametrize("grid", [4, (5, 7), 16])
@@ -96,6 +96,8 @@ def test_order_policy():
 
 def test_orders_png(tmp_path):
   from randar_jax.cli import main
+
   assert main(["orders", "--out", str(tmp_path / "orders.png"), "--grid", "8"]) == 0
   from PIL import Image
+
   assert Image.open(tmp_path / "orders.png").size[0] > 300

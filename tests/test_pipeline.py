@@ -26,8 +26,9 @@ def assert_same(a, b):
   assert len(a) == len(b)
   for x, y in zip(a, b):
     assert jax.tree.structure(x) == jax.tree.structure(y)
-    jax.tree.map_with_path(lambda path, u, v: np.testing.assert_array_equal(u, v, err_msg=jax.tree_util.keystr(path)),
-                           x, y)
+    jax.tree.map_with_path(
+      lambda path, u, v: np.testing.assert_array_equal(u, v, err_msg=jax.tree_util.keystr(path)), x, y
+    )
 
 
 def test_batches_are_global_sharded_arrays_in_generation_order(source):
@@ -69,7 +70,7 @@ def test_deterministic_per_seed(source):
 def test_epochs_cover_the_data_and_reshuffle(source):
   config = PipelineConfig(batch_size=20, seed=1)
   batches = take(iter(make_dataset(source, config, 0, 1)), 30)  # two epochs of 300
-  epoch1, epoch2 = (np.concatenate([b["meta"]["index"] for b in batches[i:i + 15]]) for i in (0, 15))
+  epoch1, epoch2 = (np.concatenate([b["meta"]["index"] for b in batches[i : i + 15]]) for i in (0, 15))
   np.testing.assert_array_equal(np.sort(epoch1), np.arange(300))
   np.testing.assert_array_equal(np.sort(epoch2), np.arange(300))
   assert not np.array_equal(epoch1, epoch2)
@@ -98,10 +99,16 @@ def test_processes_see_disjoint_records_forming_the_global_batch(source):
   for _ in range(6):
     a, b, g = next(parts[0]), next(parts[1]), next(whole)
     assert a["meta"]["index"].shape == (8,) and not set(a["meta"]["index"]) & set(b["meta"]["index"])
-    np.testing.assert_array_equal(np.concatenate([a["meta"]["index"], b["meta"]["index"]]), g["meta"]["index"])  # row for row
+    np.testing.assert_array_equal(
+      np.concatenate([a["meta"]["index"], b["meta"]["index"]]), g["meta"]["index"]
+    )  # row for row
     # the same record at the same stream position gets the same order, whatever the process count
-    merged = {int(i): p for i, p in zip(np.concatenate([a["meta"]["index"], b["meta"]["index"]]),
-                                         np.concatenate([a["order"], b["order"]]))}
+    merged = {
+      int(i): p
+      for i, p in zip(
+        np.concatenate([a["meta"]["index"], b["meta"]["index"]]), np.concatenate([a["order"], b["order"]])
+      )
+    }
     for i, p in zip(g["meta"]["index"], g["order"]):
       np.testing.assert_array_equal(merged[int(i)], p)
 
@@ -146,8 +153,12 @@ def test_array_record_and_tfds_sources_give_the_same_batches(source, tmp_path):
     code_path = None  # defined in a test: no code directory (see randar_jax/data/tfds_folder.py)
 
     def _info(self):
-      return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
-          "codes": tfds.features.Tensor(shape=(3, *GRID), dtype=np.int32), "label": np.int32, "index": np.int64}))
+      return tfds.core.DatasetInfo(
+        builder=self,
+        features=tfds.features.FeaturesDict(
+          {"codes": tfds.features.Tensor(shape=(3, *GRID), dtype=np.int32), "label": np.int32, "index": np.int64}
+        ),
+      )
 
     def _split_generators(self, dl_manager):
       return {"train": self._generate_examples()}
@@ -194,11 +205,19 @@ def test_two_real_processes(tmp_path):
   here = os.path.dirname(__file__)
   sys.path.insert(0, here)
   import multiprocess_loader as worker
+
   port = portpicker.pick_unused_port()
   env = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
-  procs = [subprocess.Popen([sys.executable, os.path.join(here, "multiprocess_loader.py"), str(p), str(port),
-                             str(tmp_path)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-           for p in range(2)]
+  procs = [
+    subprocess.Popen(
+      [sys.executable, os.path.join(here, "multiprocess_loader.py"), str(p), str(port), str(tmp_path)],
+      env=env,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True,
+    )
+    for p in range(2)
+  ]
   outputs = [p.communicate(timeout=120)[0] for p in procs]
   assert all(p.returncode == 0 for p in procs), outputs
   results = [np.load(tmp_path / f"process_{p}.npz") for p in range(2)]

@@ -11,10 +11,20 @@ from flax import nnx
 from randar_jax import checkpoint, families, sharding
 from randar_jax.config_io import load_config, parse_arg
 from randar_jax.convert import convert_checkpoint
-from randar_jax.models.randar import RandAR, RandARConfig
+from randar_jax.models.randar import RandARConfig
 
-SMALL = RandARConfig(vocab_size=32, dim=32, n_layer=2, n_head=4, multiple_of=16, grid_size=4, num_classes=5,
-                     token_dropout=0.0, resid_dropout=0.0, ffn_dropout=0.0)
+SMALL = RandARConfig(
+  vocab_size=32,
+  dim=32,
+  n_layer=2,
+  n_head=4,
+  multiple_of=16,
+  grid_size=4,
+  num_classes=5,
+  token_dropout=0.0,
+  resid_dropout=0.0,
+  ffn_dropout=0.0,
+)
 
 
 def _batch(config, batch=4, seed=0):
@@ -35,11 +45,14 @@ def _randomised(config, seed=1):
 
 def test_sharded_forward_equals_single_device(fixtures, randar_tiny, tmp_path):
   from conftest import fixture_file, float32_atol
+
   _, config = randar_tiny
   ckpt = convert_checkpoint(fixture_file(fixtures, "randar_tiny.safetensors"), tmp_path / "c", config, progress=False)
   golden = np.load(fixture_file(fixtures, "randar_tiny_forward.npz"))
-  tokens, labels, order = (jnp.asarray(np.resize(golden[k], (8,) + golden[k].shape[1:]))  # 8 rows: 1 per device
-                           for k in ("idx", "cond", "token_order"))
+  tokens, labels, order = (
+    jnp.asarray(np.resize(golden[k], (8,) + golden[k].shape[1:]))  # 8 rows: 1 per device
+    for k in ("idx", "cond", "token_order")
+  )
   single = sharding.build_mesh({"data": 1}, devices=jax.devices()[:1])
   reference = checkpoint.load_model(ckpt, mesh=single)
   with sharding.model_context(single):
@@ -50,8 +63,10 @@ def test_sharded_forward_equals_single_device(fixtures, randar_tiny, tmp_path):
   assert tuple(spec) == (None, "fsdp", "tensor", None), spec
   assert tuple(model.tok_embeddings[...].sharding.spec) == ("tensor", "fsdp")
   with sharding.model_context(mesh):
-    batch = [jax.device_put(x, sharding.named_sharding(mesh, ("batch",) + (None,) * (x.ndim - 1)))
-             for x in (tokens, labels, order)]
+    batch = [
+      jax.device_put(x, sharding.named_sharding(mesh, ("batch",) + (None,) * (x.ndim - 1)))
+      for x in (tokens, labels, order)
+    ]
     logits = nnx.jit(lambda m, *a: m(*a))(model, *batch)
   np.testing.assert_allclose(np.asarray(logits), np.asarray(expected), atol=float32_atol(expected, ulps=32))
 
@@ -110,8 +125,8 @@ def test_dropout_sites():
   tokens, labels, order = _batch(config, batch=64)
   clean, cells = model.training_sequence(tokens, labels, order)
   noisy, _ = model.training_sequence(tokens, labels, order, dropout_rng=jax.random.key(3))
-  np.testing.assert_array_equal(noisy[:, 1::2], clean[:, 1::2])           # instruction tokens untouched
-  assert float(jnp.mean(noisy[:, 2::2] == 0)) > 0.3                         # image embeddings dropped
+  np.testing.assert_array_equal(noisy[:, 1::2], clean[:, 1::2])  # instruction tokens untouched
+  assert float(jnp.mean(noisy[:, 2::2] == 0)) > 0.3  # image embeddings dropped
   null_row = model.cls_embedding[...][config.null_class]
   swapped = jnp.all(noisy[:, 0] == null_row, axis=-1)
   assert 0.2 < float(swapped.mean()) < 0.8

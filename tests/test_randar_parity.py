@@ -19,8 +19,9 @@ def golden(fixtures):
 @pytest.fixture(scope="module")
 def forward(randar_tiny, golden):
   model, _ = randar_tiny
-  logits, hidden = model(jnp.asarray(golden["idx"]), jnp.asarray(golden["cond"]), jnp.asarray(golden["token_order"]),
-                         return_hidden=True)
+  logits, hidden = model(
+    jnp.asarray(golden["idx"]), jnp.asarray(golden["cond"]), jnp.asarray(golden["token_order"]), return_hidden=True
+  )
   return np.asarray(logits), np.asarray(hidden)
 
 
@@ -37,8 +38,11 @@ def test_sequence_rope_rows_and_instruction_tokens(randar_tiny, golden):
   args = jnp.asarray(golden["idx"]), jnp.asarray(golden["cond"]), jnp.asarray(golden["token_order"])
   x, cells = model.training_sequence(*args, include_last=True)
   np.testing.assert_allclose(rope.gather_rows(model.rope_table(), cells), golden["freqs_cis_sequence"], atol=1e-6)
-  np.testing.assert_allclose(model.instruction_tokens(args[2]), golden["position_instruction_tokens"],
-                             atol=float32_atol(golden["position_instruction_tokens"]))
+  np.testing.assert_allclose(
+    model.instruction_tokens(args[2]),
+    golden["position_instruction_tokens"],
+    atol=float32_atol(golden["position_instruction_tokens"]),
+  )
   np.testing.assert_allclose(x, golden["input_sequence"], atol=float32_atol(golden["input_sequence"]))
 
 

@@ -41,7 +41,7 @@ def golden(fixtures):
 def inputs(rar_tiny, golden):
   """(tokens raster, labels as class ids with null_class for the dropped one, orders) from the fixture."""
   _, config = rar_tiny
-  labels = golden["condition_ids"] - (config.vocab_size + 1)   # the fixture's embedding ids -> class ids
+  labels = golden["condition_ids"] - (config.vocab_size + 1)  # the fixture's embedding ids -> class ids
   return jnp.asarray(golden["tokens"]), jnp.asarray(labels), jnp.asarray(golden["orders"])
 
 
@@ -93,8 +93,9 @@ def test_loss_and_raster_forward_match_original(rar_tiny, inputs, golden, forwar
   # the last image slot changes nothing
   np.testing.assert_allclose(logits, forward[0][:, :-1], atol=float32_atol(forward[0]))
   raster = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
-  np.testing.assert_allclose(model(tokens, labels, raster, include_last=True), golden["raster_forward_logits"],
-                             atol=1e-4, rtol=1e-4)
+  np.testing.assert_allclose(
+    model(tokens, labels, raster, include_last=True), golden["raster_forward_logits"], atol=1e-4, rtol=1e-4
+  )
 
 
 def test_ordered_tokens_equal_raster_tokens(rar_tiny, inputs):
@@ -127,10 +128,14 @@ def test_converter_infers_the_config_and_is_strict(fixtures, rar_tiny, tmp_path)
   last = config.n_layer - 1
   fails(lambda t: t.pop(f"blocks.{last}.attn.k_norm.bias"), rf"missing 1 key.*blocks\.{last}\.attn\.k_norm\.bias")
   fails(lambda t: t.update({"blocks.0.attn.extra": np.zeros(3, np.float32)}), r"unexpected key.*blocks\.0\.attn\.extra")
-  fails(lambda t: t.update({"cls_token": np.zeros((1, 2, config.dim), np.float32)}),
-        rf"cls_token.*{re.escape(str((1, 2, config.dim)))}.*leading unit axes")
-  fails(lambda t: t.update({"blocks.0.adaLN_modulation.1.bias": np.zeros((6, config.dim), np.float32)}),
-        r"blocks\.0\.adaLN_modulation\.1\.bias: expected a 1-D tensor")
+  fails(
+    lambda t: t.update({"cls_token": np.zeros((1, 2, config.dim), np.float32)}),
+    rf"cls_token.*{re.escape(str((1, 2, config.dim)))}.*leading unit axes",
+  )
+  fails(
+    lambda t: t.update({"blocks.0.adaLN_modulation.1.bias": np.zeros((6, config.dim), np.float32)}),
+    r"blocks\.0\.adaLN_modulation\.1\.bias: expected a 1-D tensor",
+  )
   # the released rar_*.bin are raw torch.save state dicts: the same tensors as a .bin convert identically
   bin_params, bin_config = convert_params(torch_save(tmp_path / "rar_tiny.bin", tensors), progress=False)
   assert bin_config == inferred
@@ -147,8 +152,10 @@ def test_weight_decay_mask_is_the_original_name_rule(fixtures, rar_tiny):
   model, _ = rar_tiny
   tensors = safetensors.numpy.load_file(str(fixture_file(fixtures, "rar_tiny.safetensors")))
   shapes = {k: v.shape for k, v in tensors.items()}
-  mask = {"/".join(str(k.key) for k in path): v
-          for path, v in jax.tree_util.tree_flatten_with_path(model.weight_decay_mask())[0]}
+  mask = {
+    "/".join(str(k.key) for k in path): v
+    for path, v in jax.tree_util.tree_flatten_with_path(model.weight_decay_mask())[0]
+  }
   for rule in rar_convert.RULES:
     pattern = re.compile(rule.regex.pattern)
     for key, shape in shapes.items():
@@ -156,8 +163,15 @@ def test_weight_decay_mask_is_the_original_name_rule(fixtures, rar_tiny):
         torch_decays = len(shape) >= 2 and not any(s in key for s in NO_DECAY_SUBSTRINGS)
         assert mask[rule.targets[0]] == torch_decays, (key, rule.targets[0])
   decayed = sorted(k for k, v in mask.items() if v)
-  assert decayed == ["blocks/adaLN_modulation/kernel", "blocks/attn/proj/kernel", "blocks/attn/qkv/kernel",
-                     "blocks/mlp/fc1/kernel", "blocks/mlp/fc2/kernel", "cls_token", "lm_head/kernel"]
+  assert decayed == [
+    "blocks/adaLN_modulation/kernel",
+    "blocks/attn/proj/kernel",
+    "blocks/attn/qkv/kernel",
+    "blocks/mlp/fc1/kernel",
+    "blocks/mlp/fc2/kernel",
+    "cls_token",
+    "lm_head/kernel",
+  ]
   assert not mask["adaln_before_head/adaLN_modulation/kernel"]  # "adaln" contains "ln": the original's accident
 
 
@@ -176,7 +190,7 @@ def test_init_is_adaln_zero_and_loss_is_near_log_vocab():
     return hidden[-1], x, model.loss(tokens, labels, order)[0]
 
   last, x, loss = run(model)
-  np.testing.assert_array_equal(last, x)   # every block is the identity at init
+  np.testing.assert_array_equal(last, x)  # every block is the identity at init
   assert abs(float(loss) - np.log(config.vocab_size)) < 0.05
 
 
@@ -191,9 +205,14 @@ def test_dropout_remat_and_label_dropout(rar_tiny, inputs):
   @nnx.jit
   def run(model, noisy, always):
     loss = lambda m, key: m.loss(*inputs, dropout_rng=key)[0]  # noqa: E731
-    return (nnx.value_and_grad(loss)(noisy, jax.random.key(1)), loss(noisy, jax.random.key(1)),
-            noisy.loss(*inputs)[0], model.loss(*inputs)[0],
-            always.loss(*inputs, dropout_rng=jax.random.key(2))[1], model.loss(inputs[0], null, inputs[2])[1])
+    return (
+      nnx.value_and_grad(loss)(noisy, jax.random.key(1)),
+      loss(noisy, jax.random.key(1)),
+      noisy.loss(*inputs)[0],
+      model.loss(*inputs)[0],
+      always.loss(*inputs, dropout_rng=jax.random.key(2))[1],
+      model.loss(inputs[0], null, inputs[2])[1],
+    )
 
   (loss, grads), again, clean, evaluation, dropped, unconditional = run(model, noisy, always)
   assert noisy.config.remat and float(loss) == float(again) != float(clean)
@@ -213,8 +232,10 @@ def test_sharded_forward_equals_single_device(fixtures, rar_tiny, tmp_path):
   sharded = checkpoint.load_model(ckpt, family="rar", mesh=mesh)
   assert tuple(sharded.blocks.attn.qkv.kernel[...].sharding.spec) == (None, "fsdp", None, "tensor", None)
   with sharding.model_context(mesh):
-    batch = [jax.device_put(x, sharding.named_sharding(mesh, ("batch",) + (None,) * (x.ndim - 1)))
-             for x in (tokens, labels, order)]
+    batch = [
+      jax.device_put(x, sharding.named_sharding(mesh, ("batch",) + (None,) * (x.ndim - 1)))
+      for x in (tokens, labels, order)
+    ]
     logits = nnx.jit(lambda m, *a: m(*a))(sharded, *batch)
   np.testing.assert_allclose(np.asarray(logits), np.asarray(expected), atol=float32_atol(expected, ulps=32))
 
@@ -243,9 +264,21 @@ def test_configs_and_bad_input():
   with pytest.raises(ValueError, match="not divisible by n_head"):
     RARConfig(dim=100, n_head=16)
   with pytest.raises(ValueError, match="not a square grid"):
-    RARConfig.from_original({"model": {"vq_model": {"codebook_size": 8}, "generator": {
-        "hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 8,
-        "image_seq_len": 15, "condition_num_classes": 2}}})
+    RARConfig.from_original(
+      {
+        "model": {
+          "vq_model": {"codebook_size": 8},
+          "generator": {
+            "hidden_size": 8,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "intermediate_size": 8,
+            "image_seq_len": 15,
+            "condition_num_classes": 2,
+          },
+        }
+      }
+    )
 
 
 def test_annealing_fraction_of_random_orders_follows_the_schedule():
@@ -254,13 +287,22 @@ def test_annealing_fraction_of_random_orders_follows_the_schedule():
   policy = orders.OrderPolicy(**config.data.order.to_dict())
   start, end = policy.anneal
   rng, draws, n = np.random.default_rng(0), 2000, 16
-  for step in (0, start - 1, start, (3 * start + end) // 4, (start + end) // 2, (start + 3 * end) // 4, end, end + 1,
-               config.total_steps):
+  for step in (
+    0,
+    start - 1,
+    start,
+    (3 * start + end) // 4,
+    (start + end) // 2,
+    (start + 3 * end) // 4,
+    end,
+    end + 1,
+    config.total_steps,
+  ):
     r = 1.0 if step < start else 0.0 if step > end else 1.0 - (step - start) / (end - start)
     assert policy.ratio(step) == pytest.approx(r)
     drawn = [policy.draw(rng, step, 4) for _ in range(draws)]
     used = np.array([u for _, u in drawn])
-    assert abs(used.mean() - r) <= 4 * np.sqrt(r * (1 - r) / draws) + 1e-9, step   # binomial, 4 sigma
+    assert abs(used.mean() - r) <= 4 * np.sqrt(r * (1 - r) / draws) + 1e-9, step  # binomial, 4 sigma
     for order, random in drawn[:50]:
       assert sorted(order) == list(range(n)) and (random or (order == np.arange(n)).all())
   assert orders.random_ratio(np.array([start, (start + end) // 2, end]), start, end).tolist() == [1.0, 0.5, 0.0]

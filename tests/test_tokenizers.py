@@ -28,16 +28,26 @@ from randar_jax.tokenizers.vq_maskgit import MaskGITVQConfig
 # family -> fixture prefix, torch container, full-size manifest, fixture keys of the latents / decoder output,
 # and the map from the fixture's model-range images to [0, 1]
 CASES = {
-    "vq_llamagen": dict(prefix="vq_llamagen_tiny", torch_file="vq_llamagen_tiny.pt",
-                        manifest="manifest_vq_llamagen_ds16.json", latents="pre_quant_latent",
-                        decoded="decoded_from_indices", to_unit=lambda x: (x + 1) / 2),
-    "vq_maskgit": dict(prefix="vq_maskgit_tiny", torch_file="vq_maskgit_tiny.bin",
-                       manifest="manifest_vq_maskgit_f16.json", latents="encoder_out",
-                       decoded="decoder_out_unclamped", to_unit=lambda x: x),
+  "vq_llamagen": dict(
+    prefix="vq_llamagen_tiny",
+    torch_file="vq_llamagen_tiny.pt",
+    manifest="manifest_vq_llamagen_ds16.json",
+    latents="pre_quant_latent",
+    decoded="decoded_from_indices",
+    to_unit=lambda x: (x + 1) / 2,
+  ),
+  "vq_maskgit": dict(
+    prefix="vq_maskgit_tiny",
+    torch_file="vq_maskgit_tiny.bin",
+    manifest="manifest_vq_maskgit_f16.json",
+    latents="encoder_out",
+    decoded="decoder_out_unclamped",
+    to_unit=lambda x: x,
+  ),
 }
 
 
-RELEASED_PARAMETERS = {"vq_llamagen": 71_883_403, "vq_maskgit": 54_515_587}   # spec section 12
+RELEASED_PARAMETERS = {"vq_llamagen": 71_883_403, "vq_maskgit": 54_515_587}  # spec section 12
 
 
 def config_of(family: str, meta: dict):
@@ -70,6 +80,7 @@ def tiny(request, fixtures):
 
 # ---- parity ------------------------------------------------------------------------------------------------------
 
+
 def test_parity_with_the_original(tiny):
   family, model, config, io = tiny
   case = CASES[family]
@@ -84,10 +95,10 @@ def test_parity_with_the_original(tiny):
     close(model.encoder(nhwc(io["images"])), nhwc(io["encoder_out"]))
   else:  # MaskGIT's decode() clamps to [0, 1]
     close(jnp.clip(decoded, 0, 1), nhwc(io["decoded_from_indices"]))
-  images = np.asarray(model.decode(io["indices_2d"]))          # the public uint8 path
+  images = np.asarray(model.decode(io["indices_2d"]))  # the public uint8 path
   assert images.dtype == np.uint8 and images.shape == io["decoded_uint8_nhwc"].shape
   assert np.abs(images.astype(int) - io["decoded_uint8_nhwc"].astype(int)).max() <= 1
-  np.testing.assert_array_equal(np.asarray(model.decode(io["indices"])), images)   # raster (B, h * w) codes
+  np.testing.assert_array_equal(np.asarray(model.decode(io["indices"])), images)  # raster (B, h * w) codes
 
 
 def test_public_encode_takes_unit_range_images(tiny):
@@ -104,6 +115,7 @@ def test_public_encode_takes_unit_range_images(tiny):
 
 # ---- conversion --------------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("family", sorted(CASES))
 def test_torch_and_safetensors_containers_convert_identically(fixtures, family):
   case = CASES[family]
@@ -117,7 +129,7 @@ def test_torch_and_safetensors_containers_convert_identically(fixtures, family):
     np.testing.assert_array_equal(a[key], b[key], err_msg=key)
   tensors = safetensors.numpy.load_file(str(fixture_file(fixtures, f"{case['prefix']}.safetensors")))
   used = sum(t.size for k, t in tensors.items() if k != "quantize.codebook_used")
-  assert checkpoint.param_count(from_torch) == used        # every tensor but the usage buffer became a parameter
+  assert checkpoint.param_count(from_torch) == used  # every tensor but the usage buffer became a parameter
 
 
 @pytest.mark.parametrize("family", sorted(CASES))
@@ -130,14 +142,20 @@ def test_manifest_maps_completely(fixtures, family):
   abstract = checkpoint.abstract_params(config)
   assert checkpoint.param_count(abstract) == source.manifest["num_parameters"] == RELEASED_PARAMETERS[family]
   assert len(source.keys()) == source.manifest["num_state_dict_entries"]
-  convert(source, family_converter.rules_for(abstract), abstract, ignore=family_converter.ignore, progress=False,
-          check_only=True)
+  convert(
+    source,
+    family_converter.rules_for(abstract),
+    abstract,
+    ignore=family_converter.ignore,
+    progress=False,
+    check_only=True,
+  )
 
 
 def test_missing_tokenizer_key_is_named(fixtures, tmp_path):
   tensors = safetensors.numpy.load_file(str(fixture_file(fixtures, "vq_maskgit_tiny.safetensors")))
   config = config_of("vq_maskgit", load_json(fixture_file(fixtures, "vq_maskgit_tiny_config.json")))
-  level = len(config.channel_mult) - 1                         # the lowest resolution (has an upsample_conv)
+  level = len(config.channel_mult) - 1  # the lowest resolution (has an upsample_conv)
   del tensors[f"decoder.up.{level}.upsample_conv.bias"]
   path = tmp_path / "bad.safetensors"
   safetensors.numpy.save_file(tensors, str(path))
@@ -145,17 +163,22 @@ def test_missing_tokenizer_key_is_named(fixtures, tmp_path):
     convert_params(path, config, progress=False)
   del tensors[f"encoder.down.{level}.block.0.conv2.weight"]  # the shape inference needs this one
   safetensors.numpy.save_file(tensors, str(path))
-  with pytest.raises(ConversionError,
-                     match=rf"vq_maskgit checkpoint but has no tensor .*encoder\.down\.{level}\.block\.0"):
+  with pytest.raises(
+    ConversionError, match=rf"vq_maskgit checkpoint but has no tensor .*encoder\.down\.{level}\.block\.0"
+  ):
     convert_params(path, progress=False)
 
 
 # ---- the restricted torch reader ---------------------------------------------------------------------------------
 
+
 def test_torch_reader_rebuilds_strided_views(tmp_path):
   storage = np.arange(6, dtype=np.float32)
-  path = _torch_zip(tmp_path / "w.pt", _tensor_pickle({"t": ("0", 6, 0, (3, 2), (1, 3)), "s": ("0", 6, 2, (2,), (2,))}),
-                    {"0": storage.tobytes()})
+  path = _torch_zip(
+    tmp_path / "w.pt",
+    _tensor_pickle({"t": ("0", 6, 0, (3, 2), (1, 3)), "s": ("0", 6, 2, (2,), (2,))}),
+    {"0": storage.tobytes()},
+  )
   source = TorchSource(path)
   assert source.keys() == ["t", "s"] and source.shape("t") == (3, 2) and source.dtype("t") == "float32"
   np.testing.assert_array_equal(source.get("t"), storage.reshape(2, 3).T)
@@ -192,7 +215,7 @@ def test_pickle_that_would_run_a_command_is_refused_and_runs_nothing(tmp_path, f
   with pytest.raises(ConversionError, match=r"refusing to load.*(system|call|eval)"):
     convert_params(zipped, progress=False)
   bare = tmp_path / "evil.bin"
-  bare.write_bytes(payload)                   # a bare pickle, not a torch zip: never unpickled at all
+  bare.write_bytes(payload)  # a bare pickle, not a torch zip: never unpickled at all
   with pytest.raises(ConversionError, match="not a torch.save zip archive"):
     convert_params(bare, progress=False)
   assert not marker.exists()
@@ -207,6 +230,7 @@ def test_corrupt_torch_file_is_reported(fixtures, tmp_path):
 
 
 # ---- bad input ---------------------------------------------------------------------------------------------------
+
 
 def test_bad_images_and_codes_fail_clearly(tiny):
   family, model, config, io = tiny
@@ -246,8 +270,10 @@ def test_tokenizer_checkpoint_where_a_transformer_is_expected(fixtures, tmp_path
 
 # ---- checkpoint and command line ---------------------------------------------------------------------------------
 
+
 def test_convert_load_and_cli_round_trip(tiny, fixtures, tmp_path, capsys):
   from randar_jax import cli
+
   family, model, config, io = tiny
   ckpt = tmp_path / "ckpt"
   assert cli.main(["convert", str(fixture_file(fixtures, CASES[family]["torch_file"])), str(ckpt)]) == 0
@@ -255,18 +281,26 @@ def test_convert_load_and_cli_round_trip(tiny, fixtures, tmp_path, capsys):
   assert restored.config == config and checkpoint.read_config(ckpt)["family"] == family
 
   images = np.asarray(model.decode(io["indices_2d"]))
-  images = np.concatenate([images, images[:1, ::-1]])            # 3 images, batch size 2: a padded last batch
+  images = np.concatenate([images, images[:1, ::-1]])  # 3 images, batch size 2: a padded last batch
   paths = [str(tmp_path / f"in{i}.png") for i in range(len(images))]
   for image, path in zip(images, paths):
     Image.fromarray(image).save(path)
   codes_file = tmp_path / "codes.npy"
-  assert cli.main(["tokenize", *paths, "--tokenizer", str(ckpt), "--out", str(codes_file), "--crop", "none",
-                   "--batch-size", "2"]) == 0
+  assert (
+    cli.main(
+      ["tokenize", *paths, "--tokenizer", str(ckpt), "--out", str(codes_file), "--crop", "none", "--batch-size", "2"]
+    )
+    == 0
+  )
   codes = np.load(codes_file)
   in_twos = lambda fn, x: np.concatenate([np.asarray(fn(x[:2])), np.asarray(fn(x[1:]))[1:]])  # one shape: one compile
   np.testing.assert_array_equal(codes, in_twos(model.encode, images))
-  assert cli.main(["detokenize", str(codes_file), "--tokenizer", str(ckpt), "--out", str(tmp_path / "png"),
-                   "--batch-size", "2"]) == 0
+  assert (
+    cli.main(
+      ["detokenize", str(codes_file), "--tokenizer", str(ckpt), "--out", str(tmp_path / "png"), "--batch-size", "2"]
+    )
+    == 0
+  )
   decoded = np.stack([np.asarray(Image.open(tmp_path / "png" / f"{i:05d}.png")) for i in range(len(codes))])
   np.testing.assert_array_equal(decoded, in_twos(model.decode, codes))
   capsys.readouterr()
@@ -277,9 +311,22 @@ def test_convert_load_and_cli_round_trip(tiny, fixtures, tmp_path, capsys):
   assert "codes must lie in" in capsys.readouterr().err
   photo = np.random.default_rng(0).integers(0, 256, (40, 60, 3), dtype=np.uint8)
   Image.fromarray(photo).save(tmp_path / "photo.png")
-  size = io["images"].shape[-1]                                # the fixture's image size
-  assert cli.main(["tokenize", str(tmp_path / "photo.png"), "--tokenizer", str(ckpt), "--out", str(codes_file),
-                   "--image-size", str(size)]) == 0             # default: ADM center crop
+  size = io["images"].shape[-1]  # the fixture's image size
+  assert (
+    cli.main(
+      [
+        "tokenize",
+        str(tmp_path / "photo.png"),
+        "--tokenizer",
+        str(ckpt),
+        "--out",
+        str(codes_file),
+        "--image-size",
+        str(size),
+      ]
+    )
+    == 0
+  )  # default: ADM center crop
   cropped = preprocess.center_crop_arr(Image.fromarray(photo), size)
   np.testing.assert_array_equal(np.load(codes_file)[0], np.asarray(model.encode(np.stack([cropped] * 2)))[0])
   odd = tmp_path / "odd.png"
@@ -291,16 +338,20 @@ def test_convert_load_and_cli_round_trip(tiny, fixtures, tmp_path, capsys):
 def test_crop_modes_of_the_tokenize_command():
   photo = Image.fromarray(np.random.default_rng(2).integers(0, 256, (40, 60, 3), dtype=np.uint8))
   np.testing.assert_array_equal(preprocess.crop_image(photo, 16, "adm"), preprocess.center_crop_arr(photo, 16))
-  np.testing.assert_array_equal(preprocess.crop_image(photo, 16, "resize"),
-                                np.asarray(photo.resize((16, 16), resample=Image.BICUBIC)))
+  np.testing.assert_array_equal(
+    preprocess.crop_image(photo, 16, "resize"), np.asarray(photo.resize((16, 16), resample=Image.BICUBIC))
+  )
   np.testing.assert_array_equal(preprocess.crop_image(photo, 16, "none"), np.asarray(photo))
   with pytest.raises(ValueError, match="unknown crop mode"):
     preprocess.crop_image(photo, 16, "zoom")
 
 
-@pytest.mark.parametrize("first", ["randar_jax.tokenizers.vq_maskgit", "randar_jax.eval.inception",
-                                   "randar_jax.convert", "randar_jax.tokenizers"])
+@pytest.mark.parametrize(
+  "first",
+  ["randar_jax.tokenizers.vq_maskgit", "randar_jax.eval.inception", "randar_jax.convert", "randar_jax.tokenizers"],
+)
 def test_tokenizer_modules_import_first_without_a_cycle(first):
   import sys
+
   code = f"import {first}, randar_jax.families as f; assert f.get('vq_maskgit').model.__name__ == 'VQMaskGIT'"
   subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})

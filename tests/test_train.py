@@ -26,12 +26,24 @@ from randar_jax.train.optim import OptimConfig
 from randar_jax.train.train import Trainer, select_batch
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-OVERRIDES = {"model.dim": 64, "model.grid_size": 4, "model.vocab_size": 64, "total_steps": 300, "batch_size": 8,
-             "log_every": 1, "ckpt_every": 3, "keep_checkpoints": 3, "sample.every": 0, "eval.every": 0,
-             "optim.lr": 3e-3, "optim.warmup_steps": 2, "optim.skip_after": 2,
-             "data.synthetic.num_records": 512}
-STEPS = 5          # mesh / multi-process comparisons (of a 300-step schedule)
-RESUME_STEPS = 8   # the SIGKILL run: checkpoints at 3 and 6, killed after 5
+OVERRIDES = {
+  "model.dim": 64,
+  "model.grid_size": 4,
+  "model.vocab_size": 64,
+  "total_steps": 300,
+  "batch_size": 8,
+  "log_every": 1,
+  "ckpt_every": 3,
+  "keep_checkpoints": 3,
+  "sample.every": 0,
+  "eval.every": 0,
+  "optim.lr": 3e-3,
+  "optim.warmup_steps": 2,
+  "optim.skip_after": 2,
+  "data.synthetic.num_records": 512,
+}
+STEPS = 5  # mesh / multi-process comparisons (of a 300-step schedule)
+RESUME_STEPS = 8  # the SIGKILL run: checkpoints at 3 and 6, killed after 5
 
 
 def tiny_config(family="randar", **extra):
@@ -52,8 +64,14 @@ def cli_flags(**extra) -> list[str]:
 def run_launcher(workdir, *flags, env_extra=None):
   """launch/train.py in a subprocess (this session's 8 fake devices unless env_extra says otherwise)."""
   env = {**os.environ, "JAX_DEFAULT_MATMUL_PRECISION": "highest", **(env_extra or {})}
-  cmd = [sys.executable, str(REPO / "launch/train.py"), f"--config={REPO}/configs/randar.py:runlocal",
-         f"--workdir={workdir}", "--no_progress", *flags]
+  cmd = [
+    sys.executable,
+    str(REPO / "launch/train.py"),
+    f"--config={REPO}/configs/randar.py:runlocal",
+    f"--workdir={workdir}",
+    "--no_progress",
+    *flags,
+  ]
   return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
 
 
@@ -77,16 +95,26 @@ def run_steps(trainer, state, loader, steps):
 
 # ---- schedules and the skip rule, by hand ------------------------------------------------------------------
 
+
 def test_randar_and_rar_schedules_match_the_recipes():
-  randar = optim.learning_rate(OptimConfig(), 360_000)          # randar.md section 7
-  for t, expected in [(0, 0.0), (1, 4e-4 / 50_000), (25_000, 2e-4), (50_000, 4e-4),
-                      (205_000, 4e-4 * (0.05 + 0.95 * 0.5)), (360_000, 4e-4 * 0.05), (400_000, 4e-4 * 0.05)]:
+  randar = optim.learning_rate(OptimConfig(), 360_000)  # randar.md section 7
+  for t, expected in [
+    (0, 0.0),
+    (1, 4e-4 / 50_000),
+    (25_000, 2e-4),
+    (50_000, 4e-4),
+    (205_000, 4e-4 * (0.05 + 0.95 * 0.5)),
+    (360_000, 4e-4 * 0.05),
+    (400_000, 4e-4 * 0.05),
+  ]:
     np.testing.assert_allclose(float(randar(t)), expected, rtol=1e-6, atol=1e-12, err_msg=str(t))
-  t = 100_000   # cosine at an arbitrary point: 4e-4 (0.05 + 0.95/2 (1 + cos(pi 50k / 310k)))
-  np.testing.assert_allclose(float(randar(t)), 4e-4 * (0.05 + 0.475 * (1 + math.cos(math.pi * 50_000 / 310_000))),
-                             rtol=1e-6)
-  rar = optim.learning_rate(OptimConfig(b2=0.96, weight_decay=0.03, warmup_steps=62_500, end_lr=1e-5,
-                                        skip_threshold=None), 250_000)  # rar.md 6.3
+  t = 100_000  # cosine at an arbitrary point: 4e-4 (0.05 + 0.95/2 (1 + cos(pi 50k / 310k)))
+  np.testing.assert_allclose(
+    float(randar(t)), 4e-4 * (0.05 + 0.475 * (1 + math.cos(math.pi * 50_000 / 310_000))), rtol=1e-6
+  )
+  rar = optim.learning_rate(
+    OptimConfig(b2=0.96, weight_decay=0.03, warmup_steps=62_500, end_lr=1e-5, skip_threshold=None), 250_000
+  )  # rar.md 6.3
   for t, expected in [(0, 0.0), (31_250, 2e-4), (62_500, 4e-4), (156_250, 1e-5 + 3.9e-4 * 0.5), (250_000, 1e-5)]:
     np.testing.assert_allclose(float(rar(t)), expected, rtol=1e-6, atol=1e-12, err_msg=str(t))
   linear = optim.learning_rate(OptimConfig(schedule="linear", warmup_steps=10, end_lr=0.0, lr=1.0), 110)
@@ -99,14 +127,26 @@ def test_randar_and_rar_schedules_match_the_recipes():
 
 def toy_problem():
   """Parameters with a stacked 'layers' subtree (2 layers) and RandAR's q/k/v split; hand-made gradients."""
-  params = {"emb": jnp.array([[1.0, -2.0]]), "norm": jnp.array([0.5, 0.5]),
-            "layers": {"attention": {"wq": jnp.ones((2, 2)), "wk": jnp.ones((2, 2)), "wv": jnp.ones((2, 2))},
-                       "w1": jnp.ones((2, 2))}}
-  grads = {"emb": jnp.array([[3.0, 4.0]]), "norm": jnp.zeros(2),                       # 5
-           "layers": {"attention": {"wq": jnp.array([[1.0, 0.0], [0.0, 0.0]]),          # layer 0: |(1, 2, 2)| = 3
-                                    "wk": jnp.array([[0.0, 2.0], [0.0, 0.0]]),          # layer 1: 0
-                                    "wv": jnp.array([[2.0, 0.0], [0.0, 0.0]])},
-                      "w1": jnp.array([[0.0, 0.0], [3.0, 4.0]])}}                     # layer 0: 0, layer 1: 5
+  params = {
+    "emb": jnp.array([[1.0, -2.0]]),
+    "norm": jnp.array([0.5, 0.5]),
+    "layers": {
+      "attention": {"wq": jnp.ones((2, 2)), "wk": jnp.ones((2, 2)), "wv": jnp.ones((2, 2))},
+      "w1": jnp.ones((2, 2)),
+    },
+  }
+  grads = {
+    "emb": jnp.array([[3.0, 4.0]]),
+    "norm": jnp.zeros(2),  # 5
+    "layers": {
+      "attention": {
+        "wq": jnp.array([[1.0, 0.0], [0.0, 0.0]]),  # layer 0: |(1, 2, 2)| = 3
+        "wk": jnp.array([[0.0, 2.0], [0.0, 0.0]]),  # layer 1: 0
+        "wv": jnp.array([[2.0, 0.0], [0.0, 0.0]]),
+      },
+      "w1": jnp.array([[0.0, 0.0], [3.0, 4.0]]),
+    },
+  }  # layer 0: 0, layer 1: 5
   mask = {"emb": True, "norm": False, "layers": {"attention": {"wq": True, "wk": True, "wv": True}, "w1": True}}
   return params, grads, mask
 
@@ -123,8 +163,9 @@ def test_skip_statistic_counts_original_tensors():
 
 def test_skip_rule_keeps_params_and_moments_while_the_schedule_advances():
   params, grads, mask = toy_problem()
-  cfg = OptimConfig(lr=0.1, warmup_steps=0, schedule="constant", weight_decay=0.05, clip_norm=None,
-                    skip_threshold=10.0, skip_after=100)
+  cfg = OptimConfig(
+    lr=0.1, warmup_steps=0, schedule="constant", weight_decay=0.05, clip_norm=None, skip_threshold=10.0, skip_after=100
+  )
   tx = optim.transform(cfg, mask)
   state0 = tx.init(params)
   update = jax.jit(lambda p, s, g, t: optim.update(cfg, tx, p, s, g, t, 1000))
@@ -132,8 +173,9 @@ def test_skip_rule_keeps_params_and_moments_while_the_schedule_advances():
   # p - lr (g / (|g| + eps) + wd p [decayed]).
   new, state1, stats = update(params, state0, grads, jnp.int32(99))
   assert not bool(stats["skipped"]) and float(stats["grad_norm_sum"]) == pytest.approx(13.0)
-  expected = jax.tree.map(lambda p, g, m: p - 0.1 * (g / (jnp.abs(g) + 1e-8) + (0.05 * p if m else 0.0)),
-                          params, grads, mask)
+  expected = jax.tree.map(
+    lambda p, g, m: p - 0.1 * (g / (jnp.abs(g) + 1e-8) + (0.05 * p if m else 0.0)), params, grads, mask
+  )
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), new, expected)
   assert int(state1[0].count) == 1
   # From iteration 100 on it is skipped: parameters and optimizer state (moments and count) untouched ...
@@ -158,6 +200,7 @@ def test_randar_decay_mask_reaches_the_optimizer(randar_tiny):
 
 
 # ---- sharded training --------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def reference():
@@ -198,8 +241,14 @@ def test_meshes_give_the_single_device_losses(reference, shape):
 def test_gradient_accumulation_matches_the_full_batch(reference):
   """Without dropout, 2 micro-batches give the full batch's loss and gradients (relative 1e-5)."""
   _, _, initial, *_ = reference
-  config = tiny_config(**{"model.token_dropout": 0.0, "model.resid_dropout": 0.0, "model.ffn_dropout": 0.0,
-                          "model.class_dropout_prob": 0.0})
+  config = tiny_config(
+    **{
+      "model.token_dropout": 0.0,
+      "model.resid_dropout": 0.0,
+      "model.ffn_dropout": 0.0,
+      "model.class_dropout_prob": 0.0,
+    }
+  )
   mesh = sharding.build_mesh(devices=jax.devices()[:1])
   results = []
   for accum in (1, 2):
@@ -219,11 +268,23 @@ def test_two_processes_train_like_one(reference, tmp_path):
   """Two JAX processes (gloo CPU collectives, one device each) give the one-device losses (relative 2e-6), and
   each process checkpoints its own data-iterator state; process 0 writes the logs."""
   import portpicker
+
   losses = reference[3]
   port = portpicker.pick_unused_port()
   env = {"XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
-  procs = [run_launcher(tmp_path, f"--coordinator=127.0.0.1:{port}", "--num_processes=2", f"--process_id={i}",
-                        "--cpu_devices=1", f"--stop_at={STEPS}", *cli_flags(), env_extra=env) for i in range(2)]
+  procs = [
+    run_launcher(
+      tmp_path,
+      f"--coordinator=127.0.0.1:{port}",
+      "--num_processes=2",
+      f"--process_id={i}",
+      "--cpu_devices=1",
+      f"--stop_at={STEPS}",
+      *cli_flags(),
+      env_extra=env,
+    )
+    for i in range(2)
+  ]
   outputs = [p.communicate(timeout=240)[0] for p in procs]
   assert all(p.returncode == 0 for p in procs), outputs
   got = [r["loss"] for r in read_metrics(tmp_path)]
@@ -233,6 +294,7 @@ def test_two_processes_train_like_one(reference, tmp_path):
 
 
 # ---- checkpoints and exact resume --------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def compile_cache(tmp_path_factory):
@@ -261,13 +323,14 @@ def test_resume_after_sigkill_is_bit_identical(uninterrupted, compile_cache, tmp
   assert resumed.returncode == 0 and "resuming from step 3" in out, out
   got = read_metrics(tmp_path)
   assert [r["step"] for r in got] == list(range(1, 9))
-  assert [r["loss"] for r in got] == [r["loss"] for r in rows]           # bit for bit (JSON keeps every bit)
+  assert [r["loss"] for r in got] == [r["loss"] for r in rows]  # bit for bit (JSON keeps every bit)
   assert [r["grad_norm"] for r in got] == [r["grad_norm"] for r in rows]
   assert (tmp_path / "loss.png").stat().st_size > 0 and list((tmp_path / "tb").iterdir())
 
 
 def test_damaged_checkpoint_falls_back_with_a_warning(uninterrupted, tmp_path):
   import shutil
+
   source, _ = uninterrupted
   workdir = tmp_path / "run"
   shutil.copytree(source, workdir)
@@ -301,9 +364,10 @@ def test_restore_onto_another_mesh_and_load_model(uninterrupted):
   loader.close()
   wq = state.params["layers"]["attention"]["wq"]
   assert wq.sharding.is_equivalent_to(sharding.named_sharding(mesh, ("layers", "embed", "heads", "head_dim")), 4)
-  model = checkpoint.load_model(workdir, family="randar")   # a training workdir is a model checkpoint
-  jax.tree.map(np.testing.assert_array_equal, jax.device_get(checkpoint.model_params(model)),
-               jax.device_get(state.params))
+  model = checkpoint.load_model(workdir, family="randar")  # a training workdir is a model checkpoint
+  jax.tree.map(
+    np.testing.assert_array_equal, jax.device_get(checkpoint.model_params(model)), jax.device_get(state.params)
+  )
   with pytest.raises(ValueError, match="different setup.*model.dim"):
     loop.check_resumable(Checkpointer(workdir), {**model_config.to_dict(), "dim": 128}, config.to_dict())
   with pytest.raises(ValueError, match="different setup.*batch_size"):
@@ -311,6 +375,7 @@ def test_restore_onto_another_mesh_and_load_model(uninterrupted):
 
 
 # ---- learning ----------------------------------------------------------------------------------------------
+
 
 def test_learns_the_synthetic_structure_well_below_the_unigram_entropy(reference):
   """The reference run continued to 300 steps of batch 8 on planted-structure codes (V=64, 16 tokens, noise 0.1):
@@ -331,8 +396,10 @@ def test_learns_the_synthetic_structure_well_below_the_unigram_entropy(reference
 def test_rar_trains_with_the_same_trainer():
   """configs/rar.py (same schema) and the RAR model train through the same Trainer: its decay mask, no skip rule,
   cosine to an absolute end lr. Dropout off here only to keep the compile short."""
-  config = tiny_config("rar", **{"model.dropout": 0.0, "model.attn_dropout": 0.0, "model.dim": 64,
-                                 "model.grid_size": 4, "model.vocab_size": 64})
+  config = tiny_config(
+    "rar",
+    **{"model.dropout": 0.0, "model.attn_dropout": 0.0, "model.dim": 64, "model.grid_size": 4, "model.vocab_size": 64},
+  )
   mesh = sharding.build_mesh(devices=jax.devices()[:1])
   trainer, model_config = make_trainer(config, mesh)
   assert model_config.to_dict()["family"] == "rar" and trainer.optim.skip_threshold is None

@@ -25,8 +25,9 @@ def extrapolation(fixtures):
 
 def test_extrapolation_rope_tables(extrapolation):
   grid, head_dim, base, cls_tokens, factor, ntk = extrapolation["extrapolation_args"]
-  table = rope.with_class_rows(rope.extrapolated_rope_table(int(grid), int(head_dim), base, factor, int(ntk)),
-                               int(cls_tokens))
+  table = rope.with_class_rows(
+    rope.extrapolated_rope_table(int(grid), int(head_dim), base, factor, int(ntk)), int(cls_tokens)
+  )
   np.testing.assert_allclose(table, extrapolation["extrapolation_freqs_cis"], atol=1e-6, rtol=0)
   grid, head_dim, base, cls_tokens = extrapolation["base_args"]
   table = rope.with_class_rows(rope.rope_table(int(grid), int(head_dim), base), int(cls_tokens))
@@ -34,19 +35,28 @@ def test_extrapolation_rope_tables(extrapolation):
 
 
 def test_extrapolation_matches_original_and_samples_every_token(fixtures, extrapolation):
-  g = {k[len("gen/"):]: v for k, v in extrapolation.items() if k.startswith("gen/")}
-  model, config = randar_model(fixtures, str(g["model_file"]))   # the model the original run used
+  g = {k[len("gen/") :]: v for k, v in extrapolation.items() if k.startswith("gen/")}
+  model, config = randar_model(fixtures, str(g["model_file"]))  # the model the original run used
   factor = int(g["extrapolation_factor"])
-  out = extrapolate(model, g["cond"], jax.random.key(0), factor=factor, num_steps=int(g["num_inference_steps"]),
-                    guidance=Guidance.from_original(g["cfg_scales"]), ntk_boundary=int(g["ntk_boundary"]),
-                    order=g["token_order"], trace=True,
-                    sampling=Sampling.make(float(g["temperature"]), int(g["top_k"]), float(g["top_p"])))
+  out = extrapolate(
+    model,
+    g["cond"],
+    jax.random.key(0),
+    factor=factor,
+    num_steps=int(g["num_inference_steps"]),
+    guidance=Guidance.from_original(g["cfg_scales"]),
+    ntk_boundary=int(g["ntk_boundary"]),
+    order=g["token_order"],
+    trace=True,
+    sampling=Sampling.make(float(g["temperature"]), int(g["top_k"]), float(g["top_p"])),
+  )
   np.testing.assert_array_equal(out.low_res.order, g["low_res_token_order"])
   np.testing.assert_array_equal(out.low_res.tokens, g["low_res_indices"])
   np.testing.assert_allclose(out.low_res.trace.guided, g["low_res_step_logits"], atol=2e-4, rtol=1e-4)
   n_low, sampled = g["low_res_token_order"].shape[1], g["high_res_step_logits"].shape[1]
-  np.testing.assert_allclose(np.asarray(out.high_res.trace.guided)[:, n_low:n_low + sampled],
-                             g["high_res_step_logits"], atol=2e-4, rtol=1e-4)
+  np.testing.assert_allclose(
+    np.asarray(out.high_res.trace.guided)[:, n_low : n_low + sampled], g["high_res_step_logits"], atol=2e-4, rtol=1e-4
+  )
   ours = np.asarray(out.high_res.tokens_in_order)
   reference = np.take_along_axis(g["result_indices"], g["token_order"], axis=1)
   mask = g["sampled_mask_in_generation_order"]
@@ -63,13 +73,13 @@ def test_extrapolation_matches_original_and_samples_every_token(fixtures, extrap
 def test_extrapolation_spatial_guidance_and_errors(randar_tiny):
   model, config = randar_tiny
   labels = np.array([1, 2])
-  base = extrapolate(model, labels, jax.random.key(1), num_steps=6, guidance=Guidance.constant(3.0),
-                     sampling=GREEDY)
-  spatial = extrapolate(model, labels, jax.random.key(1), num_steps=6, guidance=Guidance.constant(3.0),
-                        spatial=(2.5, 2.5), sampling=GREEDY)
+  base = extrapolate(model, labels, jax.random.key(1), num_steps=6, guidance=Guidance.constant(3.0), sampling=GREEDY)
+  spatial = extrapolate(
+    model, labels, jax.random.key(1), num_steps=6, guidance=Guidance.constant(3.0), spatial=(2.5, 2.5), sampling=GREEDY
+  )
   n = (config.grid_size * 2) ** 2
   assert spatial.tokens.shape == (2, n)
-  np.testing.assert_array_equal(spatial.low_res.tokens, base.low_res.tokens)   # stage 1 has no spatial branch
+  np.testing.assert_array_equal(spatial.low_res.tokens, base.low_res.tokens)  # stage 1 has no spatial branch
   assert not np.array_equal(spatial.tokens, base.tokens)
   anchors = anchor_cells(config.grid_size * 2, 2)
   assert anchors[np.asarray(spatial.order)[:, : config.num_tokens]].all()
@@ -89,11 +99,18 @@ def test_known_tokens_are_kept_with_ragged_masks(randar_tiny):
   model, config = randar_tiny
   tokens = _tokens(config, 3)
   generate_mask = np.zeros_like(tokens, bool)
-  generate_mask[0, :5] = True          # 11 known
-  generate_mask[1, ::2] = True         # 8 known
-  generate_mask[2, :] = True           # nothing known
-  out = generate_with_known(model, tokens, generate_mask, np.array([1, 2, 3]), jax.random.key(0), num_steps=4,
-                            guidance=Guidance.linear(1.0, 3.0))
+  generate_mask[0, :5] = True  # 11 known
+  generate_mask[1, ::2] = True  # 8 known
+  generate_mask[2, :] = True  # nothing known
+  out = generate_with_known(
+    model,
+    tokens,
+    generate_mask,
+    np.array([1, 2, 3]),
+    jax.random.key(0),
+    num_steps=4,
+    guidance=Guidance.linear(1.0, 3.0),
+  )
   result = np.asarray(out.tokens)
   np.testing.assert_array_equal(result[~generate_mask], tokens[~generate_mask])
   known_first = ~np.take_along_axis(generate_mask, np.asarray(out.order), axis=1)
@@ -118,17 +135,19 @@ def test_known_input_errors(randar_tiny):
   with pytest.raises(ValueError, match="mask must be boolean with the tokens' shape"):
     generate_with_known(model, tokens, np.ones((2, 3), bool), np.array([0, 1]), jax.random.key(0))
   with pytest.raises(ValueError, match="tokens must have shape"):
-    generate_with_known(model, tokens[:, :-1], np.ones((2, config.num_tokens - 1), bool), np.array([0, 1]),
-                        jax.random.key(0))
+    generate_with_known(
+      model, tokens[:, :-1], np.ones((2, config.num_tokens - 1), bool), np.array([0, 1]), jax.random.key(0)
+    )
   with pytest.raises(ValueError, match="codes in"):
-    generate_with_known(model, tokens + config.vocab_size, np.ones_like(tokens, bool), np.array([0, 1]),
-                        jax.random.key(0))
+    generate_with_known(
+      model, tokens + config.vocab_size, np.ones_like(tokens, bool), np.array([0, 1]), jax.random.key(0)
+    )
 
 
 def test_pixel_mask_rule():
   mask = np.zeros((32, 48), np.uint8)
-  mask[15, 16] = 255                     # one pixel in token (0, 1)
-  mask[20:, 40:] = 1                     # the bottom-right corner block -> token (1, 2)
+  mask[15, 16] = 255  # one pixel in token (0, 1)
+  mask[20:, 40:] = 1  # the bottom-right corner block -> token (1, 2)
   np.testing.assert_array_equal(token_mask_from_pixels(mask, 16), [[False, True, False], [False, False, True]])
   with pytest.raises(ValueError, match="not a multiple"):
     token_mask_from_pixels(np.zeros((30, 32)), 16)
@@ -139,7 +158,7 @@ def test_second_pass_features_see_the_whole_image(randar_tiny):
   model, config = randar_tiny
   tokens = _tokens(config, 1)
   changed = tokens.copy()
-  changed[0, -1] = (changed[0, -1] + 1) % config.vocab_size          # the last token in raster order
+  changed[0, -1] = (changed[0, -1] + 1) % config.vocab_size  # the last token in raster order
   first = [bidirectional_features(model, t, first_pass=True, layers=-1) for t in (tokens, changed)]
   second = [bidirectional_features(model, t, layers=-1) for t in (tokens, changed)]
   assert second[0].shape == (1, config.grid_size, config.grid_size, config.dim)
@@ -153,9 +172,11 @@ def test_second_pass_features_see_the_whole_image(randar_tiny):
 
 # ---- image level (any tokenizer; here the grey-level tokenizer whose vocabulary matches the tiny model) ----
 
+
 @pytest.fixture(scope="module")
 def pixel_setup(randar_tiny):
   from randar_jax.tokenizers.pixels import PixelTokenizer
+
   model, config = randar_tiny
   tok = PixelTokenizer(levels=config.vocab_size)
   codes = np.random.default_rng(3).integers(0, config.vocab_size, (2, config.grid_size, config.grid_size))
@@ -164,6 +185,7 @@ def pixel_setup(randar_tiny):
 
 def test_pixel_tokenizer_round_trip():
   from randar_jax import tokenizers
+
   tok = tokenizers.load("pixels:17")
   codes = np.arange(17).reshape(1, 1, 17)
   np.testing.assert_array_equal(tok.encode(tok.decode(codes)), codes)
@@ -172,12 +194,14 @@ def test_pixel_tokenizer_round_trip():
 
 def test_inpaint_and_edit_keep_unmasked_pixels(pixel_setup):
   from randar_jax.zeroshot import editing
+
   model, config, tok, images = pixel_setup
   g = config.grid_size
   mask = np.zeros((g, g), bool)
   mask[1:3, 1:3] = True
-  result = editing.inpaint(model, tok, images, mask, np.array([1, 2]), jax.random.key(0), num_steps=3,
-                           guidance=Guidance.linear(1.0, 3.0))
+  result = editing.inpaint(
+    model, tok, images, mask, np.array([1, 2]), jax.random.key(0), num_steps=3, guidance=Guidance.linear(1.0, 3.0)
+  )
   np.testing.assert_array_equal(result.images[:, ~mask], images[:, ~mask])
   np.testing.assert_array_equal(result.images[:, mask], result.generated[:, mask])
   edited = editing.edit(model, tok, images, mask * 255, np.array([7, 7]), jax.random.key(0), num_steps=3)
@@ -187,6 +211,7 @@ def test_inpaint_and_edit_keep_unmasked_pixels(pixel_setup):
 
 def test_outpaint_and_extend(pixel_setup):
   from randar_jax.zeroshot import editing
+
   model, config, tok, images = pixel_setup
   g = config.grid_size
   keep = np.zeros((g, g), bool)
@@ -201,6 +226,7 @@ def test_outpaint_and_extend(pixel_setup):
 
 def test_image_level_bad_input(pixel_setup):
   from randar_jax.zeroshot import editing
+
   model, config, tok, images = pixel_setup
   g, key, labels = config.grid_size, jax.random.key(0), np.array([1, 2])
   with pytest.raises(ValueError, match="the mask must be"):
@@ -220,11 +246,12 @@ def test_image_level_bad_input(pixel_setup):
 def test_zero_shot_commands(fixtures, randar_tiny, tmp_path, capsys):
   """inpaint / edit / outpaint (box, extend) / extrapolate / features from image files to PNG panels."""
   from PIL import Image
+
   from randar_jax.cli import main
   from randar_jax.convert import convert_checkpoint
+
   _, config = randar_tiny
-  ckpt = convert_checkpoint(fixture_file(fixtures, "randar_tiny.safetensors"), tmp_path / "m", config,
-                            progress=False)
+  ckpt = convert_checkpoint(fixture_file(fixtures, "randar_tiny.safetensors"), tmp_path / "m", config, progress=False)
   g = config.grid_size
   image = tmp_path / "img.png"
   Image.fromarray(np.random.default_rng(0).integers(0, 256, (g, g), dtype=np.uint8)).save(image)
@@ -232,12 +259,17 @@ def test_zero_shot_commands(fixtures, randar_tiny, tmp_path, capsys):
   out = tmp_path / "out"
   assert main(["inpaint", str(image), "--box", f"1,1,{g - 1},{g - 1}", "--class", "2", "--out", str(out)] + common) == 0
   assert main(["edit", str(image), "--box", f"0,0,{g // 2},{g}", "--class", "5", "--out", str(out)] + common) == 0
-  assert main(["outpaint", str(image), "--keep-box", f"0,0,{g},{g // 2}", "--class", "1", "--out", str(out)]
-              + common) == 0
+  assert (
+    main(["outpaint", str(image), "--keep-box", f"0,0,{g},{g // 2}", "--class", "1", "--out", str(out)] + common) == 0
+  )
   assert main(["outpaint", str(image), "--extend", "right=2", "--class", "1", "--out", str(out / "w")] + common) == 0
   assert Image.open(out / "w" / "img_outpaint_result.png").size == (g + 2, g)
-  assert main(["features", str(image), "--out", str(out / "f"), "--model", ckpt,
-               "--tokenizer", f"pixels:{config.vocab_size}"]) == 0
+  assert (
+    main(
+      ["features", str(image), "--out", str(out / "f"), "--model", ckpt, "--tokenizer", f"pixels:{config.vocab_size}"]
+    )
+    == 0
+  )
   assert np.load(out / "f" / "features.npy").shape == (1, g, g, config.dim)
   assert main(["extrapolate", "--classes", "1", "--cfg", "3", "--out", str(out / "x")] + common) == 0
   assert Image.open(out / "x" / "00000.png").size == (2 * g, 2 * g)

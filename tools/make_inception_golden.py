@@ -38,7 +38,7 @@ from pytorch_fid import inception as pfid  # noqa: E402
 from randar_jax.eval.inception import random_state_dict  # noqa: E402
 
 SEED = 2015
-STRIDE = 7   # resized images are stored at every 7th pixel (the full 299x299 floats would be megabytes)
+STRIDE = 7  # resized images are stored at every 7th pixel (the full 299x299 floats would be megabytes)
 OUT = os.path.join(os.path.dirname(__file__), "..", "tests", "data")
 
 
@@ -57,19 +57,26 @@ def to_torch(images: np.ndarray) -> torch.Tensor:
 def main() -> None:
   torch.manual_seed(0)
   os.makedirs(OUT, exist_ok=True)
-  bare = pfid._inception_v3(num_classes=1008, aux_logits=False, weights=None)   # what fid_inception_v3 builds
+  bare = pfid._inception_v3(num_classes=1008, aux_logits=False, weights=None)  # what fid_inception_v3 builds
   manifest = [(k, list(v.shape), str(v.dtype)) for k, v in bare.state_dict().items()]
   with open(os.path.join(OUT, "inception_fid_manifest.json"), "w") as f:
-    json.dump({"source": "pytorch_fid 0.3.0 fid_inception_v3() state_dict (torchvision 0.28.0)", "seed": SEED,
-               "state_dict": manifest}, f, indent=0)
+    json.dump(
+      {
+        "source": "pytorch_fid 0.3.0 fid_inception_v3() state_dict (torchvision 0.28.0)",
+        "seed": SEED,
+        "state_dict": manifest,
+      },
+      f,
+      indent=0,
+    )
 
   weights = random_state_dict([(k, s) for k, s, _ in manifest], SEED)
   pfid.load_state_dict_from_url = lambda *args, **kwargs: {k: torch.from_numpy(v) for k, v in weights.items()}
-  net = pfid.InceptionV3([3]).eval()        # resize_input and normalize_input on, as pytorch-fid runs it
+  net = pfid.InceptionV3([3]).eval()  # resize_input and normalize_input on, as pytorch-fid runs it
 
   rng = np.random.default_rng(SEED)
-  images = smooth_images(rng, 2, 192, 160)       # upsampled to 299 (non-square)
-  large = smooth_images(rng, 1, 320, 305)        # downsampled to 299
+  images = smooth_images(rng, 2, 192, 160)  # upsampled to 299 (non-square)
+  large = smooth_images(rng, 1, 320, 305)  # downsampled to 299
   with torch.no_grad():
     pool = net(to_torch(images))[0][:, :, 0, 0]
     fc_w, fc_b = torch.from_numpy(weights["fc.weight"]), torch.from_numpy(weights["fc.bias"])
@@ -77,17 +84,29 @@ def main() -> None:
     resized_large = F.interpolate(to_torch(large), size=(299, 299), mode="bilinear", align_corners=False)
   nhwc = lambda t: t.numpy().transpose(0, 2, 3, 1)[:, ::STRIDE, ::STRIDE]  # noqa: E731
   np.savez_compressed(
-      os.path.join(OUT, "inception_fid_golden.npz"), seed=SEED, stride=STRIDE, images=images, large=large,
-      resized=nhwc(resized), resized_large=nhwc(resized_large), features=pool.numpy(),
-      logits=(pool @ fc_w.T).numpy(), logits_bias=(pool @ fc_w.T + fc_b).numpy())
+    os.path.join(OUT, "inception_fid_golden.npz"),
+    seed=SEED,
+    stride=STRIDE,
+    images=images,
+    large=large,
+    resized=nhwc(resized),
+    resized_large=nhwc(resized_large),
+    features=pool.numpy(),
+    logits=(pool @ fc_w.T).numpy(),
+    logits_bias=(pool @ fc_w.T + fc_b).numpy(),
+  )
 
-  legacy = {"conv.weight": torch.arange(24, dtype=torch.float32).reshape(2, 3, 2, 2),
-            "bn.running_var": torch.tensor([0.5, 2.0], dtype=torch.float64),
-            "steps": torch.tensor(7, dtype=torch.int64),
-            "view": torch.arange(12, dtype=torch.float16).reshape(3, 4)[:, 1:3]}   # a strided view of a storage
+  legacy = {
+    "conv.weight": torch.arange(24, dtype=torch.float32).reshape(2, 3, 2, 2),
+    "bn.running_var": torch.tensor([0.5, 2.0], dtype=torch.float64),
+    "steps": torch.tensor(7, dtype=torch.int64),
+    "view": torch.arange(12, dtype=torch.float16).reshape(3, 4)[:, 1:3],
+  }  # a strided view of a storage
   torch.save(legacy, os.path.join(OUT, "torch_legacy.pth"), _use_new_zipfile_serialization=False)
-  print(f"wrote {OUT}: manifest of {len(manifest)} tensors, features {tuple(pool.shape)}, "
-        f"feature range [{pool.min():.3f}, {pool.max():.3f}]")
+  print(
+    f"wrote {OUT}: manifest of {len(manifest)} tensors, features {tuple(pool.shape)}, "
+    f"feature range [{pool.min():.3f}, {pool.max():.3f}]"
+  )
 
 
 if __name__ == "__main__":

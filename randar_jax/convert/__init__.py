@@ -27,14 +27,17 @@ def detect_family(source: TensorSource) -> families.Family:
   convertible = [spec for spec in families.SPECS.values() if spec.converter is not None]
   found = [spec for spec in convertible if spec.converter.detect(keys)]
   if len(found) != 1:
-    raise ConversionError(f"{source.path}: cannot tell which model this state dict belongs to "
-                          f"(matches {[f.name for f in found]} of {[f.name for f in convertible]}); "
-                          f"first keys: {keys[:5]}")
+    raise ConversionError(
+      f"{source.path}: cannot tell which model this state dict belongs to "
+      f"(matches {[f.name for f in found]} of {[f.name for f in convertible]}); "
+      f"first keys: {keys[:5]}"
+    )
   return found[0]
 
 
-def convert_params(path: str | os.PathLike, config=None, *, progress: bool = True,
-                   check_only: bool = False) -> tuple[dict | None, Any]:
+def convert_params(
+  path: str | os.PathLike, config=None, *, progress: bool = True, check_only: bool = False
+) -> tuple[dict | None, Any]:
   """Reads a PyTorch checkpoint into (params, typed config). Without ``config`` it is inferred from shapes.
 
   ``check_only`` validates every key and shape without keeping the parameters (params is None).
@@ -45,19 +48,23 @@ def convert_params(path: str | os.PathLike, config=None, *, progress: bool = Tru
     try:
       config = family.converter.infer_config(source)
     except KeyError as e:
-      raise ConversionError(f"{path}: looks like a {family.name} checkpoint but has no tensor {e}, so its "
-                            f"config cannot be inferred; is the file complete?") from None
+      raise ConversionError(
+        f"{path}: looks like a {family.name} checkpoint but has no tensor {e}, so its "
+        f"config cannot be inferred; is the file complete?"
+      ) from None
   elif config.FAMILY != family.name:
     raise ConversionError(f"{path} is a {family.name} checkpoint but the config is for {config.FAMILY}")
   abstract = checkpoint.abstract_params(config)
   converter = family.converter
-  params = convert(source, converter.rules_for(abstract), abstract, ignore=converter.ignore, progress=progress,
-                   check_only=check_only)
+  params = convert(
+    source, converter.rules_for(abstract), abstract, ignore=converter.ignore, progress=progress, check_only=check_only
+  )
   return params, config
 
 
-def convert_checkpoint(path: str | os.PathLike, out_dir: str | os.PathLike, config=None, *,
-                       progress: bool = True) -> str:
+def convert_checkpoint(
+  path: str | os.PathLike, out_dir: str | os.PathLike, config=None, *, progress: bool = True
+) -> str:
   """Converts a PyTorch checkpoint into an Orbax checkpoint directory that ``checkpoint.load_model`` reads."""
   params, config = convert_params(path, config, progress=progress)
   return checkpoint.save_params(out_dir, params, config.to_dict())

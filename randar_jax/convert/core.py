@@ -18,7 +18,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from typing import Callable, Iterable, Mapping, Protocol, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Protocol
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -35,6 +36,7 @@ class ConversionError(ValueError):
 
 class TensorSource(Protocol):
   """Random access to a state dict without loading it: key names, shapes and dtypes first, tensors on demand."""
+
   path: str
 
   def keys(self) -> list[str]: ...
@@ -45,8 +47,8 @@ class TensorSource(Protocol):
 
 @dataclasses.dataclass(frozen=True)
 class Rule:
-  source: str                 # e.g. 'layers.{i}.attention.wo.weight'
-  targets: tuple[str, ...]    # e.g. ('layers/attention/wo',)
+  source: str  # e.g. 'layers.{i}.attention.wo.weight'
+  targets: tuple[str, ...]  # e.g. ('layers/attention/wo',)
   transform: Transform
 
   @property
@@ -62,16 +64,18 @@ class Rule:
 class Converter:
   """How one family's PyTorch state dicts convert: recognise the keys, infer the config from tensor shapes
   (for released sizes), and the strict rules (fixed, or built from the abstract parameter tree)."""
+
   detect: Callable[[list[str]], bool]
   infer_config: Callable[..., object]
   rules: Sequence[Rule] | Callable[[dict], Sequence[Rule]]
-  ignore: Sequence[str] = ()     # regexes of source keys that are read past (e.g. KV-cache buffers)
+  ignore: Sequence[str] = ()  # regexes of source keys that are read past (e.g. KV-cache buffers)
 
   def rules_for(self, abstract: dict) -> Sequence[Rule]:
     return self.rules(abstract) if callable(self.rules) else self.rules
 
 
 # ---- transforms ------------------------------------------------------------------------------------------------
+
 
 def _reshaped(array: np.ndarray, shape: Shape, what: str) -> np.ndarray:
   if array.size != math.prod(shape):
@@ -120,8 +124,9 @@ def linear(tensor: np.ndarray, shapes: Sequence[Shape]) -> list[np.ndarray]:
   widths = [math.prod(s[1:]) for s in shapes]
   if tensor.ndim != 2 or tensor.shape != (sum(widths), in_dim) or any(s[0] != in_dim for s in shapes):
     expected = (sum(widths), in_dim)
-    raise ConversionError(f"shape {tuple(tensor.shape)} does not match the model's {expected} "
-                          f"(kernels {[tuple(s) for s in shapes]})")
+    raise ConversionError(
+      f"shape {tuple(tensor.shape)} does not match the model's {expected} (kernels {[tuple(s) for s in shapes]})"
+    )
   parts = np.split(tensor, np.cumsum(widths)[:-1], axis=0)
   return [part.T.reshape(shape) for part, shape in zip(parts, shapes)]
 
@@ -134,6 +139,7 @@ def conv(tensor: np.ndarray, shapes: Sequence[Shape]) -> list[np.ndarray]:
 
 
 # ---- the driver -----------------------------------------------------------------------------------------------
+
 
 def flatten(tree: Mapping, prefix: str = "") -> dict[str, object]:
   """{'a': {'b': x}} -> {'a/b': x}."""
@@ -155,8 +161,9 @@ def unflatten(flat: Mapping[str, object]) -> dict:
   return tree
 
 
-def _plan(keys: Iterable[str], rules: Sequence[Rule], ignore: Sequence[str], layers: int
-          ) -> list[tuple[str, Rule, int | None]]:
+def _plan(
+  keys: Iterable[str], rules: Sequence[Rule], ignore: Sequence[str], layers: int
+) -> list[tuple[str, Rule, int | None]]:
   """Matches every key to one rule and checks that every (rule, layer) is covered, before reading tensors."""
   plan, unexpected, seen = [], [], {}
   ignored = [re.compile(p) for p in ignore]
@@ -175,9 +182,12 @@ def _plan(keys: Iterable[str], rules: Sequence[Rule], ignore: Sequence[str], lay
       continue
     seen[(rule.source, layer)] = key
     plan.append((key, rule, layer))
-  missing = [rule.source.format(i=i) if rule.stacked else rule.source
-             for rule in rules for i in (range(layers) if rule.stacked else [None])
-             if (rule.source, i) not in seen]
+  missing = [
+    rule.source.format(i=i) if rule.stacked else rule.source
+    for rule in rules
+    for i in (range(layers) if rule.stacked else [None])
+    if (rule.source, i) not in seen
+  ]
   problems = []
   if missing:
     problems.append(f"missing {len(missing)} key(s) the model needs: {_preview(missing)}")
@@ -192,8 +202,15 @@ def _preview(keys: list[str], n: int = 6) -> str:
   return ", ".join(keys[:n]) + (f", ... ({len(keys) - n} more)" if len(keys) > n else "")
 
 
-def convert(source: TensorSource, rules: Sequence[Rule], abstract: Mapping, *, ignore: Sequence[str] = (),
-            progress: bool = True, check_only: bool = False) -> dict | None:
+def convert(
+  source: TensorSource,
+  rules: Sequence[Rule],
+  abstract: Mapping,
+  *,
+  ignore: Sequence[str] = (),
+  progress: bool = True,
+  check_only: bool = False,
+) -> dict | None:
   """Fills a parameter tree shaped like ``abstract`` (nested dict of objects with .shape) from ``source``.
 
   Returns a nested dict of float32 NumPy arrays. Raises ConversionError on any mismatch (see module doc).
@@ -235,8 +252,11 @@ def convert(source: TensorSource, rules: Sequence[Rule], abstract: Mapping, *, i
 
 # Flax leaf -> (PyTorch parameter name, transform) for torch's Conv2d / GroupNorm / Embedding-holding modules.
 TORCH_LEAVES: dict[str, tuple[str, Transform]] = {
-    "kernel": ("weight", conv), "bias": ("bias", copy), "scale": ("weight", copy),
-    "embedding": ("embedding.weight", copy)}
+  "kernel": ("weight", conv),
+  "bias": ("bias", copy),
+  "scale": ("weight", copy),
+  "embedding": ("embedding.weight", copy),
+}
 
 
 def module_rules(abstract: Mapping, leaves: Mapping[str, tuple[str, Transform]] = TORCH_LEAVES) -> list[Rule]:

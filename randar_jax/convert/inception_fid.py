@@ -17,15 +17,29 @@ counters ``*.num_batches_tracked`` (absent from older files) are ignored. torchv
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
-from randar_jax.convert.core import (ConversionError, Rule, TensorSource, conv, copy, flatten, linear, module_rules,
-                                    unflatten)
+from randar_jax.convert.core import (
+  ConversionError,
+  Rule,
+  TensorSource,
+  conv,
+  copy,
+  flatten,
+  linear,
+  module_rules,
+  unflatten,
+)
 from randar_jax.eval.inception import InceptionConfig
 
 IGNORE = (r".*\.num_batches_tracked\Z",)
-LEAVES = {"kernel": ("weight", conv), "scale": ("weight", copy), "bias": ("bias", copy),
-          "mean": ("running_mean", copy), "var": ("running_var", copy)}
+LEAVES = {
+  "kernel": ("weight", conv),
+  "scale": ("weight", copy),
+  "bias": ("bias", copy),
+  "mean": ("running_mean", copy),
+  "var": ("running_var", copy),
+}
 
 
 def is_inception_fid(keys: list[str]) -> bool:
@@ -42,5 +56,4 @@ def infer_config(source: TensorSource) -> InceptionConfig:
 def rules(abstract: Mapping) -> list[Rule]:
   """Per-leaf rules for the BasicConv2d modules, plus the classifier (a Linear, not a conv)."""
   body = unflatten({path: leaf for path, leaf in flatten(abstract).items() if not path.startswith("fc/")})
-  return module_rules(body, LEAVES) + [Rule("fc.weight", ("fc/kernel",), linear),
-                                         Rule("fc.bias", ("fc/bias",), copy)]
+  return module_rules(body, LEAVES) + [Rule("fc.weight", ("fc/kernel",), linear), Rule("fc.bias", ("fc/bias",), copy)]

@@ -24,8 +24,11 @@ IGNORE = (*randar.IGNORE, r"freqs_cis\Z")
 
 
 def is_llamagen(keys: list[str]) -> bool:
-  return ("tok_embeddings.weight" in keys and "cls_embedding.embedding_table.weight" in keys
-          and "pos_instruct_embeddings" not in keys)
+  return (
+    "tok_embeddings.weight" in keys
+    and "cls_embedding.embedding_table.weight" in keys
+    and "pos_instruct_embeddings" not in keys
+  )
 
 
 def infer_config(source: TensorSource, **overrides) -> LlamaGenConfig:
@@ -36,8 +39,10 @@ def infer_config(source: TensorSource, **overrides) -> LlamaGenConfig:
   """
   keys = source.keys()
   if not is_llamagen(keys):
-    raise ConversionError(f"{source.path} is not a LlamaGen GPT checkpoint (no tok_embeddings / cls_embedding, "
-                          f"or RandAR's pos_instruct_embeddings)")
+    raise ConversionError(
+      f"{source.path} is not a LlamaGen GPT checkpoint (no tok_embeddings / cls_embedding, "
+      f"or RandAR's pos_instruct_embeddings)"
+    )
   vocab, dim = source.shape("tok_embeddings.weight")
   n_layer = count_children(keys, "layers.")
   class_rows = source.shape("cls_embedding.embedding_table.weight")[0]
@@ -49,8 +54,10 @@ def infer_config(source: TensorSource, **overrides) -> LlamaGenConfig:
     config = LlamaGenConfig.variant(name, vocab_size=vocab, num_classes=class_rows - 1, **overrides)
     if qkv_rows == 3 * dim and ffn == config.ffn_hidden:
       return config
-  released = ", ".join(f"{k}: {v['dim']}x{v['n_layer']} ({RELEASED_IMAGE_SIZE[k]} px)"
-                       for k, v in VARIANTS.items() if k != "tiny")
+  released = ", ".join(
+    f"{k}: {v['dim']}x{v['n_layer']} ({RELEASED_IMAGE_SIZE[k]} px)" for k, v in VARIANTS.items() if k != "tiny"
+  )
   raise ConversionError(
-      f"{source.path}: dim={dim}, layers={n_layer}, wqkv rows={qkv_rows}, SwiGLU hidden={ffn} match no released "
-      f"LlamaGen GPT size ({released}); pass --config with the model's architecture")
+    f"{source.path}: dim={dim}, layers={n_layer}, wqkv rows={qkv_rows}, SwiGLU hidden={ffn} match no released "
+    f"LlamaGen GPT size ({released}); pass --config with the model's architecture"
+  )

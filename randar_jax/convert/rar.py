@@ -30,14 +30,25 @@ from __future__ import annotations
 
 import math
 
-from randar_jax.convert.core import (ConversionError, Rule, TensorSource, copy, count_children, linear, linear_in_heads,
-                                     squeeze, vector)
+from randar_jax.convert.core import (
+  ConversionError,
+  Rule,
+  TensorSource,
+  copy,
+  count_children,
+  linear,
+  linear_in_heads,
+  squeeze,
+  vector,
+)
 from randar_jax.models.rar import POS_EXTRA_ROWS, TIME_EXTRA_ROWS, RARConfig
 
 
 def _block(source: str, target: str, weight=linear, bias=vector) -> tuple[Rule, Rule]:
-  return (Rule(f"blocks.{{i}}.{source}.weight", (f"blocks/{target}/kernel",), weight),
-          Rule(f"blocks.{{i}}.{source}.bias", (f"blocks/{target}/bias",), bias))
+  return (
+    Rule(f"blocks.{{i}}.{source}.weight", (f"blocks/{target}/kernel",), weight),
+    Rule(f"blocks.{{i}}.{source}.bias", (f"blocks/{target}/bias",), bias),
+  )
 
 
 def _norm(source: str, target: str) -> tuple[Rule, Rule]:
@@ -45,24 +56,24 @@ def _norm(source: str, target: str) -> tuple[Rule, Rule]:
 
 
 RULES = (
-    Rule("cls_token", ("cls_token",), squeeze),
-    Rule("embeddings.weight", ("embeddings",), copy),
-    Rule("pos_embed", ("pos_embed",), squeeze),
-    Rule("target_aware_pos_embed", ("target_aware_pos_embed",), squeeze),
-    Rule("timesteps_embeddings", ("timesteps_embeddings",), squeeze),
-    *_norm("blocks.{i}.norm1", "blocks/norm1"),
-    *_norm("blocks.{i}.norm2", "blocks/norm2"),
-    *_block("attn.qkv", "attn/qkv"),
-    *_norm("blocks.{i}.attn.q_norm", "blocks/attn/q_norm"),
-    *_norm("blocks.{i}.attn.k_norm", "blocks/attn/k_norm"),
-    *_block("attn.proj", "attn/proj", weight=linear_in_heads),
-    *_block("mlp.fc1", "mlp/fc1"),
-    *_block("mlp.fc2", "mlp/fc2"),
-    *_block("adaLN_modulation.1", "adaLN_modulation"),
-    Rule("adaln_before_head.adaLN_modulation.1.weight", ("adaln_before_head/adaLN_modulation/kernel",), linear),
-    Rule("adaln_before_head.adaLN_modulation.1.bias", ("adaln_before_head/adaLN_modulation/bias",), vector),
-    Rule("lm_head.weight", ("lm_head/kernel",), linear),
-    Rule("lm_head.bias", ("lm_head/bias",), copy),
+  Rule("cls_token", ("cls_token",), squeeze),
+  Rule("embeddings.weight", ("embeddings",), copy),
+  Rule("pos_embed", ("pos_embed",), squeeze),
+  Rule("target_aware_pos_embed", ("target_aware_pos_embed",), squeeze),
+  Rule("timesteps_embeddings", ("timesteps_embeddings",), squeeze),
+  *_norm("blocks.{i}.norm1", "blocks/norm1"),
+  *_norm("blocks.{i}.norm2", "blocks/norm2"),
+  *_block("attn.qkv", "attn/qkv"),
+  *_norm("blocks.{i}.attn.q_norm", "blocks/attn/q_norm"),
+  *_norm("blocks.{i}.attn.k_norm", "blocks/attn/k_norm"),
+  *_block("attn.proj", "attn/proj", weight=linear_in_heads),
+  *_block("mlp.fc1", "mlp/fc1"),
+  *_block("mlp.fc2", "mlp/fc2"),
+  *_block("adaLN_modulation.1", "adaLN_modulation"),
+  Rule("adaln_before_head.adaLN_modulation.1.weight", ("adaln_before_head/adaLN_modulation/kernel",), linear),
+  Rule("adaln_before_head.adaLN_modulation.1.bias", ("adaln_before_head/adaLN_modulation/bias",), vector),
+  Rule("lm_head.weight", ("lm_head/kernel",), linear),
+  Rule("lm_head.bias", ("lm_head/bias",), copy),
 )
 IGNORE: tuple[str, ...] = ()
 
@@ -77,8 +88,14 @@ def infer_config(source: TensorSource, **overrides) -> RARConfig:
   keys = source.keys()
   if not is_rar(keys):
     raise ConversionError(f"{source.path} is not a RAR checkpoint (no target_aware_pos_embed or timesteps_embeddings)")
-  needed = ("embeddings.weight", "pos_embed", "timesteps_embeddings", "lm_head.weight", "blocks.0.attn.q_norm.weight",
-            "blocks.0.mlp.fc1.weight")
+  needed = (
+    "embeddings.weight",
+    "pos_embed",
+    "timesteps_embeddings",
+    "lm_head.weight",
+    "blocks.0.attn.q_norm.weight",
+    "blocks.0.mlp.fc1.weight",
+  )
   missing = [k for k in needed if k not in keys]
   if missing:
     raise ConversionError(f"{source.path}: RAR checkpoint without {missing}")
@@ -89,15 +106,28 @@ def infer_config(source: TensorSource, **overrides) -> RARConfig:
   head_dim = source.shape("blocks.0.attn.q_norm.weight")[0]
   n_layer = count_children(keys, "blocks.")
   num_classes = rows - vocab - 2
-  problems = [msg for ok, msg in (
+  problems = [
+    msg
+    for ok, msg in (
       (grid * grid == num_tokens > 0, f"pos_embed rows - {POS_EXTRA_ROWS} = {num_tokens} is not a square grid"),
-      (source.shape("timesteps_embeddings")[-2] == num_tokens + TIME_EXTRA_ROWS,
-       f"timesteps_embeddings has {source.shape('timesteps_embeddings')[-2]} rows, expected N + {TIME_EXTRA_ROWS}"),
+      (
+        source.shape("timesteps_embeddings")[-2] == num_tokens + TIME_EXTRA_ROWS,
+        f"timesteps_embeddings has {source.shape('timesteps_embeddings')[-2]} rows, expected N + {TIME_EXTRA_ROWS}",
+      ),
       (head_dim > 0 and dim % head_dim == 0, f"q_norm size {head_dim} does not divide the width {dim}"),
       (num_classes > 0, f"embeddings rows {rows} leave no classes after {vocab} codes + mask + null"),
-  ) if not ok]
+    )
+    if not ok
+  ]
   if problems:
     raise ConversionError(f"{source.path}: not a RAR layout: {'; '.join(problems)}")
-  return RARConfig(vocab_size=vocab, dim=dim, n_layer=n_layer, n_head=dim // head_dim,
-                   mlp_dim=source.shape("blocks.0.mlp.fc1.weight")[0], grid_size=grid, num_classes=num_classes,
-                   **overrides)
+  return RARConfig(
+    vocab_size=vocab,
+    dim=dim,
+    n_layer=n_layer,
+    n_head=dim // head_dim,
+    mlp_dim=source.shape("blocks.0.mlp.fc1.weight")[0],
+    grid_size=grid,
+    num_classes=num_classes,
+    **overrides,
+  )

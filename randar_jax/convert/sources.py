@@ -26,14 +26,14 @@ class SafetensorsSource:
       self._file = safe_open(self.path, framework="numpy")
     except SafetensorError as e:
       raise ConversionError(f"{self.path} is not a readable .safetensors file (truncated or corrupt?): {e}") from None
-    self._keys = dict.fromkeys(self._file.keys())   # ordered, O(1) membership
+    self._keys = dict.fromkeys(self._file.keys())  # ordered, O(1) membership
 
   def keys(self) -> list[str]:
     return list(self._keys)
 
   def _slice(self, key: str):
     if key not in self._keys:
-      raise KeyError(key)     # as every TensorSource does for a missing key
+      raise KeyError(key)  # as every TensorSource does for a missing key
     return self._file.get_slice(key)
 
   def shape(self, key: str) -> Shape:

@@ -34,15 +34,23 @@ import numpy as np
 from randar_jax.convert.core import ConversionError, Shape
 
 _STORAGE_DTYPES = {
-    "FloatStorage": np.float32, "DoubleStorage": np.float64, "HalfStorage": np.float16,
-    "BFloat16Storage": ml_dtypes.bfloat16, "LongStorage": np.int64, "IntStorage": np.int32,
-    "ShortStorage": np.int16, "CharStorage": np.int8, "ByteStorage": np.uint8, "BoolStorage": np.bool_,
+  "FloatStorage": np.float32,
+  "DoubleStorage": np.float64,
+  "HalfStorage": np.float16,
+  "BFloat16Storage": ml_dtypes.bfloat16,
+  "LongStorage": np.int64,
+  "IntStorage": np.int32,
+  "ShortStorage": np.int16,
+  "CharStorage": np.int8,
+  "ByteStorage": np.uint8,
+  "BoolStorage": np.bool_,
 }
 
 
 @dataclasses.dataclass(frozen=True)
 class _StorageType:
   """Stands in for ``torch.<X>Storage``: only a dtype tag in a storage record."""
+
   dtype: np.dtype
 
 
@@ -56,6 +64,7 @@ class _Storage:
 @dataclasses.dataclass(frozen=True)
 class _Tensor:
   """A tensor record: where its elements live; read by :meth:`TorchSource.get`."""
+
   storage: _Storage
   offset: int
   shape: Shape
@@ -85,15 +94,15 @@ class _Namespace:
 
 
 _ALLOWED = {
-    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
-    ("argparse", "Namespace"): _Namespace,
-    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
-    ("collections", "OrderedDict"): collections.OrderedDict,
+  ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
+  ("argparse", "Namespace"): _Namespace,
+  ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+  ("collections", "OrderedDict"): collections.OrderedDict,
 }
 
 
 _LEGACY_MAGIC, _LEGACY_PROTOCOL = 0x1950A86A20F9469CFC6C, 1001
-_LEGACY_HEADER = pickle.dumps(_LEGACY_MAGIC, protocol=2)   # how torch's legacy writer starts every file
+_LEGACY_HEADER = pickle.dumps(_LEGACY_MAGIC, protocol=2)  # how torch's legacy writer starts every file
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
@@ -110,14 +119,20 @@ class _RestrictedUnpickler(pickle.Unpickler):
     if module == "torch" and name in _STORAGE_DTYPES:
       return _StorageType(np.dtype(_STORAGE_DTYPES[name]))
     raise ConversionError(
-        f"{self.path}: refusing to load: its pickle asks for {module}.{name}, which is not part of a plain "
-        f"state dict of tensors (it could run code). Only tensors, dicts and numbers are read; if you trust "
-        f"the file, re-save just its state dict (torch.save(model.state_dict(), ...)) or as .safetensors")
+      f"{self.path}: refusing to load: its pickle asks for {module}.{name}, which is not part of a plain "
+      f"state dict of tensors (it could run code). Only tensors, dicts and numbers are read; if you trust "
+      f"the file, re-save just its state dict (torch.save(model.state_dict(), ...)) or as .safetensors"
+    )
 
   def persistent_load(self, pid):
     # zip format: ('storage', type, key, location, numel); legacy: the same plus view metadata (None)
-    if not (isinstance(pid, tuple) and len(pid) in (5, 6) and pid[0] == "storage" and isinstance(pid[1], _StorageType)
-            and pid[5:] in ((), (None,))):
+    if not (
+      isinstance(pid, tuple)
+      and len(pid) in (5, 6)
+      and pid[0] == "storage"
+      and isinstance(pid[1], _StorageType)
+      and pid[5:] in ((), (None,))
+    ):
       raise ConversionError(f"{self.path}: unsupported storage record {pid!r:.80}")
     storage = _Storage(str(pid[2]), pid[1].dtype, int(pid[4]))
     self.storages[storage.key] = storage
@@ -159,9 +174,11 @@ class TorchSource:
     self._zip, self._offsets = None, {}
     with open(self.path, "rb") as f:
       load = lambda: _RestrictedUnpickler(f, self.path)  # noqa: E731
-      if f.read(len(_LEGACY_HEADER)) != _LEGACY_HEADER:   # checked before anything is unpickled
-        raise ConversionError(f"{self.path} is not a torch.save zip archive nor a legacy torch.save file (a bare "
-                              f"pickle, or truncated?); re-save it with a current torch or as .safetensors")
+      if f.read(len(_LEGACY_HEADER)) != _LEGACY_HEADER:  # checked before anything is unpickled
+        raise ConversionError(
+          f"{self.path} is not a torch.save zip archive nor a legacy torch.save file (a bare "
+          f"pickle, or truncated?); re-save it with a current torch or as .safetensors"
+        )
       if load().load() != _LEGACY_PROTOCOL:
         raise ConversionError(f"{self.path}: unsupported legacy torch protocol version")
       info = load().load()
@@ -226,7 +243,9 @@ class TorchSource:
     flat = np.frombuffer(raw, dtype, count=t.storage.numel)
     end = t.offset + (1 + sum((n - 1) * s for n, s in zip(t.shape, t.stride)) if math.prod(t.shape) else 0)
     if t.offset < 0 or len(t.stride) != len(t.shape) or any(s < 0 for s in t.stride) or end > t.storage.numel:
-      raise ConversionError(f"{self.path}: tensor {key!r} {t.shape} / stride {t.stride} at offset {t.offset} "
-                            f"reaches outside its storage of {t.storage.numel} elements")
-    view = np.lib.stride_tricks.as_strided(flat[t.offset:], t.shape, [s * dtype.itemsize for s in t.stride])
+      raise ConversionError(
+        f"{self.path}: tensor {key!r} {t.shape} / stride {t.stride} at offset {t.offset} "
+        f"reaches outside its storage of {t.storage.numel} elements"
+      )
+    view = np.lib.stride_tricks.as_strided(flat[t.offset :], t.shape, [s * dtype.itemsize for s in t.stride])
     return np.array(view, dtype=dtype.newbyteorder("="))

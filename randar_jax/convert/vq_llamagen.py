@@ -45,9 +45,12 @@ def infer_config(source: TensorSource) -> LlamaGenVQConfig:
   levels, decoder_levels = count_children(keys, "encoder.conv_blocks."), count_children(keys, "decoder.conv_blocks.")
   codebook_size, dim = source.shape("quantize.embedding.weight")
   return LlamaGenVQConfig(
-      codebook_size=codebook_size, codebook_embed_dim=dim, ch=ch,
-      encoder_ch_mult=tuple(mult("encoder", i) for i in range(levels)),
-      decoder_ch_mult=tuple(mult("decoder", i) for i in reversed(range(decoder_levels))),
-      z_channels=source.shape("encoder.conv_out.weight")[0],
-      num_res_blocks=count_children(keys, "encoder.conv_blocks.0.res."),
-      image_channels=source.shape("encoder.conv_in.weight")[1])
+    codebook_size=codebook_size,
+    codebook_embed_dim=dim,
+    ch=ch,
+    encoder_ch_mult=tuple(mult("encoder", i) for i in range(levels)),
+    decoder_ch_mult=tuple(mult("decoder", i) for i in reversed(range(decoder_levels))),
+    z_channels=source.shape("encoder.conv_out.weight")[0],
+    num_res_blocks=count_children(keys, "encoder.conv_blocks.0.res."),
+    image_channels=source.shape("encoder.conv_in.weight")[1],
+  )

@@ -24,8 +24,11 @@ IGNORE: tuple[str, ...] = ()
 
 
 def is_vq_maskgit(keys: list[str]) -> bool:
-  return ("quantize.embedding.weight" in keys and "encoder.down.0.block.0.conv1.weight" in keys
-          and "quant_conv.weight" not in keys)
+  return (
+    "quantize.embedding.weight" in keys
+    and "encoder.down.0.block.0.conv1.weight" in keys
+    and "quant_conv.weight" not in keys
+  )
 
 
 def infer_config(source: TensorSource) -> MaskGITVQConfig:
@@ -39,7 +42,12 @@ def infer_config(source: TensorSource) -> MaskGITVQConfig:
   if any(w % ch for w in widths):
     raise ConversionError(f"{source.path}: level widths {widths} are not multiples of hidden_channels={ch}")
   num_embeddings, dim = source.shape("quantize.embedding.weight")
-  return MaskGITVQConfig(hidden_channels=ch, channel_mult=tuple(w // ch for w in widths),
-                         num_res_blocks=count_children(keys, "encoder.down.0.block."),
-                         z_channels=source.shape("encoder.conv_out.weight")[0], num_embeddings=num_embeddings,
-                         embedding_dim=dim, image_channels=source.shape("encoder.conv_in.weight")[1])
+  return MaskGITVQConfig(
+    hidden_channels=ch,
+    channel_mult=tuple(w // ch for w in widths),
+    num_res_blocks=count_children(keys, "encoder.down.0.block."),
+    z_channels=source.shape("encoder.conv_out.weight")[0],
+    num_embeddings=num_embeddings,
+    embedding_dim=dim,
+    image_channels=source.shape("encoder.conv_in.weight")[1],
+  )

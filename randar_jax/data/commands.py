@@ -1,9 +1,9 @@
 """``randar-jax extract | import-codes | folder-to-tfds | orders``: building the pre-tokenised training data.
 
-    randar-jax extract IMAGES OUT_DIR --tokenizer CKPT [--aug adm|ten-crop]   (IMAGES: folder, .tar, tfds:NAME)
-    randar-jax import-codes RANDAR_CODES_DIR OUT_DIR --vocab-size 16384
-    randar-jax folder-to-tfds IMAGE_FOLDER DATA_DIR
-    randar-jax orders [--out orders.png] [--grid 16]
+randar-jax extract IMAGES OUT_DIR --tokenizer CKPT [--aug adm|ten-crop]   (IMAGES: folder, .tar, tfds:NAME)
+randar-jax import-codes RANDAR_CODES_DIR OUT_DIR --vocab-size 16384
+randar-jax folder-to-tfds IMAGE_FOLDER DATA_DIR
+randar-jax orders [--out orders.png] [--grid 16]
 """
 
 from __future__ import annotations
@@ -19,8 +19,11 @@ def _add_process_flags(p: argparse.ArgumentParser) -> None:
 
 def _process_slice(args: argparse.Namespace) -> dict:
   import jax
-  return {"process_index": jax.process_index() if args.process_index is None else args.process_index,
-          "process_count": jax.process_count() if args.process_count is None else args.process_count}
+
+  return {
+    "process_index": jax.process_index() if args.process_index is None else args.process_index,
+    "process_count": jax.process_count() if args.process_count is None else args.process_count,
+  }
 
 
 def _extract(args: argparse.Namespace) -> None:
@@ -36,28 +39,49 @@ def _extract(args: argparse.Namespace) -> None:
   tokenizer = tokenizers.load(args.tokenizer, mesh=sharding.build_mesh(devices=jax.local_devices()))
   start = time.time()
   written = extract.extract(
-      images, tokenizer, args.out, aug=args.aug, image_size=args.image_size, batch_size=args.batch_size,
-      shard_size=args.shard_size, on_error=args.on_error, workers=args.workers, **_process_slice(args),
-      description={"source": args.images if args.images.startswith("tfds:") else os.path.abspath(args.images),
-                   "split": args.split, "tokenizer": os.path.abspath(args.tokenizer)})
+    images,
+    tokenizer,
+    args.out,
+    aug=args.aug,
+    image_size=args.image_size,
+    batch_size=args.batch_size,
+    shard_size=args.shard_size,
+    on_error=args.on_error,
+    workers=args.workers,
+    **_process_slice(args),
+    description={
+      "source": args.images if args.images.startswith("tfds:") else os.path.abspath(args.images),
+      "split": args.split,
+      "tokenizer": os.path.abspath(args.tokenizer),
+    },
+  )
   print(f"wrote {len(written)} shards of {len(images)} inputs to {args.out} in {time.time() - start:.1f} s")
 
 
 def _import_codes(args: argparse.Namespace) -> None:
   from randar_jax.data import extract
-  written = extract.import_randar_codes(args.codes, args.out, vocab_size=args.vocab_size, shard_size=args.shard_size,
-                                        on_error=args.on_error, **_process_slice(args))
+
+  written = extract.import_randar_codes(
+    args.codes,
+    args.out,
+    vocab_size=args.vocab_size,
+    shard_size=args.shard_size,
+    on_error=args.on_error,
+    **_process_slice(args),
+  )
   print(f"wrote {len(written)} shards to {args.out}")
 
 
 def _folder_to_tfds(args: argparse.Namespace) -> None:
   from randar_jax.data import tfds_folder
+
   path = tfds_folder.build(args.folder, args.data_dir, split=args.split, on_error=args.on_error)
   print(f"TFDS dataset (array_record) in {path}; extract it with: randar-jax extract {path} OUT --tokenizer CKPT")
 
 
 def _orders(args: argparse.Namespace) -> None:
   from randar_jax.data import orders
+
   names = orders.ORDERS if args.all else orders.RAR_ORDERS
   print(f"wrote {orders.plot_orders(names, args.grid, args.out)}")
 
@@ -68,8 +92,12 @@ def register(commands) -> None:
   p.add_argument("images", help="class-folder tree, uncompressed .tar, TFDS build directory or tfds:NAME")
   p.add_argument("out", help="output codes directory")
   p.add_argument("--tokenizer", required=True, help="tokenizer checkpoint directory")
-  p.add_argument("--aug", default="adm", choices=["adm", "ten-crop"],
-                 help="adm: centre crop + flip (RandAR's released models); ten-crop: LlamaGen/RAR")
+  p.add_argument(
+    "--aug",
+    default="adm",
+    choices=["adm", "ten-crop"],
+    help="adm: centre crop + flip (RandAR's released models); ten-crop: LlamaGen/RAR",
+  )
   p.add_argument("--image-size", type=int, default=256)
   p.add_argument("--batch-size", type=int, default=64, help="images per encoder call")
   p.add_argument("--shard-size", type=int, default=1000, help="images per output shard")
@@ -101,4 +129,3 @@ def register(commands) -> None:
   p.add_argument("--grid", type=int, default=16)
   p.add_argument("--all", action="store_true", help="also the random and hierarchical orders")
   p.set_defaults(run=_orders)
-

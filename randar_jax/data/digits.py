@@ -28,10 +28,12 @@ def load_split() -> dict[str, tuple[np.ndarray, np.ndarray]]:
   """{'train': (levels (N, 8, 8) int32 in 0..16, labels (N,)), 'test': ...}."""
   from sklearn.datasets import load_digits
   from sklearn.model_selection import train_test_split
+
   data = load_digits()
   levels = data.images.astype(np.int32)
-  x_train, x_test, y_train, y_test = train_test_split(levels, data.target.astype(np.int32), test_size=0.2,
-                                                      stratify=data.target, random_state=0)
+  x_train, x_test, y_train, y_test = train_test_split(
+    levels, data.target.astype(np.int32), test_size=0.2, stratify=data.target, random_state=0
+  )
   return {"train": (x_train, y_train), "test": (x_test, y_test)}
 
 
@@ -55,11 +57,13 @@ def as_levels(images) -> np.ndarray:
 class DigitsClassifier:
   """The judge of generated digits: an RBF support-vector machine (scikit-learn ``SVC(gamma=0.001)``, the classic
   digits setting) on the 64 grey levels, fit on the training split only: 98.9% on the test split, in 0.1 s."""
+
   model: object
 
   @classmethod
-  def fit(cls) -> "DigitsClassifier":
+  def fit(cls) -> DigitsClassifier:
     from sklearn.svm import SVC
+
     levels, labels = load_split()["train"]
     return cls(SVC(gamma=0.001).fit(levels.reshape(len(levels), -1), labels))
 

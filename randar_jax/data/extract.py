@@ -29,7 +29,8 @@ import io
 import os
 import sys
 import tarfile
-from typing import Any, Callable, Iterator, Protocol, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Protocol
 
 import jax
 import numpy as np
@@ -72,8 +73,9 @@ class FolderImages:
       self.paths += [os.path.join(self.root, c, f) for f in files]
       self.labels += [label] * len(files)
     if not self.paths:
-      raise ValueError(f"{self.root} holds no images in class sub-folders (root/CLASS/IMAGE, extensions "
-                       f"{IMAGE_EXTENSIONS})")
+      raise ValueError(
+        f"{self.root} holds no images in class sub-folders (root/CLASS/IMAGE, extensions {IMAGE_EXTENSIONS})"
+      )
 
   def __len__(self) -> int:
     return len(self.paths)
@@ -99,8 +101,11 @@ class TarImages:
         if m.isfile() and m.name.endswith(".tar"):
           with tarfile.open(fileobj=outer.extractfile(m), mode="r:") as inner:
             cls = os.path.splitext(os.path.basename(m.name))[0]
-            entries += [(cls, f"{m.name}/{n.name}", m.offset_data + n.offset_data, n.size)
-                        for n in inner if n.isfile() and _is_image(n.name)]
+            entries += [
+              (cls, f"{m.name}/{n.name}", m.offset_data + n.offset_data, n.size)
+              for n in inner
+              if n.isfile() and _is_image(n.name)
+            ]
         elif m.isfile() and _is_image(m.name) and "/" in m.name.strip("/"):
           entries.append((m.name.strip("/").split("/")[-2], m.name, m.offset_data, m.size))
     if not entries:
@@ -149,8 +154,9 @@ def open_images(spec: str, split: str = "train", data_dir: str | None = None) ->
   """Image source from ``tfds:NAME``, a TFDS build directory, a class-folder tree or a .tar file."""
   if spec.startswith("tfds:") or os.path.isfile(os.path.join(spec, "dataset_info.json")):
     import tensorflow_datasets as tfds  # works without TensorFlow for array_record builds
+
     if spec.startswith("tfds:"):
-      name = spec[len("tfds:"):]
+      name = spec[len("tfds:") :]
       return TfdsImages(tfds.data_source(name, split=split, data_dir=data_dir), f"tfds:{name}/{split}")
     return TfdsImages(tfds.builder_from_directory(spec).as_data_source(split), f"{spec}/{split}")
   if os.path.isdir(spec):
@@ -206,16 +212,18 @@ class _Failure:
   reason: str
 
 
-def _in_flight(pool: concurrent.futures.Executor, fn: Callable[[int], Any], items: Sequence[int], batch: int,
-               ahead: int = 2) -> Iterator[list[tuple[int, Any]]]:
+def _in_flight(
+  pool: concurrent.futures.Executor, fn: Callable[[int], Any], items: Sequence[int], batch: int, ahead: int = 2
+) -> Iterator[list[tuple[int, Any]]]:
   """Batches of (item, fn(item) or _Failure), computed by the pool ``ahead`` batches in advance."""
+
   def safe(i):
     try:
       return fn(i)
     except Exception as e:  # noqa: BLE001  (any decode error of a third-party file; reported with its name)
       return _Failure(f"{type(e).__name__}: {e}")
 
-  chunks = [items[s:s + batch] for s in range(0, len(items), batch)]
+  chunks = [items[s : s + batch] for s in range(0, len(items), batch)]
   queue = [[(i, pool.submit(safe, i)) for i in chunk] for chunk in chunks[:ahead]]
   for k in range(len(chunks)):
     if k + ahead < len(chunks):
@@ -225,22 +233,39 @@ def _in_flight(pool: concurrent.futures.Executor, fn: Callable[[int], Any], item
 
 def _handle_failure(name: str, failure: _Failure, on_error: str, report: dict, bar: tqdm) -> None:
   if on_error == "fail":
-    raise CorruptInput(f"cannot read {name}: {failure.reason} (re-run with --on-error skip to skip such files; "
-                       f"finished shards are kept)")
+    raise CorruptInput(
+      f"cannot read {name}: {failure.reason} (re-run with --on-error skip to skip such files; finished shards are kept)"
+    )
   report["skipped"].append([name, failure.reason])
   bar.write(f"skipping unreadable input {name}: {failure.reason}", file=sys.stderr)
 
 
 def _pending_items(directory: str, num_items: int, shard_size: int, process_index: int, process_count: int) -> int:
   ranges = records.shard_ranges(num_items, shard_size)
-  return sum(b - a for k, (a, b) in enumerate(ranges) if k % process_count == process_index
-             and not os.path.exists(os.path.join(directory, records.shard_name(k, len(ranges)))))
+  return sum(
+    b - a
+    for k, (a, b) in enumerate(ranges)
+    if k % process_count == process_index
+    and not os.path.exists(os.path.join(directory, records.shard_name(k, len(ranges))))
+  )
 
 
-def extract(images: ImageSource, tokenizer, out: str | os.PathLike, *, aug: str = "adm", image_size: int = 256,
-            batch_size: int = 64, shard_size: int = 1000, on_error: str = "skip", process_index: int = 0,
-            process_count: int = 1, workers: int = 8, progress: bool = True, description: dict | None = None
-            ) -> list[str]:
+def extract(
+  images: ImageSource,
+  tokenizer,
+  out: str | os.PathLike,
+  *,
+  aug: str = "adm",
+  image_size: int = 256,
+  batch_size: int = 64,
+  shard_size: int = 1000,
+  on_error: str = "skip",
+  process_index: int = 0,
+  process_count: int = 1,
+  workers: int = 8,
+  progress: bool = True,
+  description: dict | None = None,
+) -> list[str]:
   """Encodes every image of ``images`` (this process's shards) into ``out``; returns the shard files written.
 
   ``batch_size`` counts images (the tokenizer sees batch_size * num_aug crops). ``description`` (e.g. the input
@@ -252,12 +277,20 @@ def extract(images: ImageSource, tokenizer, out: str | os.PathLike, *, aug: str 
   if num_aug is None:
     raise ValueError(f"unknown augmentation {aug!r}; choose one of {sorted(AUGMENTATIONS)}")
   if image_size % tokenizer.downsample:
-    raise ValueError(f"image size {image_size} is not a multiple of the tokenizer's downsampling "
-                     f"{tokenizer.downsample}")
+    raise ValueError(
+      f"image size {image_size} is not a multiple of the tokenizer's downsampling {tokenizer.downsample}"
+    )
   grid = (image_size // tokenizer.downsample,) * 2
   dtype = records.code_dtype(tokenizer.vocab_size)
-  meta = {"grid": list(grid), "vocab_size": int(tokenizer.vocab_size), "num_aug": num_aug, "aug": aug,
-          "image_size": image_size, "dtype": dtype.name, **(description or {})}
+  meta = {
+    "grid": list(grid),
+    "vocab_size": int(tokenizer.vocab_size),
+    "num_aug": num_aug,
+    "aug": aug,
+    "image_size": image_size,
+    "dtype": dtype.name,
+    **(description or {}),
+  }
   out = os.fspath(out)
   encode = BatchEncoder(tokenizer, batch_size * num_aug)
   todo = _pending_items(out, len(images), shard_size, process_index, process_count)
@@ -266,8 +299,11 @@ def extract(images: ImageSource, tokenizer, out: str | os.PathLike, *, aug: str 
     image, label = images.read(i)
     return augment(image, aug, image_size), label
 
-  with concurrent.futures.ThreadPoolExecutor(max(1, workers)) as pool, \
-       tqdm(total=todo, unit="img", desc=f"extract {process_index}/{process_count}", disable=not progress) as bar:
+  with (
+    concurrent.futures.ThreadPoolExecutor(max(1, workers)) as pool,
+    tqdm(total=todo, unit="img", desc=f"extract {process_index}/{process_count}", disable=not progress) as bar,
+  ):
+
     def make_shard(start: int, stop: int):
       report = {"skipped": []}
 
@@ -284,24 +320,42 @@ def extract(images: ImageSource, tokenizer, out: str | os.PathLike, *, aug: str 
             for (i, _, label), c in zip(good, codes):
               yield records.encode_record(c, label, i, grid, dtype)
           bar.update(len(batch))
+
       return encoded(), report
 
-    return records.write_shards(out, meta, num_items=len(images), shard_size=shard_size, make_shard=make_shard,
-                                process_index=process_index, process_count=process_count)
+    return records.write_shards(
+      out,
+      meta,
+      num_items=len(images),
+      shard_size=shard_size,
+      make_shard=make_shard,
+      process_index=process_index,
+      process_count=process_count,
+    )
 
 
-def import_randar_codes(root: str | os.PathLike, out: str | os.PathLike, *, vocab_size: int,
-                        shard_size: int = 10000, on_error: str = "fail", process_index: int = 0,
-                        process_count: int = 1, progress: bool = True) -> list[str]:
+def import_randar_codes(
+  root: str | os.PathLike,
+  out: str | os.PathLike,
+  *,
+  vocab_size: int,
+  shard_size: int = 10000,
+  on_error: str = "fail",
+  process_index: int = 0,
+  process_count: int = 1,
+  progress: bool = True,
+) -> list[str]:
   """RandAR's published codes (``root/{label}/{index}.npy``, int (num_aug, h*w) raster) -> ArrayRecord shards.
 
   Labels are the integer folder names and ``index`` the integer file stem; items are sorted by (label, index).
   ``.npy`` files are read with ``allow_pickle=False``. The grid must be square (256 tokens -> 16 x 16).
   """
   root = os.fspath(root)
-  files = sorted(((int(os.path.basename(os.path.dirname(p))), int(os.path.basename(p)[:-4]), p)
-                  for p in glob.glob(os.path.join(root, "*", "*.npy"))
-                  if os.path.basename(os.path.dirname(p)).isdigit() and os.path.basename(p)[:-4].isdigit()))
+  files = sorted(
+    (int(os.path.basename(os.path.dirname(p))), int(os.path.basename(p)[:-4]), p)
+    for p in glob.glob(os.path.join(root, "*", "*.npy"))
+    if os.path.basename(os.path.dirname(p)).isdigit() and os.path.basename(p)[:-4].isdigit()
+  )
   if not files:
     raise FileNotFoundError(f"{root} holds no {{label}}/{{index}}.npy code files")
   try:
@@ -313,8 +367,15 @@ def import_randar_codes(root: str | os.PathLike, out: str | os.PathLike, *, voca
   side = round(first.shape[1] ** 0.5)
   grid, shape, dtype = (side, side), first.shape, records.code_dtype(vocab_size)
   aug = {v: k for k, v in AUGMENTATIONS.items()}.get(shape[0], f"{shape[0]} augmentations")
-  meta = {"grid": list(grid), "vocab_size": int(vocab_size), "num_aug": shape[0], "aug": aug,
-          "dtype": dtype.name, "source": os.path.abspath(root), "imported_from": "RandAR .npy code folders"}
+  meta = {
+    "grid": list(grid),
+    "vocab_size": int(vocab_size),
+    "num_aug": shape[0],
+    "aug": aug,
+    "dtype": dtype.name,
+    "source": os.path.abspath(root),
+    "imported_from": "RandAR .npy code folders",
+  }
   todo = _pending_items(os.fspath(out), len(files), shard_size, process_index, process_count)
 
   def load(item):
@@ -327,6 +388,7 @@ def import_randar_codes(root: str | os.PathLike, out: str | os.PathLike, *, voca
     return records.encode_record(codes, label, index, grid, dtype)
 
   with tqdm(total=todo, unit="img", desc="import", disable=not progress) as bar:
+
     def make_shard(start: int, stop: int):
       report = {"skipped": []}
 
@@ -341,7 +403,15 @@ def import_randar_codes(root: str | os.PathLike, out: str | os.PathLike, *, voca
           else:
             yield result
           bar.update(1)
+
       return encoded(), report
 
-    return records.write_shards(out, meta, num_items=len(files), shard_size=shard_size, make_shard=make_shard,
-                                process_index=process_index, process_count=process_count)
+    return records.write_shards(
+      out,
+      meta,
+      num_items=len(files),
+      shard_size=shard_size,
+      make_shard=make_shard,
+      process_index=process_index,
+      process_count=process_count,
+    )

@@ -107,8 +107,9 @@ def draw_order(name: str, rng: np.random.Generator, grid: Grid) -> np.ndarray:
   if name == "hierarchical":
     rows, cols = np.divmod(np.arange(h * w), w)
     anchor = (rows % 2 == 0) & (cols % 2 == 0)
-    return np.concatenate([rng.permutation(np.flatnonzero(anchor)),
-                           rng.permutation(np.flatnonzero(~anchor))]).astype(np.int32)
+    return np.concatenate([rng.permutation(np.flatnonzero(anchor)), rng.permutation(np.flatnonzero(~anchor))]).astype(
+      np.int32
+    )
   return scan_order(name, (h, w))
 
 
@@ -133,9 +134,10 @@ class OrderPolicy:
   with probability r(step), else ``fallback`` (raster). A fixed scan order (RAR's table 3 ablation):
   ``OrderPolicy(order='z_curve')``.
   """
-  order: str = "random"                 # any of ORDERS
+
+  order: str = "random"  # any of ORDERS
   anneal: tuple[int, int] | None = None  # (start, end) steps of RAR's annealing; None: no annealing
-  fallback: str = "raster"              # the fixed order used with probability 1 - r(step)
+  fallback: str = "raster"  # the fixed order used with probability 1 - r(step)
 
   def __post_init__(self):
     for name in (self.order, self.fallback):
@@ -177,7 +179,7 @@ def plot_orders(names, grid: Grid, path: str | os.PathLike, seed: int = 0) -> st
     ax.set_title(name.replace("_", " "))
     ax.set_xticks([])
     ax.set_yticks([])
-  for ax in axes.ravel()[len(names):]:
+  for ax in axes.ravel()[len(names) :]:
     ax.axis("off")
   fig.suptitle(f"generation orders on a {h}x{w} grid (colour: step, dark = early; red dot: first cell)")
   fig.tight_layout()

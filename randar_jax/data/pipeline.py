@@ -21,17 +21,19 @@ Everything random is a function of (seed, g), and the step that RAR's annealing 
 host state: the batches are the same across restarts, prefetch depth and worker count, and process p's batch k
 holds stream positions k * global_batch + [p * local, (p+1) * local), so processes see disjoint records and,
 concatenated in process order (as ``jax.make_array_from_process_local_data`` lays them out), make exactly the
-single-process global batch k, row for row: a run's trajectory does not depend on how many hosts feed it. Resuming needs the same process count (Grain's state
-is per process). Emitted per example, under the names ``model.loss`` takes: ``tokens`` (h*w,) codes in generation
-order, ``order`` (h*w,) the raster cell of each generated token, ``labels`` (); and under ``meta``: ``index`` (the
-source's item number) and ``random`` (whether the policy's order, not its fallback, was used).
+single-process global batch k, row for row: a run's trajectory does not depend on how many hosts feed it.
+Resuming needs the same process count (Grain's state is per process). Emitted per example, under the names
+``model.loss`` takes: ``tokens`` (h*w,) codes in generation order, ``order`` (h*w,) the raster cell of each
+generated token, ``labels`` (); and under ``meta``: ``index`` (the source's item number) and ``random`` (whether
+the policy's order, not its fallback, was used).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import grain
 import jax
@@ -44,14 +46,14 @@ from randar_jax.data.records import CodeShards, TfdsCodes
 
 @dataclasses.dataclass(frozen=True)
 class PipelineConfig:
-  batch_size: int                        # global batch (all processes)
+  batch_size: int  # global batch (all processes)
   seed: int = 0
-  order: OrderPolicy = OrderPolicy()     # RandAR: always random; RAR: OrderPolicy(anneal=(start, end))
+  order: OrderPolicy = OrderPolicy()  # RandAR: always random; RAR: OrderPolicy(anneal=(start, end))
   shuffle: bool = True
-  num_epochs: int | None = None          # None: repeat forever
-  num_threads: int = 2                   # batches prepared concurrently (threads)
-  prefetch: int = 4                      # batches buffered ahead
-  workers: int = 0                       # > 0: Grain worker processes (needs an `if __name__ == '__main__'` guard)
+  num_epochs: int | None = None  # None: repeat forever
+  num_threads: int = 2  # batches prepared concurrently (threads)
+  prefetch: int = 4  # batches buffered ahead
+  workers: int = 0  # > 0: Grain worker processes (needs an `if __name__ == '__main__'` guard)
 
 
 class PickAugAndOrder(grain.transforms.RandomMap):
@@ -65,8 +67,12 @@ class PickAugAndOrder(grain.transforms.RandomMap):
     codes = record["codes"]
     aug = rng.integers(codes.shape[0]) if codes.shape[0] > 1 else 0
     order, used = self.policy.draw(rng, position // self.global_batch, self.grid)
-    return {"tokens": codes[aug][order].astype(np.int32), "order": order, "labels": np.int32(record["label"]),
-            "meta": {"index": np.int64(record["index"]), "random": np.bool_(used)}}
+    return {
+      "tokens": codes[aug][order].astype(np.int32),
+      "order": order,
+      "labels": np.int32(record["label"]),
+      "meta": {"index": np.int64(record["index"]), "random": np.bool_(used)},
+    }
 
 
 def _with_position(position: int, record):
@@ -74,12 +80,15 @@ def _with_position(position: int, record):
 
 
 def _process(process_index: int | None, process_count: int | None) -> tuple[int, int]:
-  return (jax.process_index() if process_index is None else process_index,
-          jax.process_count() if process_count is None else process_count)
+  return (
+    jax.process_index() if process_index is None else process_index,
+    jax.process_count() if process_count is None else process_count,
+  )
 
 
-def make_dataset(source, config: PipelineConfig, process_index: int | None = None,
-                 process_count: int | None = None) -> grain.IterDataset:
+def make_dataset(
+  source, config: PipelineConfig, process_index: int | None = None, process_count: int | None = None
+) -> grain.IterDataset:
   """This process's batches (numpy dicts) as a checkpointable Grain IterDataset (see the module docstring).
 
   ``source``: random access ``src[i]`` -> {'codes' (num_aug, h*w), 'label', 'index'} and an attribute ``grid``.
@@ -96,11 +105,12 @@ def make_dataset(source, config: PipelineConfig, process_index: int | None = Non
     ds = ds.repeat(config.num_epochs)
   ds = ds.map_with_index(_with_position)
   ds = ds.random_map(PickAugAndOrder(source.grid, config.order, config.batch_size), seed=(config.seed + 1) % 2**32)
-  chunks = ds.batch(config.batch_size // count, drop_remainder=True)   # chunk c: positions [c * local, ...)
-  ds = chunks[: len(chunks) // count * count][index::count]          # every process gets as many batches
+  chunks = ds.batch(config.batch_size // count, drop_remainder=True)  # chunk c: positions [c * local, ...)
+  ds = chunks[: len(chunks) // count * count][index::count]  # every process gets as many batches
   it = ds.to_iter_dataset(grain.ReadOptions(num_threads=config.num_threads, prefetch_buffer_size=config.prefetch))
   if config.workers > 0:
     from absl import flags
+
     flags.FLAGS.mark_as_parsed()  # grain 0.2.18 reads an absl flag in workers (google/grain#1355)
     it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=config.workers))
   return it
@@ -115,8 +125,15 @@ def to_global(batch: Mapping[str, np.ndarray], mesh: jax.sharding.Mesh) -> dict[
 class Loader:
   """Iterator of global batches (dict of jax.Array) over a source; checkpointable with Orbax."""
 
-  def __init__(self, source, config: PipelineConfig, mesh: jax.sharding.Mesh | None = None, *,
-               process_index: int | None = None, process_count: int | None = None):
+  def __init__(
+    self,
+    source,
+    config: PipelineConfig,
+    mesh: jax.sharding.Mesh | None = None,
+    *,
+    process_index: int | None = None,
+    process_count: int | None = None,
+  ):
     self.mesh = sharding.build_mesh() if mesh is None else mesh
     parts = self.mesh.shape["data"] * self.mesh.shape["fsdp"]
     if config.batch_size % parts:
@@ -148,9 +165,11 @@ def open_source(spec: str, split: str = "train", data_dir: str | None = None, vo
   if os.path.isfile(os.path.join(spec, "codes.json")):
     return CodeShards(spec)
   import tensorflow_datasets as tfds
+
   if spec.startswith("tfds:"):
-    return TfdsCodes(tfds.data_source(spec[len("tfds:"):], split=split, data_dir=data_dir), vocab_size)
+    return TfdsCodes(tfds.data_source(spec[len("tfds:") :], split=split, data_dir=data_dir), vocab_size)
   if os.path.isfile(os.path.join(spec, "dataset_info.json")):
     return TfdsCodes(tfds.builder_from_directory(spec).as_data_source(split), vocab_size)
-  raise FileNotFoundError(f"no codes at {spec}: expected a directory written by randar-jax extract, a TFDS build "
-                          f"directory or tfds:NAME")
+  raise FileNotFoundError(
+    f"no codes at {spec}: expected a directory written by randar-jax extract, a TFDS build directory or tfds:NAME"
+  )

@@ -23,7 +23,8 @@ import glob
 import json
 import os
 import struct
-from typing import Any, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -95,9 +96,16 @@ def shard_ranges(num_items: int, shard_size: int) -> list[tuple[int, int]]:
   return [(s, min(s + shard_size, num_items)) for s in range(0, num_items, shard_size)]
 
 
-def write_shards(directory: str | os.PathLike, meta: Mapping[str, Any], *, num_items: int, shard_size: int,
-                 make_shard: Callable[[int, int], tuple[Iterable[bytes], dict]], process_index: int = 0,
-                 process_count: int = 1) -> list[str]:
+def write_shards(
+  directory: str | os.PathLike,
+  meta: Mapping[str, Any],
+  *,
+  num_items: int,
+  shard_size: int,
+  make_shard: Callable[[int, int], tuple[Iterable[bytes], dict]],
+  process_index: int = 0,
+  process_count: int = 1,
+) -> list[str]:
   """Writes this process's unfinished shards (k % process_count == process_index); returns the shards written.
 
   ``make_shard(start, stop)`` returns (encoded records, report dict) for items [start, stop). ``meta`` (grid,
@@ -108,8 +116,9 @@ def write_shards(directory: str | os.PathLike, meta: Mapping[str, Any], *, num_i
   directory = os.fspath(directory)
   os.makedirs(directory, exist_ok=True)
   ranges = shard_ranges(num_items, shard_size)
-  _check_meta(directory, {**meta, "format": FORMAT, "num_items": num_items, "shard_size": shard_size,
-                          "num_shards": len(ranges)})
+  _check_meta(
+    directory, {**meta, "format": FORMAT, "num_items": num_items, "shard_size": shard_size, "num_shards": len(ranges)}
+  )
   written = []
   for k in range(process_index, len(ranges), process_count):
     path = os.path.join(directory, shard_name(k, len(ranges)))
@@ -125,7 +134,7 @@ def write_shards(directory: str | os.PathLike, meta: Mapping[str, Any], *, num_i
         count += 1
     finally:
       writer.close()
-    _write_json(path[:-len(".array_record")] + ".json", {**report, "records": count, "items": list(ranges[k])})
+    _write_json(path[: -len(".array_record")] + ".json", {**report, "records": count, "items": list(ranges[k])})
     os.replace(tmp, path)  # last: the shard counts as finished only once complete
     written.append(path)
   return written
@@ -143,8 +152,10 @@ class CodeShards:
     paths = [os.path.join(self.directory, shard_name(k, n)) for k in range(n)]
     missing = [os.path.basename(p) for p in paths if not os.path.exists(p)]
     if missing:
-      raise ValueError(f"{self.directory}: {len(missing)} of {n} shards are missing ({missing[:3]}...); the "
-                       f"extraction is unfinished: re-run the same command to complete it")
+      raise ValueError(
+        f"{self.directory}: {len(missing)} of {n} shards are missing ({missing[:3]}...); the "
+        f"extraction is unfinished: re-run the same command to complete it"
+      )
     stray = set(glob.glob(os.path.join(self.directory, "*.array_record"))) - set(paths)
     if stray:
       raise ValueError(f"{self.directory}: shards {sorted(stray)[:3]} do not belong to this extraction")
@@ -166,15 +177,20 @@ class CodeShards:
 class ArraySource:
   """In-memory random-access source: codes (N, num_aug, h*w or h, w) int, labels (N,). Same records as CodeShards."""
 
-  def __init__(self, codes: np.ndarray, labels: np.ndarray, grid: tuple[int, int] | int, vocab_size: int,
-               indices: np.ndarray | None = None):
+  def __init__(
+    self,
+    codes: np.ndarray,
+    labels: np.ndarray,
+    grid: tuple[int, int] | int,
+    vocab_size: int,
+    indices: np.ndarray | None = None,
+  ):
     from randar_jax.data.orders import grid_shape
 
     self.grid = grid_shape(grid)
     codes = np.asarray(codes)
     if codes.ndim < 3 or codes.shape[0] != len(labels):
-      raise ValueError(f"codes must be (N, num_aug, tokens...) with N = len(labels) = {len(labels)}, got "
-                       f"{codes.shape}")
+      raise ValueError(f"codes must be (N, num_aug, tokens...) with N = len(labels) = {len(labels)}, got {codes.shape}")
     self.codes = codes.reshape(codes.shape[0], codes.shape[1], -1).astype(np.int32)
     if self.codes.shape[2] != self.grid[0] * self.grid[1]:
       raise ValueError(f"codes with {self.codes.shape[2]} tokens do not fit the grid {self.grid}")
@@ -207,21 +223,42 @@ class TfdsCodes:
 
   def __getitem__(self, i: int) -> dict[str, Any]:
     r = self._source[i]
-    return {"codes": np.asarray(r["codes"], np.int32).reshape(self.num_aug, -1), "label": np.int32(r["label"]),
-            "index": np.int64(r.get("index", i))}
+    return {
+      "codes": np.asarray(r["codes"], np.int32).reshape(self.num_aug, -1),
+      "label": np.int32(r["label"]),
+      "index": np.int64(r.get("index", i)),
+    }
 
 
-def write_source(directory: str | os.PathLike, source, *, shard_size: int = 10000,
-                 description: Mapping[str, Any] | None = None, process_index: int = 0,
-                 process_count: int = 1) -> list[str]:
+def write_source(
+  directory: str | os.PathLike,
+  source,
+  *,
+  shard_size: int = 10000,
+  description: Mapping[str, Any] | None = None,
+  process_index: int = 0,
+  process_count: int = 1,
+) -> list[str]:
   """Writes any codes source (``grid``, ``vocab_size``, ``num_aug``; ``src[i]`` records) as ArrayRecord shards."""
   grid, dtype = tuple(source.grid), code_dtype(source.vocab_size)
-  meta = {"grid": list(grid), "vocab_size": int(source.vocab_size), "num_aug": int(source.num_aug),
-          "dtype": dtype.name, **(description or {})}
+  meta = {
+    "grid": list(grid),
+    "vocab_size": int(source.vocab_size),
+    "num_aug": int(source.num_aug),
+    "dtype": dtype.name,
+    **(description or {}),
+  }
 
   def make_shard(start: int, stop: int):
     items = (source[i] for i in range(start, stop))
     return (encode_record(r["codes"], r["label"], r["index"], grid, dtype) for r in items), {"skipped": []}
 
-  return write_shards(directory, meta, num_items=len(source), shard_size=shard_size, make_shard=make_shard,
-                      process_index=process_index, process_count=process_count)
+  return write_shards(
+    directory,
+    meta,
+    num_items=len(source),
+    shard_size=shard_size,
+    make_shard=make_shard,
+    process_index=process_index,
+    process_count=process_count,
+  )

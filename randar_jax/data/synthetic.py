@@ -24,8 +24,16 @@ from randar_jax.data.orders import Grid, grid_shape
 class SyntheticCodes:
   """Random-access source; record i is a deterministic function of (seed, i), so any size costs no memory."""
 
-  def __init__(self, num_records: int, grid: Grid = 16, vocab_size: int = 1024, num_classes: int = 10,
-               num_aug: int = 2, noise: float = 0.1, seed: int = 0):
+  def __init__(
+    self,
+    num_records: int,
+    grid: Grid = 16,
+    vocab_size: int = 1024,
+    num_classes: int = 10,
+    num_aug: int = 2,
+    noise: float = 0.1,
+    seed: int = 0,
+  ):
     if not 0.0 <= noise <= 1.0:
       raise ValueError(f"noise must be a probability, got {noise}")
     self.grid = grid_shape(grid)

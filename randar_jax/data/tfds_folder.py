@@ -13,7 +13,7 @@ reported by path and skipped, or stop the build with ``on_error='fail'``.
 from __future__ import annotations
 
 import os
-from typing import Mapping
+from collections.abc import Mapping
 
 import tensorflow_datasets as tfds
 from etils import epath
@@ -45,10 +45,17 @@ class ClassFolder(tfds.core.GeneratorBasedBuilder):
 
   def _info(self) -> tfds.core.DatasetInfo:
     # DatasetInfo built here: dataset_info_from_configs() looks for metadata files beside the module and fails.
-    return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
-        "image": tfds.features.Image(shape=(None, None, 3), encoding_format="png"),
-        "label": tfds.features.ClassLabel(names=self._classes),
-        "file_name": tfds.features.Text()}), supervised_keys=("image", "label"))
+    return tfds.core.DatasetInfo(
+      builder=self,
+      features=tfds.features.FeaturesDict(
+        {
+          "image": tfds.features.Image(shape=(None, None, 3), encoding_format="png"),
+          "label": tfds.features.ClassLabel(names=self._classes),
+          "file_name": tfds.features.Text(),
+        }
+      ),
+      supervised_keys=("image", "label"),
+    )
 
   def _split_generators(self, dl_manager):
     return {name: self._generate_examples(tree) for name, tree in self._trees.items()}
@@ -69,10 +76,10 @@ class ClassFolder(tfds.core.GeneratorBasedBuilder):
       yield name, {"image": data, "label": tree.labels[i], "file_name": name}
 
 
-def build(root: str | os.PathLike, data_dir: str | os.PathLike, split: str = "train",
-          on_error: str = "skip") -> str:
+def build(root: str | os.PathLike, data_dir: str | os.PathLike, split: str = "train", on_error: str = "skip") -> str:
   """Builds the array_record TFDS dataset of the class-folder tree ``root`` as ``split``; returns its directory."""
-  builder = ClassFolder(splits={split: os.fspath(root)}, on_error=on_error, data_dir=os.fspath(data_dir),
-                        file_format="array_record")
+  builder = ClassFolder(
+    splits={split: os.fspath(root)}, on_error=on_error, data_dir=os.fspath(data_dir), file_format="array_record"
+  )
   builder.download_and_prepare()
   return os.fspath(builder.data_dir)

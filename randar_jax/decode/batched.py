@@ -8,7 +8,7 @@ The sampler is the model family's ``generate`` (:mod:`randar_jax.families`).
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import numpy as np
@@ -17,8 +17,9 @@ from tqdm.auto import tqdm
 from randar_jax import families
 
 
-def parse_labels(classes: str | None, num_per_class: int | None, num_classes: int, count: int | None = None,
-                 seed: int = 0) -> np.ndarray:
+def parse_labels(
+  classes: str | None, num_per_class: int | None, num_classes: int, count: int | None = None, seed: int = 0
+) -> np.ndarray:
   """'1,2,3' (or '0-9') -> those ids (each ``num_per_class`` times); or ``count`` uniformly random ids."""
   if classes:
     ids = []
@@ -41,8 +42,16 @@ def parse_labels(classes: str | None, num_per_class: int | None, num_classes: in
   return labels.astype(np.int32)
 
 
-def sample_labels(model, labels: np.ndarray, *, batch_size: int, seed: int = 0, generate: Callable | None = None,
-                  progress: bool = True, **kwargs) -> tuple[np.ndarray, np.ndarray]:
+def sample_labels(
+  model,
+  labels: np.ndarray,
+  *,
+  batch_size: int,
+  seed: int = 0,
+  generate: Callable | None = None,
+  progress: bool = True,
+  **kwargs,
+) -> tuple[np.ndarray, np.ndarray]:
   """Samples one image per label in batches of ``batch_size`` (the last batch is padded, so every batch has
   the same shape and reuses one compiled program; the cache buffer is donated from batch to batch).
   ``generate`` defaults to the model family's; ``kwargs`` go to it (num_steps, sampling, guidance, ...).
@@ -54,7 +63,7 @@ def sample_labels(model, labels: np.ndarray, *, batch_size: int, seed: int = 0, 
   tokens, orders, cache = [], [], None
   starts = range(0, len(labels), batch_size)
   for i, start in enumerate(tqdm(starts, desc="sampling", unit="batch", disable=not progress)):
-    batch = labels[start: start + batch_size]
+    batch = labels[start : start + batch_size]
     padded = np.concatenate([batch, np.full(batch_size - len(batch), batch[0], batch.dtype)])
     out = generate(model, padded, jax.random.fold_in(jax.random.key(seed), i), cache=cache, **kwargs)
     cache = out.cache

@@ -14,16 +14,17 @@ A model family's ``generate`` validates on the host (:func:`validate`), builds i
 :func:`decode` with an *adapter* ``adapter(model, labels (B, branches), order (B, N), *extras) ->
 chunk_logits`` (a module-level function). :class:`Program` holds (adapter, plan, trace) as its static
 configuration and compiles once per (batch, guidance structure, sampling structure); compile counts are
-measured with ``jax.monitoring`` (:mod:`randar_jax.utils.compiles`), not by trace counters. Guidance runs the batch as interleaved
-branches per sample ([conditional, null class], or three for spatial guidance), so a data-sharded batch keeps
-every branch of a sample on one device.
+measured with ``jax.monitoring`` (:mod:`randar_jax.utils.compiles`), not by trace counters. Guidance runs the
+batch as interleaved branches per sample ([conditional, null class], or three for spatial guidance), so a
+data-sharded batch keeps every branch of a sample on one device.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -41,27 +42,38 @@ ChunkLogits = Callable[..., tuple[jax.Array, object]]
 
 class Forced(NamedTuple):
   """Tokens that must not be sampled: (B, N) values and mask, in generation order (zero-shot editing)."""
+
   tokens: jax.Array
   mask: jax.Array
 
 
 class Trace(NamedTuple):
   """Per-forward logits, when asked for: (forwards, B, K, V) after guidance and per branch before it."""
+
   guided: jax.Array
   raw: jax.Array
 
 
 @dataclasses.dataclass(frozen=True)
 class DecodeOutput:
-  tokens: jax.Array                     # (B, N) raster order
-  order: jax.Array                      # (B, N) raster cell generated at each step
-  tokens_in_order: jax.Array            # (B, N) generation order
-  trace: Trace | None = None            # per-token logits (B, N, V), raw (B, branches, N, V), if asked
-  cache: KVCache | None = None          # the cache buffer, to pass (donated) to the next call
+  tokens: jax.Array  # (B, N) raster order
+  order: jax.Array  # (B, N) raster cell generated at each step
+  tokens_in_order: jax.Array  # (B, N) generation order
+  trace: Trace | None = None  # per-token logits (B, N, V), raw (B, branches, N, V), if asked
+  cache: KVCache | None = None  # the cache buffer, to pass (donated) to the next call
 
 
-def run(plan: Plan, chunk_logits: ChunkLogits, cache, tokens: jax.Array, key: jax.Array, sampling: Sampling,
-        guidance: Guidance | None, forced: Forced | None = None, trace: bool = False):
+def run(
+  plan: Plan,
+  chunk_logits: ChunkLogits,
+  cache,
+  tokens: jax.Array,
+  key: jax.Array,
+  sampling: Sampling,
+  guidance: Guidance | None,
+  forced: Forced | None = None,
+  trace: bool = False,
+):
   """Runs every forward of ``plan``. tokens (B, N + 1) int32 in generation order; column N is a write sink
   for padded query slots. Returns (tokens, cache, Trace | None)."""
   forward_index = 0
@@ -71,9 +83,9 @@ def run(plan: Plan, chunk_logits: ChunkLogits, cache, tokens: jax.Array, key: ja
     rows["index"] = forward_index + jnp.arange(len(segment.start), dtype=jnp.int32)
     forward_index += len(segment.start)
 
-    def body(carry, row):
+    def body(carry, row, window=segment.window):  # the segment's static attention window
       cache, tokens = carry
-      logits, cache = chunk_logits(cache, tokens, row, segment.window)     # (B, branches, K, V)
+      logits, cache = chunk_logits(cache, tokens, row, window)  # (B, branches, K, V)
       guided = logits[:, 0] if guidance is None else guidance.combine(logits, row["first_query"], plan.num_tokens)
       new = sample(guided, sampling, jax.random.fold_in(key, row["index"]))  # (B, K)
       if forced is not None:
@@ -96,9 +108,9 @@ def collect_trace(plan: Plan, trace: Trace) -> Trace:
   Tokens that were fed as known (not sampled) get zeros.
   """
   out_gen = jnp.asarray([g for seg in plan.segments for g in seg.out_gen]).reshape(-1)  # (forwards * K,)
-  guided = jnp.moveaxis(trace.guided, 0, 1)                                           # (B, F, K, V)
+  guided = jnp.moveaxis(trace.guided, 0, 1)  # (B, F, K, V)
   guided = guided.reshape(guided.shape[0], -1, guided.shape[-1])
-  raw = jnp.moveaxis(trace.raw, 0, 2)                                                 # (B, G, F, K, V)
+  raw = jnp.moveaxis(trace.raw, 0, 2)  # (B, G, F, K, V)
   raw = raw.reshape(raw.shape[:2] + (-1, raw.shape[-1]))
   n = plan.num_tokens + 1  # the last column collects padded queries
   guided = jnp.zeros((guided.shape[0], n, guided.shape[-1]), guided.dtype).at[:, out_gen].set(guided)
@@ -108,8 +120,17 @@ def collect_trace(plan: Plan, trace: Trace) -> Trace:
 
 # ---- what every family's generate() shares ---------------------------------------------------------------------
 
-def validate(config, labels: np.ndarray, num_steps: int, order: np.ndarray | None, guidance: Guidance | None,
-             known: int = 0, num_tokens: int | None = None, lagging: bool = False) -> None:
+
+def validate(
+  config,
+  labels: np.ndarray,
+  num_steps: int,
+  order: np.ndarray | None,
+  guidance: Guidance | None,
+  known: int = 0,
+  num_tokens: int | None = None,
+  lagging: bool = False,
+) -> None:
   """Host-side checks before anything is compiled (num_tokens: the canvas size, default the model's)."""
   n = num_tokens or config.num_tokens
   steps_max = n if lagging else n - known
@@ -163,6 +184,7 @@ Adapter = Callable[..., ChunkLogits]
 class Inputs:
   """The traced inputs of one decode: labels (B,), orders (B, N), the sampling key, optional forced tokens and
   known prefix (B, m), and the family adapter's extra arrays (e.g. RandAR's RoPE table)."""
+
   labels: jax.Array
   order: jax.Array
   key: jax.Array
@@ -187,7 +209,7 @@ class Program:
 
   @staticmethod
   @functools.lru_cache(maxsize=64)
-  def get(adapter: Adapter, plan: Plan, trace: bool = False) -> "Program":
+  def get(adapter: Adapter, plan: Plan, trace: bool = False) -> Program:
     return Program(adapter, plan, trace)
 
   def __call__(self, model: nnx.Module, inputs: Inputs, sampling: Sampling, guidance, cache: KVCache):
@@ -205,20 +227,35 @@ class Program:
       tokens = tokens.at[:, : inputs.prefix.shape[1]].set(inputs.prefix)
     tokens = sharding.constrain(tokens, ("batch", None))
     chunk_logits = self.adapter(model, branch_labels, inputs.order, *inputs.extras)
-    tokens, cache, logits = run(plan, chunk_logits, cache, tokens, inputs.key, sampling, guidance, inputs.forced,
-                                self.trace)
+    tokens, cache, logits = run(
+      plan, chunk_logits, cache, tokens, inputs.key, sampling, guidance, inputs.forced, self.trace
+    )
     return tokens[:, :-1], cache, logits
 
 
 def new_cache(config, rows: int, plan: Plan) -> KVCache:
   """A zero cache for ``rows`` sequences (batch x branches) of a model config (n_layer, kv_heads, head_dim)."""
-  return KVCache.zeros(config.n_layer, rows, plan.cache_slots, config.kv_heads, config.head_dim,
-                       jnp.dtype(config.dtype))
+  return KVCache.zeros(
+    config.n_layer, rows, plan.cache_slots, config.kv_heads, config.head_dim, jnp.dtype(config.dtype)
+  )
 
 
-def decode(adapter: Adapter, model: nnx.Module, plan: Plan, labels: np.ndarray, orders: jax.Array,
-           key: jax.Array, sampling: Sampling, guidance, *, forced: Forced | None = None, prefix=None,
-           extras: tuple = (), cache: KVCache | None = None, trace: bool = False) -> DecodeOutput:
+def decode(
+  adapter: Adapter,
+  model: nnx.Module,
+  plan: Plan,
+  labels: np.ndarray,
+  orders: jax.Array,
+  key: jax.Array,
+  sampling: Sampling,
+  guidance,
+  *,
+  forced: Forced | None = None,
+  prefix=None,
+  extras: tuple = (),
+  cache: KVCache | None = None,
+  trace: bool = False,
+) -> DecodeOutput:
   """Runs a validated decode: labels (B,) host ids, orders (B, N). ``adapter(model, labels (B, branches),
   order, *extras)`` builds the chunk_logits function (extras: arrays or None, e.g. RandAR's RoPE table).
   Reuses (donates) ``cache`` when its shape fits, else allocates one. Returns raster tokens, the orders,
@@ -234,10 +271,23 @@ def decode(adapter: Adapter, model: nnx.Module, plan: Plan, labels: np.ndarray, 
   return DecodeOutput(raster, orders, tokens, collect_trace(plan, logits) if trace else None, cache)
 
 
-def generate_one_per_step(adapter: Adapter, plan_for: Callable[[int], Plan], defaults_for: Callable, name: str,
-                          model: nnx.Module, labels, key: jax.Array, *, num_steps: int | None, order,
-                          sampling: Sampling | None, guidance, forced: Forced | None, trace: bool,
-                          cache: KVCache | None) -> DecodeOutput:
+def generate_one_per_step(
+  adapter: Adapter,
+  plan_for: Callable[[int], Plan],
+  defaults_for: Callable,
+  name: str,
+  model: nnx.Module,
+  labels,
+  key: jax.Array,
+  *,
+  num_steps: int | None,
+  order,
+  sampling: Sampling | None,
+  guidance,
+  forced: Forced | None,
+  trace: bool,
+  cache: KVCache | None,
+) -> DecodeOutput:
   """The ``generate`` of a family that decodes one token per forward (RAR, LlamaGen): unset settings from
   ``defaults_for(config)`` (a DecodeSettings), host-side checks, then ``plan_for(N)`` through :func:`decode`."""
   cfg = model.config
@@ -253,5 +303,16 @@ def generate_one_per_step(adapter: Adapter, plan_for: Callable[[int], Plan], def
   validate(cfg, labels_np, n, order_np, guidance)
   order_key, sample_key = jax.random.split(key)
   orders = make_orders(order if order_np is None else order_np, order_key, labels_np.shape[0], n)
-  return decode(adapter, model, plan_for(n), labels_np, orders, sample_key, sampling, guidance, forced=forced,
-                cache=cache, trace=trace)
+  return decode(
+    adapter,
+    model,
+    plan_for(n),
+    labels_np,
+    orders,
+    sample_key,
+    sampling,
+    guidance,
+    forced=forced,
+    cache=cache,
+    trace=trace,
+  )

@@ -42,15 +42,20 @@ FID_CFG_SCALE = {"B": 2.0, "L": 2.0, "XL": 1.75, "XXL": 1.75, "3B": 1.65}
 def default_settings(config: LlamaGenConfig) -> DecodeSettings:
   """sample_c2i.py's defaults (the same for every size; top-k capped at the vocabulary), raster order."""
   d = SAMPLE_DEFAULTS
-  return DecodeSettings(num_steps=-1, guidance=Guidance.from_llamagen(d["cfg_scale"], d["cfg_interval"]),
-                        sampling=Sampling.make(d["temperature"], min(d["top_k"], config.vocab_size), d["top_p"]),
-                        order="raster")
+  return DecodeSettings(
+    num_steps=-1,
+    guidance=Guidance.from_llamagen(d["cfg_scale"], d["cfg_interval"]),
+    sampling=Sampling.make(d["temperature"], min(d["top_k"], config.vocab_size), d["top_p"]),
+    order="raster",
+  )
 
 
 def fid_settings(config: LlamaGenConfig) -> DecodeSettings:
   """The FID runs' settings: sample_c2i.py's defaults with the size's ``FID_CFG_SCALE`` (KeyError for other sizes)."""
-  return dataclasses.replace(default_settings(config), guidance=Guidance.from_llamagen(
-      FID_CFG_SCALE[config.variant_name], SAMPLE_DEFAULTS["cfg_interval"]))
+  return dataclasses.replace(
+    default_settings(config),
+    guidance=Guidance.from_llamagen(FID_CFG_SCALE[config.variant_name], SAMPLE_DEFAULTS["cfg_interval"]),
+  )
 
 
 @functools.lru_cache(maxsize=8)
@@ -68,8 +73,8 @@ def chunk_logits_fn(model: LlamaGen, labels: jax.Array, order: jax.Array):
   order = jnp.repeat(order, branches, axis=0)
 
   def chunk_logits(cache: KVCache, tokens: jax.Array, row, window: int) -> tuple[jax.Array, KVCache]:
-    is_cls = row["kinds"] == CLS                                          # (K,)
-    fed = jnp.repeat(jnp.take(tokens, row["gens"], axis=1), branches, axis=0)   # (B G, K) generation order
+    is_cls = row["kinds"] == CLS  # (K,)
+    fed = jnp.repeat(jnp.take(tokens, row["gens"], axis=1), branches, axis=0)  # (B G, K) generation order
     x = jnp.where(is_cls[None, :, None], model.class_embeddings(labels)[:, None], model.tok_embeddings[...][fed])
     cells = jnp.where(is_cls[None], -1, jnp.take(order, row["gens"], axis=1))
     h, cache, _ = model.run_layers(x, cells, cache=cache, start=row["start"], window=window)
@@ -79,10 +84,19 @@ def chunk_logits_fn(model: LlamaGen, labels: jax.Array, order: jax.Array):
   return chunk_logits
 
 
-def generate(model: LlamaGen, labels, key: jax.Array, *, num_steps: int | None = None, order=None,
-             sampling: Sampling | None = None, guidance: Guidance | None | str = "default",
-             forced: engine.Forced | None = None, trace: bool = False, cache: KVCache | None = None
-             ) -> DecodeOutput:
+def generate(
+  model: LlamaGen,
+  labels,
+  key: jax.Array,
+  *,
+  num_steps: int | None = None,
+  order=None,
+  sampling: Sampling | None = None,
+  guidance: Guidance | None | str = "default",
+  forced: engine.Forced | None = None,
+  trace: bool = False,
+  cache: KVCache | None = None,
+) -> DecodeOutput:
   """Samples (B, N) token grids for class ``labels`` (B,), one token per step.
 
   order: None or 'raster' (every released model), 'random' (a random order per sample, from ``key``), or an
@@ -91,6 +105,19 @@ def generate(model: LlamaGen, labels, key: jax.Array, *, num_steps: int | None =
   (None, -1 or N). forced: tokens that replace whatever is sampled at given steps. trace: per-token logits.
   cache: a cache from a previous call with the same shapes; it is donated and returned in the output.
   """
-  return engine.generate_one_per_step(chunk_logits_fn, make_plan, default_settings, "LlamaGen", model, labels, key,
-                                      num_steps=num_steps, order=order, sampling=sampling, guidance=guidance,
-                                      forced=forced, trace=trace, cache=cache)
+  return engine.generate_one_per_step(
+    chunk_logits_fn,
+    make_plan,
+    default_settings,
+    "LlamaGen",
+    model,
+    labels,
+    key,
+    num_steps=num_steps,
+    order=order,
+    sampling=sampling,
+    guidance=guidance,
+    forced=forced,
+    trace=trace,
+    cache=cache,
+  )

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -56,10 +56,11 @@ def query_counts(num_tokens: int, num_steps: int, start: int = 0) -> list[int]:
 @dataclasses.dataclass(frozen=True)
 class Forward:
   """One forward pass: chunk entries written from slot ``start`` and the generation indices it samples."""
+
   start: int
-  kinds: tuple[int, ...]      # PAD | CLS | QUERY (P_j) | TOKEN (x_j), per chunk entry
-  gens: tuple[int, ...]       # generation index j of each entry (0 for PAD / CLS)
-  samples: tuple[int, ...]    # generation indices sampled by this forward (its queries, in order)
+  kinds: tuple[int, ...]  # PAD | CLS | QUERY (P_j) | TOKEN (x_j), per chunk entry
+  gens: tuple[int, ...]  # generation index j of each entry (0 for PAD / CLS)
+  samples: tuple[int, ...]  # generation indices sampled by this forward (its queries, in order)
 
   @property
   def length(self) -> int:
@@ -89,23 +90,27 @@ def forwards(num_tokens: int, counts: Sequence[int], known: int = 0) -> list[For
 @dataclasses.dataclass(frozen=True)
 class Segment:
   """Consecutive forwards padded to one width, run by one ``lax.scan``. Arrays are (forwards, ...)."""
+
   width: int
-  window: int                            # cache slots [0, window) that these forwards can attend to
+  window: int  # cache slots [0, window) that these forwards can attend to
   start: tuple[int, ...]
   kinds: tuple[tuple[int, ...], ...]
   gens: tuple[tuple[int, ...], ...]
-  out_pos: tuple[tuple[int, ...], ...]   # chunk positions of the queries, (forwards, max_queries)
-  out_gen: tuple[tuple[int, ...], ...]   # generation index sampled there; num_tokens (a trash column) if pad
-  first_query: tuple[int, ...]           # generation index of the first query (guidance schedules use it)
+  out_pos: tuple[tuple[int, ...], ...]  # chunk positions of the queries, (forwards, max_queries)
+  out_gen: tuple[tuple[int, ...], ...]  # generation index sampled there; num_tokens (a trash column) if pad
+  first_query: tuple[int, ...]  # generation index of the first query (guidance schedules use it)
 
   def arrays(self) -> dict[str, np.ndarray]:
-    return {name: np.asarray(getattr(self, name), np.int32)
-            for name in ("start", "kinds", "gens", "out_pos", "out_gen", "first_query")}
+    return {
+      name: np.asarray(getattr(self, name), np.int32)
+      for name in ("start", "kinds", "gens", "out_pos", "out_gen", "first_query")
+    }
 
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
   """A complete, hashable decode plan (static argument of the compiled loop)."""
+
   num_tokens: int
   num_steps: int
   known: int
@@ -133,12 +138,27 @@ def _segment(group: list[Forward], width: int, window: int, max_queries: int, nu
     queries = tuple(range(f.length - len(f.samples), f.length))
     out_pos.append(queries + (queries[-1],) * (max_queries - len(queries)))
     out_gen.append(f.samples + (num_tokens,) * (max_queries - len(f.samples)))
-  return Segment(width, window, tuple(f.start for f in group), tuple(kinds), tuple(gens), tuple(out_pos),
-                 tuple(out_gen), tuple(f.samples[0] for f in group))
+  return Segment(
+    width,
+    window,
+    tuple(f.start for f in group),
+    tuple(kinds),
+    tuple(gens),
+    tuple(out_pos),
+    tuple(out_gen),
+    tuple(f.samples[0] for f in group),
+  )
 
 
-def build_plan(num_tokens: int, num_steps: int, known: int = 0, buckets: Sequence[int] | None = None,
-               slot_multiple: int = 8, windows: int = 4, lagging: bool = False) -> Plan:
+def build_plan(
+  num_tokens: int,
+  num_steps: int,
+  known: int = 0,
+  buckets: Sequence[int] | None = None,
+  slot_multiple: int = 8,
+  windows: int = 4,
+  lagging: bool = False,
+) -> Plan:
   """Pads the forwards of a schedule into segments and sizes the cache.
 
   With ``known`` teacher-forced tokens, the cosine schedule runs over the N - known unknown tokens (so
@@ -162,12 +182,29 @@ def build_plan(num_tokens: int, num_steps: int, known: int = 0, buckets: Sequenc
     for f in body:
       width = min(w for w in allowed if w >= f.length)
       widths.append(max(width, widths[-1]) if len(widths) > len(head) else width)  # monotone within the body
-  return pack(passes, widths, num_tokens, num_steps, known, separate_first=bool(head),
-              slot_multiple=slot_multiple, windows=windows)
+  return pack(
+    passes,
+    widths,
+    num_tokens,
+    num_steps,
+    known,
+    separate_first=bool(head),
+    slot_multiple=slot_multiple,
+    windows=windows,
+  )
 
 
-def pack(passes: Sequence[Forward], widths: Sequence[int], num_tokens: int, num_steps: int, known: int = 0, *,
-         separate_first: bool = False, slot_multiple: int = 8, windows: int = 4) -> Plan:
+def pack(
+  passes: Sequence[Forward],
+  widths: Sequence[int],
+  num_tokens: int,
+  num_steps: int,
+  known: int = 0,
+  *,
+  separate_first: bool = False,
+  slot_multiple: int = 8,
+  windows: int = 4,
+) -> Plan:
   """Groups forwards padded to ``widths`` into segments (equal width and attention window, consecutive) and
   sizes the cache to a multiple of ``slot_multiple`` that holds every chunk. Each segment attends to a static
   window (``windows`` steps of cache_slots / windows), so early forwards read fewer slots.

@@ -22,7 +22,6 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from randar_jax.decode import engine
 from randar_jax.decode.engine import DecodeOutput
@@ -40,8 +39,9 @@ def default_settings(config: RARConfig) -> DecodeSettings:
   """What the authors sample this size with (the README demo's for other sizes): one token per step in raster
   order, pow-cosine guidance, the per-size temperature."""
   temperature, scale, power = DEFAULTS.get(config.variant_name, DEMO_DEFAULTS)
-  return DecodeSettings(num_steps=-1, guidance=Guidance.from_rar(scale, power),
-                        sampling=Sampling.make(temperature), order="raster")
+  return DecodeSettings(
+    num_steps=-1, guidance=Guidance.from_rar(scale, power), sampling=Sampling.make(temperature), order="raster"
+  )
 
 
 @functools.lru_cache(maxsize=8)
@@ -68,10 +68,19 @@ def chunk_logits_fn(model: RAR, labels: jax.Array, order: jax.Array):
   return chunk_logits
 
 
-def generate(model: RAR, labels, key: jax.Array, *, num_steps: int | None = None, order=None,
-             sampling: Sampling | None = None, guidance: Guidance | None | str = "default",
-             forced: engine.Forced | None = None, trace: bool = False, cache: KVCache | None = None
-             ) -> DecodeOutput:
+def generate(
+  model: RAR,
+  labels,
+  key: jax.Array,
+  *,
+  num_steps: int | None = None,
+  order=None,
+  sampling: Sampling | None = None,
+  guidance: Guidance | None | str = "default",
+  forced: engine.Forced | None = None,
+  trace: bool = False,
+  cache: KVCache | None = None,
+) -> DecodeOutput:
   """Samples (B, N) token grids for class ``labels`` (B,), one token per step.
 
   order: None or 'raster' (RAR's sampling), 'random' (a random order per sample, drawn from ``key``: for
@@ -81,6 +90,19 @@ def generate(model: RAR, labels, key: jax.Array, *, num_steps: int | None = None
   forced: tokens that replace whatever is sampled at given generation steps. trace: per-token logits.
   cache: a cache from a previous call with the same shapes; it is donated and returned in the output.
   """
-  return engine.generate_one_per_step(chunk_logits_fn, make_plan, default_settings, "RAR", model, labels, key,
-                                      num_steps=num_steps, order=order, sampling=sampling, guidance=guidance,
-                                      forced=forced, trace=trace, cache=cache)
+  return engine.generate_one_per_step(
+    chunk_logits_fn,
+    make_plan,
+    default_settings,
+    "RAR",
+    model,
+    labels,
+    key,
+    num_steps=num_steps,
+    order=order,
+    sampling=sampling,
+    guidance=guidance,
+    forced=forced,
+    trace=trace,
+    cache=cache,
+  )

@@ -20,13 +20,14 @@ from flax import struct
 @struct.dataclass
 class Sampling:
   """temperature -> optional top-k -> optional top-p (HF style) -> categorical; per query, independently."""
+
   temperature: float = 1.0
   top_p: float = 1.0
-  top_k: int = struct.field(pytree_node=False, default=0)       # 0: off
+  top_k: int = struct.field(pytree_node=False, default=0)  # 0: off
   use_top_p: bool = struct.field(pytree_node=False, default=False)
 
   @classmethod
-  def make(cls, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> "Sampling":
+  def make(cls, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> Sampling:
     if temperature < 0:
       raise ValueError(f"temperature must be >= 0, got {temperature}")
     if top_k < 0:
@@ -68,6 +69,7 @@ class Guidance:
   A constant scale is 'linear' with start == end. ``interval`` (LlamaGen's ``cfg_interval``; -1 = off) stops
   guidance after it: token j > 0 takes the conditional logits unchanged once j - 1 > interval.
   """
+
   start: float = 1.0
   end: float = 4.0
   power: float = 1.0
@@ -76,25 +78,25 @@ class Guidance:
   branches: int = struct.field(pytree_node=False, default=2)
 
   @classmethod
-  def linear(cls, start: float, end: float) -> "Guidance":
+  def linear(cls, start: float, end: float) -> Guidance:
     return cls(start=float(start), end=float(end), schedule="linear")
 
   @classmethod
-  def constant(cls, scale: float) -> "Guidance":
+  def constant(cls, scale: float) -> Guidance:
     return cls.linear(scale, scale)
 
   @classmethod
-  def pow_cosine(cls, scale: float, power: float) -> "Guidance":
+  def pow_cosine(cls, scale: float, power: float) -> Guidance:
     return cls(start=1.0, end=float(scale), power=float(power), schedule="pow_cosine")
 
   @classmethod
-  def parse(cls, spec: str | None) -> "Guidance | None":
+  def parse(cls, spec: str | None) -> Guidance | None:
     """'none' | 'S' (constant) | 'S0,S1' (linear, as RandAR's --cfg-scales) | 'powcos:S,P' (RAR; S = 0 is off)."""
     if spec is None or spec.strip().lower() in ("", "none", "off"):
       return None
     try:
       if spec.startswith("powcos:"):
-        scale, power = (float(v) for v in spec[len("powcos:"):].split(","))
+        scale, power = (float(v) for v in spec[len("powcos:") :].split(","))
         return cls.from_rar(scale, power)
       values = [float(v) for v in spec.split(",")]
     except ValueError:
@@ -106,25 +108,25 @@ class Guidance:
     raise ValueError(f"malformed guidance {spec!r}: use 'none', 'S', 'S0,S1' or 'powcos:S,P'")
 
   @classmethod
-  def from_original(cls, cfg_scales) -> "Guidance | None":
+  def from_original(cls, cfg_scales) -> Guidance | None:
     """RandAR's ``cfg_scales=(s0, s1)``: guidance is on only when s1 > 1."""
     s0, s1 = (float(v) for v in cfg_scales)
     return cls.linear(s0, s1) if s1 > 1.0 else None
 
   @classmethod
-  def from_rar(cls, guidance_scale: float, guidance_scale_pow: float) -> "Guidance | None":
+  def from_rar(cls, guidance_scale: float, guidance_scale_pow: float) -> Guidance | None:
     """RAR's ``generate(guidance_scale, guidance_scale_pow)``: guidance (batch doubled) whenever the scale is
     not 0 -- even at 1.0, where it changes nothing but cost; pow-cosine schedule."""
     return cls.pow_cosine(guidance_scale, guidance_scale_pow) if float(guidance_scale) != 0.0 else None
 
   @classmethod
-  def from_llamagen(cls, cfg_scale: float, cfg_interval: float = -1.0) -> "Guidance | None":
+  def from_llamagen(cls, cfg_scale: float, cfg_interval: float = -1.0) -> Guidance | None:
     """LlamaGen's ``generate(cfg_scale, cfg_interval)``: a constant scale, on only when cfg_scale > 1."""
     if float(cfg_scale) <= 1.0:
       return None
     return cls(start=float(cfg_scale), end=float(cfg_scale), interval=float(cfg_interval), schedule="linear")
 
-  def with_scale(self, scale: float) -> "Guidance":
+  def with_scale(self, scale: float) -> Guidance:
     """The same schedule peaking at ``scale`` (a CFG search varies this): linear 1 -> s, constant s,
     pow-cosine to s."""
     start = float(scale) if self.schedule == "linear" and self.start == self.end else self.start
@@ -141,7 +143,7 @@ class Guidance:
     if self.schedule == "linear":
       return self.start + (self.end - self.start) * t
     if self.schedule == "pow_cosine":
-      return (self.end - 1.0) * (1.0 - jnp.cos(jnp.pi * t ** self.power)) / 2.0 + 1.0
+      return (self.end - 1.0) * (1.0 - jnp.cos(jnp.pi * t**self.power)) / 2.0 + 1.0
     raise ValueError(f"unknown guidance schedule {self.schedule!r}")
 
   def branch_labels(self, labels: jax.Array, null: jax.Array) -> jax.Array:
@@ -164,6 +166,7 @@ class SpatialGuidance:
 
       l = l_u + cfg * (l_c - l_s) + spatial * (l_s - l_u),  both scales linear in the decoded fraction.
   """
+
   cfg_start: float = 3.0
   cfg_end: float = 3.0
   spatial_start: float = 2.5
@@ -187,6 +190,7 @@ class DecodeSettings:
 
   num_steps: forward passes (-1: one token per forward); guidance: None for no CFG; order: 'random' | 'raster'.
   """
+
   num_steps: int
   guidance: Guidance | None
   sampling: Sampling

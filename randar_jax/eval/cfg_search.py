@@ -50,23 +50,25 @@ from randar_jax.eval.samples import AdmNpzWriter
 class SearchConfig:
   scales: tuple[float, ...]
   num_samples: int = 10000
-  final_samples: int = 0              # 0: no final run
-  steps: int = -1                     # forwards per image (-1: one token each); the CLI gives the family's default
+  final_samples: int = 0  # 0: no final run
+  steps: int = -1  # forwards per image (-1: one token each); the CLI gives the family's default
   batch_size: int = 64
   seed: int = 0
-  schedule: str = "linear"            # 'linear' (1 -> s), 'constant' (s), 'powcos:P'
+  schedule: str = "linear"  # 'linear' (1 -> s), 'constant' (s), 'powcos:P'
   temperature: float = 1.0
   top_k: int = 0
   top_p: float = 1.0
-  save_samples: bool = False          # write the final run's images as ADM .npz
+  save_samples: bool = False  # write the final run's images as ADM .npz
 
   def __post_init__(self):
     if not self.scales:
       raise ValueError("no guidance scales to search")
     if self.num_samples < 2 or self.final_samples < 0 or self.batch_size < 1:
-      raise ValueError(f"need num_samples >= 2, final_samples >= 0 and batch_size >= 1, got {self.num_samples}, "
-                       f"{self.final_samples}, {self.batch_size}")
-    guidance(self.schedule, 1.0)      # validates the schedule
+      raise ValueError(
+        f"need num_samples >= 2, final_samples >= 0 and batch_size >= 1, got {self.num_samples}, "
+        f"{self.final_samples}, {self.batch_size}"
+      )
+    guidance(self.schedule, 1.0)  # validates the schedule
     Sampling.make(self.temperature, self.top_k, self.top_p)
 
   def settings(self) -> dict[str, Any]:
@@ -133,11 +135,22 @@ def _agree(flags: np.ndarray) -> np.ndarray:
   if jax.process_count() == 1:
     return flags
   from jax.experimental import multihost_utils
+
   return np.asarray(multihost_utils.broadcast_one_to_all(flags))
 
 
-def sample_statistics(model, tokenizer, extractor, labels: np.ndarray, scale: float, search: SearchConfig, *,
-                      mesh=None, save: str | None = None, progress: bool = True) -> Statistics | None:
+def sample_statistics(
+  model,
+  tokenizer,
+  extractor,
+  labels: np.ndarray,
+  scale: float,
+  search: SearchConfig,
+  *,
+  mesh=None,
+  save: str | None = None,
+  progress: bool = True,
+) -> Statistics | None:
   """Samples this process's share of ``labels`` at one scale, decodes and extracts features batch by batch;
   returns the statistics of every process's samples on process 0 (None elsewhere)."""
   share = labels[_share(len(labels))]
@@ -145,15 +158,24 @@ def sample_statistics(model, tokenizer, extractor, labels: np.ndarray, scale: fl
   sampling = Sampling.make(search.temperature, search.top_k, search.top_p)
   mesh = mesh if mesh is not None else sharding.build_mesh(devices=jax.local_devices())
   with sharding.model_context(mesh):
-    tokens, _ = batched.sample_labels(model, share, batch_size=search.batch_size, seed=seed, num_steps=search.steps,
-                                      sampling=sampling, guidance=guidance(search.schedule, scale),
-                                      progress=progress)
+    tokens, _ = batched.sample_labels(
+      model,
+      share,
+      batch_size=search.batch_size,
+      seed=seed,
+      num_steps=search.steps,
+      sampling=sampling,
+      guidance=guidance(search.schedule, scale),
+      progress=progress,
+    )
   side = model.config.grid_size * tokenizer.downsample
   feats, logits = [], []
-  with (AdmNpzWriter(save, len(share), (side, side, tokenizer.channels), labels=share) if save
-        else contextlib.nullcontext()) as writer:
-    for f, lg in extractors.extract(extractor, _decoded(tokenizer, tokens, search.batch_size, writer, progress),
-                                    search.batch_size):
+  with (
+    AdmNpzWriter(save, len(share), (side, side, tokenizer.channels), labels=share) if save else contextlib.nullcontext()
+  ) as writer:
+    for f, lg in extractors.extract(
+      extractor, _decoded(tokenizer, tokens, search.batch_size, writer, progress), search.batch_size
+    ):
       feats.append(f)
       logits.append(lg)
   feats = gather_rows(np.concatenate(feats))
@@ -162,15 +184,16 @@ def sample_statistics(model, tokenizer, extractor, labels: np.ndarray, scale: fl
     return None
   running = metrics.RunningStats()
   for start in range(0, len(feats), 4096):
-    running.update(feats[start: start + 4096], None if logits is None else logits[start: start + 4096])
+    running.update(feats[start : start + 4096], None if logits is None else logits[start : start + 4096])
   return Statistics.from_running(running, extractor.name)
 
 
 def _decoded(tokenizer, tokens: np.ndarray, batch_size: int, writer: AdmNpzWriter | None, progress: bool):
   """Device images per batch of token grids; batches are padded for the decoder (one compile) and trimmed."""
-  for start in tqdm(range(0, len(tokens), batch_size), desc="decoding + features", unit="batch", leave=False,
-                    disable=not progress):
-    chunk = tokens[start: start + batch_size]
+  for start in tqdm(
+    range(0, len(tokens), batch_size), desc="decoding + features", unit="batch", leave=False, disable=not progress
+  ):
+    chunk = tokens[start : start + batch_size]
     n = len(chunk)
     if n < batch_size:
       chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch_size - n, axis=0)])
@@ -193,8 +216,13 @@ def plot(results: list[dict], path: str, best: dict | None = None) -> str:
   ax.set_ylabel(f"FID ({results[0].get('num_samples', '?')} samples)", color="tab:blue")
   if best is not None:
     ax.axvline(best["scale"], color="tab:blue", ls=":", lw=1)
-    ax.annotate(f"best {best['scale']:g}: FID {best['fid']:.2f}", (best["scale"], best["fid"]),
-                textcoords="offset points", xytext=(6, 8), color="tab:blue")
+    ax.annotate(
+      f"best {best['scale']:g}: FID {best['fid']:.2f}",
+      (best["scale"], best["fid"]),
+      textcoords="offset points",
+      xytext=(6, 8),
+      color="tab:blue",
+    )
   if all("inception_score" in r for r in results):
     twin = ax.twinx()
     twin.plot(scales, [r["inception_score"] for r in results], "s--", color="tab:orange", ms=4)
@@ -227,12 +255,24 @@ def on_lead(fn, *args, **kwargs):
 def prepare(out_dir: str, search: SearchConfig, extractor: str, inputs: dict | None = None) -> None:
   """Creates the output directory, or checks that the search stored there has the same settings (every process
   stops if not). Call it before reusing anything cached in ``out_dir``; :func:`run` calls it too."""
-  on_lead(_check_settings, os.path.join(out_dir, "search.json"),
-          {**search.settings(), "extractor": extractor, **(inputs or {})})
+  on_lead(
+    _check_settings,
+    os.path.join(out_dir, "search.json"),
+    {**search.settings(), "extractor": extractor, **(inputs or {})},
+  )
 
 
-def run(model, tokenizer, extractor, reference: Statistics | None, out_dir: str, search: SearchConfig, *,
-        mesh=None, inputs: dict | None = None) -> dict | None:
+def run(
+  model,
+  tokenizer,
+  extractor,
+  reference: Statistics | None,
+  out_dir: str,
+  search: SearchConfig,
+  *,
+  mesh=None,
+  inputs: dict | None = None,
+) -> dict | None:
   """Runs (or continues) the search; returns the summary on process 0 (None elsewhere). ``reference`` is needed
   on process 0 only. ``inputs`` (e.g. the model and reference paths) joins the settings a re-run must share."""
   lead = jax.process_index() == 0
@@ -241,20 +281,24 @@ def run(model, tokenizer, extractor, reference: Statistics | None, out_dir: str,
     raise ValueError("process 0 needs the reference statistics")
   prepare(out_dir, search, extractor.name, inputs)
   labels = batched.parse_labels(None, None, model.config.num_classes, search.num_samples, search.seed)
-  done = np.array([os.path.isfile(os.path.join(scale_dir, _name(s) + ".json")) if lead else False
-                   for s in search.scales])
+  done = np.array(
+    [os.path.isfile(os.path.join(scale_dir, _name(s) + ".json")) if lead else False for s in search.scales]
+  )
   done = _agree(done)
   if done.any() and lead:
     print(f"resuming: {int(done.sum())} of {len(done)} scales already evaluated in {scale_dir}")
-  for scale in tqdm([s for s, d in zip(search.scales, done) if not d], desc="cfg scales", unit="scale",
-                    disable=not lead):
+  for scale in tqdm(
+    [s for s, d in zip(search.scales, done) if not d], desc="cfg scales", unit="scale", disable=not lead
+  ):
     start = time.time()
     stats = sample_statistics(model, tokenizer, extractor, labels, scale, search, mesh=mesh, progress=lead)
     if lead:
       result = {"scale": scale, **compare(stats, reference), "seconds": round(time.time() - start, 1)}
       _write_json(os.path.join(scale_dir, _name(scale) + ".json"), result)
-      tqdm.write(f"cfg {scale:g}: " + ", ".join(f"{k} {v:.4g}" for k, v in result.items()
-                                                 if isinstance(v, float) and k != "scale"))
+      tqdm.write(
+        f"cfg {scale:g}: "
+        + ", ".join(f"{k} {v:.4g}" for k, v in result.items() if isinstance(v, float) and k != "scale")
+      )
   summary = _summarise(out_dir, search) if lead else None
   best_scale = float(_agree(np.array([summary["best"]["scale"] if lead else 0.0]))[0])
   if search.final_samples:
@@ -271,8 +315,10 @@ def _check_settings(path: str, settings: dict) -> None:
     stored = _read_json(path)
     changed = {k: (stored.get(k), v) for k, v in settings.items() if stored.get(k) != v}
     if changed:
-      raise ValueError(f"{os.path.dirname(path)} holds a search with other settings ({changed}, as "
-                       f"(stored, now)); its results would not be comparable: use another --out directory")
+      raise ValueError(
+        f"{os.path.dirname(path)} holds a search with other settings ({changed}, as "
+        f"(stored, now)); its results would not be comparable: use another --out directory"
+      )
   else:
     _write_json(path, settings)
 
@@ -293,8 +339,9 @@ def _summarise(out_dir: str, search: SearchConfig) -> dict:
   return summary
 
 
-def _final(model, tokenizer, extractor, reference, out_dir: str, search: SearchConfig, scale: float, mesh
-           ) -> dict | None:
+def _final(
+  model, tokenizer, extractor, reference, out_dir: str, search: SearchConfig, scale: float, mesh
+) -> dict | None:
   """The larger run at the best scale; skipped if its result exists."""
   path = os.path.join(out_dir, f"final_{_name(scale)}.json")
   exists = _agree(np.array([os.path.isfile(path) if jax.process_index() == 0 else False]))[0]
@@ -305,12 +352,15 @@ def _final(model, tokenizer, extractor, reference, out_dir: str, search: SearchC
   parts = "" if jax.process_count() == 1 else f"_p{jax.process_index()}of{jax.process_count()}"
   save = os.path.join(out_dir, f"samples_{_name(scale)}{parts}.npz") if search.save_samples else None
   start = time.time()
-  stats = sample_statistics(model, tokenizer, extractor, labels, scale, final, mesh=mesh, save=save,
-                            progress=jax.process_index() == 0)
+  stats = sample_statistics(
+    model, tokenizer, extractor, labels, scale, final, mesh=mesh, save=save, progress=jax.process_index() == 0
+  )
   if jax.process_index() != 0:
     return None
   result = {"scale": scale, **compare(stats, reference), "seconds": round(time.time() - start, 1)}
   _write_json(path, result)
-  print(f"final run at cfg {scale:g}: " + ", ".join(f"{k} {v:.4g}" for k, v in result.items()
-                                                    if isinstance(v, float) and k != "scale"))
+  print(
+    f"final run at cfg {scale:g}: "
+    + ", ".join(f"{k} {v:.4g}" for k, v in result.items() if isinstance(v, float) and k != "scale")
+  )
   return result

@@ -21,6 +21,7 @@ import os
 
 def _extractor(args: argparse.Namespace):
   from randar_jax.eval import extractors
+
   if (args.inception is None) == (args.features is None):
     raise ValueError("give the Inception weights (--inception CKPT or the pytorch-fid .pth) or --features NAME:ARG")
   return extractors.load(args.features or args.inception, preprocessing=args.preprocess)
@@ -29,16 +30,21 @@ def _extractor(args: argparse.Namespace):
 def _eval(args: argparse.Namespace) -> None:
   from randar_jax.eval import evaluate, samples
 
-  images = samples.open_images(args.samples)     # validate the inputs before loading any network
+  images = samples.open_images(args.samples)  # validate the inputs before loading any network
   if not os.path.exists(args.ref):
     raise FileNotFoundError(f"no reference at {args.ref}")
   net = _extractor(args)
-  reference = evaluate.reference_statistics(args.ref, net, batch_size=args.batch_size, need_features=not args.no_pr,
-                                            cache=args.save_ref)
-  stats = evaluate.image_statistics(net, images, batch_size=args.batch_size, keep_features=not args.no_pr,
-                                    desc="sample features")
-  result = {**evaluate.compare(stats, reference, precision_recall=not args.no_pr),
-            "samples": [os.path.abspath(p) for p in args.samples], "reference": os.path.abspath(args.ref)}
+  reference = evaluate.reference_statistics(
+    args.ref, net, batch_size=args.batch_size, need_features=not args.no_pr, cache=args.save_ref
+  )
+  stats = evaluate.image_statistics(
+    net, images, batch_size=args.batch_size, keep_features=not args.no_pr, desc="sample features"
+  )
+  result = {
+    **evaluate.compare(stats, reference, precision_recall=not args.no_pr),
+    "samples": [os.path.abspath(p) for p in args.samples],
+    "reference": os.path.abspath(args.ref),
+  }
   text = json.dumps(result, indent=1)
   if args.out:
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
@@ -53,25 +59,39 @@ def _cfg_search(args: argparse.Namespace) -> None:
   from randar_jax import checkpoint, families, sharding, tokenizers
   from randar_jax.eval import cfg_search, evaluate
 
-  config = families.config_from_dict(checkpoint.read_config(args.model))   # fail fast on a wrong directory
+  config = families.config_from_dict(checkpoint.read_config(args.model))  # fail fast on a wrong directory
   # the family's sampling recipe, with the flags given (the guidance schedule's scale is what the search varies)
-  settings = families.of(config).decode_settings(config, steps=args.steps, temperature=args.temperature,
-                                                 top_k=args.top_k, top_p=args.top_p)
+  settings = families.of(config).decode_settings(
+    config, steps=args.steps, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p
+  )
   default_schedule = settings.guidance.schedule_name if settings.guidance is not None else "linear"
   search = cfg_search.SearchConfig(
-      scales=cfg_search.parse_scales(args.scales), num_samples=args.num_samples, final_samples=args.final_samples,
-      steps=settings.num_steps, batch_size=args.batch_size, seed=args.seed,
-      schedule=args.schedule or default_schedule, temperature=settings.sampling.temperature,
-      top_k=settings.sampling.top_k, top_p=settings.sampling.top_p, save_samples=args.save_samples)
+    scales=cfg_search.parse_scales(args.scales),
+    num_samples=args.num_samples,
+    final_samples=args.final_samples,
+    steps=settings.num_steps,
+    batch_size=args.batch_size,
+    seed=args.seed,
+    schedule=args.schedule or default_schedule,
+    temperature=settings.sampling.temperature,
+    top_k=settings.sampling.top_k,
+    top_p=settings.sampling.top_p,
+    save_samples=args.save_samples,
+  )
   if not os.path.exists(args.ref):
     raise FileNotFoundError(f"no reference at {args.ref}")
-  mesh = sharding.build_mesh(devices=jax.local_devices())     # each process samples on its own devices
+  mesh = sharding.build_mesh(devices=jax.local_devices())  # each process samples on its own devices
   tokenizer = tokenizers.load(args.tokenizer, mesh=mesh)
   net = _extractor(args)
   inputs = {"model": os.path.abspath(args.model), "reference": os.path.abspath(args.ref)}
-  cfg_search.prepare(args.out, search, net.name, inputs)      # refuse another search's directory before its cache
-  reference = cfg_search.on_lead(evaluate.reference_statistics, args.ref, net, batch_size=args.batch_size,
-                                 cache=os.path.join(args.out, "reference_stats.npz"))
+  cfg_search.prepare(args.out, search, net.name, inputs)  # refuse another search's directory before its cache
+  reference = cfg_search.on_lead(
+    evaluate.reference_statistics,
+    args.ref,
+    net,
+    batch_size=args.batch_size,
+    cache=os.path.join(args.out, "reference_stats.npz"),
+  )
   model = checkpoint.load_model(args.model, mesh=mesh, **({"dtype": args.dtype} if args.dtype else {}))
   cfg_search.run(model, tokenizer, net, reference, args.out, search, mesh=mesh, inputs=inputs)
 
@@ -79,8 +99,12 @@ def _cfg_search(args: argparse.Namespace) -> None:
 def _add_extractor(p: argparse.ArgumentParser) -> None:
   p.add_argument("--inception", help="FID Inception: converted checkpoint directory or pt_inception-...-6726825d.pth")
   p.add_argument("--features", help="a registered feature extractor NAME:ARG instead of the Inception")
-  p.add_argument("--preprocess", default="pytorch_fid", choices=["pytorch_fid", "tf1"],
-                 help="Inception resize: pytorch_fid (torch bilinear, default) or tf1 (the ADM evaluator's TF graph)")
+  p.add_argument(
+    "--preprocess",
+    default="pytorch_fid",
+    choices=["pytorch_fid", "tf1"],
+    help="Inception resize: pytorch_fid (torch bilinear, default) or tf1 (the ADM evaluator's TF graph)",
+  )
   p.add_argument("--batch-size", type=int, default=64)
 
 
@@ -102,8 +126,11 @@ def register(commands) -> None:
   _add_extractor(p)
   p.add_argument("--out", required=True, help="output directory (results, plot; re-run to resume)")
   p.add_argument("--scales", default="2.0:8.0:0.2", help="START:STOP:STEP (inclusive) or a list '2,3,4'")
-  p.add_argument("--schedule", help="linear (1 -> s), constant, or powcos:POWER; default: the family's (RandAR "
-                 "linear, RAR powcos with its per-size power, LlamaGen constant)")
+  p.add_argument(
+    "--schedule",
+    help="linear (1 -> s), constant, or powcos:POWER; default: the family's (RandAR "
+    "linear, RAR powcos with its per-size power, LlamaGen constant)",
+  )
   p.add_argument("--num-samples", type=int, default=10000, help="samples per scale")
   p.add_argument("--final-samples", type=int, default=0, help="samples of a final run at the best scale (0: none)")
   p.add_argument("--save-samples", action="store_true", help="write the final run's images as ADM .npz")

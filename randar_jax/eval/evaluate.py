@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import zipfile
-from typing import Iterable
+from collections.abc import Iterable
 
 import jax
 import numpy as np
@@ -29,17 +29,18 @@ from tqdm.auto import tqdm
 from randar_jax.eval import extractors, metrics, samples
 from randar_jax.eval.extractors import FeatureExtractor
 
-ADM_EXTRACTOR = "inception_fid"   # ADM reference batches come from the TF graph this Inception reproduces
+ADM_EXTRACTOR = "inception_fid"  # ADM reference batches come from the TF graph this Inception reproduces
 
 
 @dataclasses.dataclass
 class Statistics:
   """Feature statistics of one image set. ``extractor`` is None for ADM reference batches (TF Inception)."""
-  mu: np.ndarray                           # (D,) float64
-  sigma: np.ndarray                        # (D, D) float64
+
+  mu: np.ndarray  # (D,) float64
+  sigma: np.ndarray  # (D, D) float64
   count: int
   extractor: str | None = None
-  features: np.ndarray | None = None       # (N, D) float32, for precision / recall
+  features: np.ndarray | None = None  # (N, D) float32, for precision / recall
   inception_score: float | None = None
   _sqrt_sigma: np.ndarray | None = dataclasses.field(default=None, repr=False, compare=False)
 
@@ -50,14 +51,13 @@ class Statistics:
     return self._sqrt_sigma
 
   @classmethod
-  def from_running(cls, running: metrics.RunningStats, extractor: str) -> "Statistics":
-    return cls(running.mean, running.covariance, running.count, extractor, running.features,
-               running.inception_score())
+  def from_running(cls, running: metrics.RunningStats, extractor: str) -> Statistics:
+    return cls(running.mean, running.covariance, running.count, extractor, running.features, running.inception_score())
 
   def save(self, path: str | os.PathLike) -> str:
     """Writes an ``.npz`` that :func:`reference_statistics` reads back (atomically: no half-written file)."""
     values = {"mu": self.mu, "sigma": self.sigma, "count": np.int64(self.count)}
-    if self.extractor is not None:       # None: an ADM batch's TF Inception statistics, which stay untagged
+    if self.extractor is not None:  # None: an ADM batch's TF Inception statistics, which stay untagged
       values["extractor"] = self.extractor
     if self.features is not None:
       values["features"] = self.features
@@ -73,9 +73,11 @@ class Statistics:
     """Refuses statistics made by another network (ADM batches: any FID Inception preprocessing fits)."""
     fits = self.extractor == name if self.extractor else name.split("/")[0] == ADM_EXTRACTOR
     if not fits:
-      raise ValueError(f"{where} holds statistics of {self.extractor or 'TF Inception (ADM)'!r} features, but the "
-                       f"extractor in use is {name!r}; statistics of different networks (or preprocessing) cannot "
-                       f"be compared. Recompute the reference with this extractor (give its images instead)")
+      raise ValueError(
+        f"{where} holds statistics of {self.extractor or 'TF Inception (ADM)'!r} features, but the "
+        f"extractor in use is {name!r}; statistics of different networks (or preprocessing) cannot "
+        f"be compared. Recompute the reference with this extractor (give its images instead)"
+      )
 
 
 def load_statistics(path: str | os.PathLike) -> Statistics:
@@ -85,11 +87,14 @@ def load_statistics(path: str | os.PathLike) -> Statistics:
       keys = set(data.files)
       if not {"mu", "sigma"} <= keys:
         raise ValueError(f"{path} holds no statistics ('mu' and 'sigma'); it has {sorted(keys)}")
-      return Statistics(np.asarray(data["mu"], np.float64), np.asarray(data["sigma"], np.float64),
-                        int(data["count"]) if "count" in keys else 0,
-                        str(data["extractor"]) if "extractor" in keys else None,
-                        np.asarray(data["features"], np.float32) if "features" in keys else None,
-                        float(data["inception_score"]) if "inception_score" in keys else None)
+      return Statistics(
+        np.asarray(data["mu"], np.float64),
+        np.asarray(data["sigma"], np.float64),
+        int(data["count"]) if "count" in keys else 0,
+        str(data["extractor"]) if "extractor" in keys else None,
+        np.asarray(data["features"], np.float32) if "features" in keys else None,
+        float(data["inception_score"]) if "inception_score" in keys else None,
+      )
   except (OSError, EOFError) as e:
     raise ValueError(f"cannot read statistics from {path} (truncated or not an .npz?): {e}") from None
 
@@ -102,9 +107,15 @@ def _npz_keys(path: str) -> set[str]:
     raise ValueError(f"{path} is not a readable .npz file (truncated or corrupt?): {e}") from None
 
 
-def image_statistics(extractor: FeatureExtractor, images: samples.ImageSets | Iterable, *, batch_size: int = 64,
-                     keep_features: bool = True, split_size: int = metrics.SPLIT_SIZE, desc: str = "features"
-                     ) -> Statistics:
+def image_statistics(
+  extractor: FeatureExtractor,
+  images: samples.ImageSets | Iterable,
+  *,
+  batch_size: int = 64,
+  keep_features: bool = True,
+  split_size: int = metrics.SPLIT_SIZE,
+  desc: str = "features",
+) -> Statistics:
   """Streams images (an image set or an iterable of uint8 batches) through the extractor into statistics."""
   total = len(images) if hasattr(images, "__len__") else None
   batches = images.batches(batch_size) if hasattr(images, "batches") else images
@@ -122,6 +133,7 @@ def gather_rows(rows: np.ndarray | None) -> np.ndarray | None:
   if jax.process_count() == 1 or rows is None:
     return rows
   from jax.experimental import multihost_utils
+
   counts = np.asarray(multihost_utils.process_allgather(np.int64(len(rows)))).reshape(-1)
   padded = np.zeros((int(counts.max()),) + rows.shape[1:], rows.dtype)
   padded[: len(rows)] = rows
@@ -129,8 +141,14 @@ def gather_rows(rows: np.ndarray | None) -> np.ndarray | None:
   return np.concatenate([part[:n] for part, n in zip(everything, counts)])
 
 
-def reference_statistics(path: str | os.PathLike, extractor: FeatureExtractor, *, batch_size: int = 64,
-                         need_features: bool = True, cache: str | os.PathLike | None = None) -> Statistics:
+def reference_statistics(
+  path: str | os.PathLike,
+  extractor: FeatureExtractor,
+  *,
+  batch_size: int = 64,
+  need_features: bool = True,
+  cache: str | os.PathLike | None = None,
+) -> Statistics:
   """Reference statistics from an ADM batch, a statistics file, an ``.npz`` of images or a folder (see the module
   docstring). With ``cache``, what was computed is saved there and read back on the next call."""
   if cache and os.path.isfile(cache):
@@ -145,11 +163,17 @@ def reference_statistics(path: str | os.PathLike, extractor: FeatureExtractor, *
     stats = load_statistics(path)
     stats.check_extractor(extractor.name, path)
     if stats.features is None and need_features and "arr_0" in keys:
-      stats.features = image_statistics(extractor, samples.open_images(path), batch_size=batch_size,
-                                        desc="reference features").features
+      stats.features = image_statistics(
+        extractor, samples.open_images(path), batch_size=batch_size, desc="reference features"
+      ).features
   else:
-    stats = image_statistics(extractor, samples.open_images(path), batch_size=batch_size, keep_features=need_features,
-                             desc="reference features")
+    stats = image_statistics(
+      extractor,
+      samples.open_images(path),
+      batch_size=batch_size,
+      keep_features=need_features,
+      desc="reference features",
+    )
   if stats.features is not None and stats.features.shape[-1] != stats.mu.shape[-1]:
     raise ValueError(f"{path}: mu {stats.mu.shape} and features {stats.features.shape} disagree")
   if cache:
@@ -157,17 +181,24 @@ def reference_statistics(path: str | os.PathLike, extractor: FeatureExtractor, *
   return stats
 
 
-def compare(stats: Statistics, reference: Statistics, *, k: int = metrics.K_NEIGHBOURS,
-            precision_recall: bool = True) -> dict:
+def compare(
+  stats: Statistics, reference: Statistics, *, k: int = metrics.K_NEIGHBOURS, precision_recall: bool = True
+) -> dict:
   """FID (and IS, precision / recall where the statistics allow) of ``stats`` against ``reference``."""
   if reference.extractor is not None and stats.extractor != reference.extractor:
     raise ValueError(f"statistics of {stats.extractor!r} features cannot be compared with {reference.extractor!r}")
-  out = {"fid": metrics.frechet_distance(reference.mu, reference.sigma, stats.mu, stats.sigma,
-                                        sqrt_sigma1=reference.sqrt_sigma())}
+  out = {
+    "fid": metrics.frechet_distance(
+      reference.mu, reference.sigma, stats.mu, stats.sigma, sqrt_sigma1=reference.sqrt_sigma()
+    )
+  }
   if stats.inception_score is not None:
     out["inception_score"] = stats.inception_score
   if precision_recall and stats.features is not None and reference.features is not None:
     out["precision"], out["recall"] = metrics.precision_recall(reference.features, stats.features, k)
-  out.update(num_samples=stats.count, num_reference=reference.count or (
-      len(reference.features) if reference.features is not None else None), extractor=stats.extractor)
+  out.update(
+    num_samples=stats.count,
+    num_reference=reference.count or (len(reference.features) if reference.features is not None else None),
+    extractor=stats.extractor,
+  )
   return out

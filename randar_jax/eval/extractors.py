@@ -25,7 +25,8 @@ features) this avoids a second pass over the images. Extractors without ``logits
 from __future__ import annotations
 
 import os
-from typing import Callable, Iterable, Iterator, Protocol, runtime_checkable
+from collections.abc import Callable, Iterable, Iterator
+from typing import Protocol, runtime_checkable
 
 import jax
 import numpy as np
@@ -39,7 +40,8 @@ from randar_jax.eval.inception import InceptionExtractor
 @runtime_checkable
 class FeatureExtractor(Protocol):
   """What the metrics need from a network."""
-  name: str     # identifies network + preprocessing; stored with statistics, checked before comparing them
+
+  name: str  # identifies network + preprocessing; stored with statistics, checked before comparing them
 
   def features(self, images) -> jax.Array:
     """uint8 images (N, H, W, C) -> float32 features (N, D). Called with fixed-size batches (one compile)."""
@@ -72,8 +74,10 @@ def load_inception(path: str, preprocessing: str = "pytorch_fid") -> FeatureExtr
   elif os.path.isdir(path):
     model = checkpoint.load_model(path, family="inception_fid", mesh=mesh)
   else:
-    raise FileNotFoundError(f"no Inception weights at {path}: give the converted checkpoint directory or "
-                            f"pt_inception-2015-12-05-6726825d.pth (see randar_jax/eval/inception.py)")
+    raise FileNotFoundError(
+      f"no Inception weights at {path}: give the converted checkpoint directory or "
+      f"pt_inception-2015-12-05-6726825d.pth (see randar_jax/eval/inception.py)"
+    )
   return InceptionExtractor(model, preprocessing, mesh=mesh)
 
 
@@ -85,8 +89,10 @@ def load(spec: str, *, preprocessing: str = "pytorch_fid") -> FeatureExtractor:
   if sep and name == "inception":
     return load_inception(arg, preprocessing)
   if sep and not os.path.exists(spec):
-    raise ValueError(f"unknown feature extractor {name!r} in {spec!r}; registered: "
-                     f"{sorted(['inception', *EXTRACTORS])} (register more with randar_jax.eval.extractors.register)")
+    raise ValueError(
+      f"unknown feature extractor {name!r} in {spec!r}; registered: "
+      f"{sorted(['inception', *EXTRACTORS])} (register more with randar_jax.eval.extractors.register)"
+    )
   return load_inception(spec, preprocessing)
 
 
@@ -94,8 +100,9 @@ def has_logits(extractor: FeatureExtractor) -> bool:
   return callable(getattr(extractor, "logits", None))
 
 
-def extract(extractor: FeatureExtractor, batches: Iterable, batch_size: int
-            ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+def extract(
+  extractor: FeatureExtractor, batches: Iterable, batch_size: int
+) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
   """(features, logits or None) on the host for each batch of uint8 images (host or device arrays).
 
   Short batches are padded to ``batch_size`` (repeating the last image) and trimmed, so the extractor compiles

@@ -36,7 +36,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import ClassVar, Sequence
+from collections.abc import Sequence
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -47,17 +48,18 @@ from randar_jax import sharding
 from randar_jax.config_io import FamilyConfig
 from randar_jax.models.layers import Conv, param, zeros
 
-SIZE = 299            # the network's input side
-EPS = 1e-3            # BatchNorm epsilon of the TF graph / torchvision BasicConv2d
+SIZE = 299  # the network's input side
+EPS = 1e-3  # BatchNorm epsilon of the TF graph / torchvision BasicConv2d
 PREPROCESSING = ("pytorch_fid", "tf1")
 
 
 @dataclasses.dataclass(frozen=True)
 class InceptionConfig(FamilyConfig):
   """The FID Inception network. Defaults: ``pt_inception-2015-12-05-6726825d.pth`` (1008 classes)."""
+
   FAMILY: ClassVar[str] = "inception_fid"
   num_classes: int = 1008
-  features: int = 2048   # pool-3 width; fixed by the architecture
+  features: int = 2048  # pool-3 width; fixed by the architecture
 
 
 def _pair(v: int | tuple[int, int]) -> tuple[int, int]:
@@ -80,8 +82,16 @@ class BatchNorm(nnx.Module):
 class BasicConv2d(nnx.Module):
   """conv (no bias; torch's symmetric zero ``padding``) -> BatchNorm -> ReLU."""
 
-  def __init__(self, cin: int, cout: int, kernel: int | tuple[int, int], *, stride: int = 1,
-               padding: int | tuple[int, int] = 0, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    cin: int,
+    cout: int,
+    kernel: int | tuple[int, int],
+    *,
+    stride: int = 1,
+    padding: int | tuple[int, int] = 0,
+    rngs: nnx.Rngs,
+  ):
     ph, pw = _pair(padding)
     self.conv = Conv(cin, cout, _pair(kernel), stride=stride, padding=((ph, ph), (pw, pw)), bias=False, rngs=rngs)
     self.bn = BatchNorm(cout)
@@ -109,8 +119,9 @@ def avg_pool_valid(x: jax.Array) -> jax.Array:
   pads = ((0, 0), (1, 1), (1, 1), (0, 0))
   window = (1, 3, 3, 1)
   total = jax.lax.reduce_window(x, 0.0, jax.lax.add, window, (1, 1, 1, 1), pads)
-  count = jax.lax.reduce_window(jnp.ones((1,) + x.shape[1:3] + (1,), x.dtype), 0.0, jax.lax.add, window,
-                                (1, 1, 1, 1), pads)
+  count = jax.lax.reduce_window(
+    jnp.ones((1,) + x.shape[1:3] + (1,), x.dtype), 0.0, jax.lax.add, window, (1, 1, 1, 1), pads
+  )
   return total / count
 
 
@@ -158,8 +169,13 @@ class InceptionC(nnx.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     b7 = self.branch7x7_3(self.branch7x7_2(self.branch7x7_1(x)))
     d = x
-    for conv in (self.branch7x7dbl_1, self.branch7x7dbl_2, self.branch7x7dbl_3, self.branch7x7dbl_4,
-                 self.branch7x7dbl_5):
+    for conv in (
+      self.branch7x7dbl_1,
+      self.branch7x7dbl_2,
+      self.branch7x7dbl_3,
+      self.branch7x7dbl_4,
+      self.branch7x7dbl_5,
+    ):
       d = conv(d)
     return jnp.concatenate([self.branch1x1(x), b7, d, self.branch_pool(avg_pool_valid(x))], axis=-1)
 
@@ -197,8 +213,17 @@ class InceptionE(nnx.Module):
     b3 = self.branch3x3_1(x)
     d = self.branch3x3dbl_2(self.branch3x3dbl_1(x))
     pooled = max_pool(x, 1, pad=1) if self.pool == "max" else avg_pool_valid(x)
-    return jnp.concatenate([self.branch1x1(x), self.branch3x3_2a(b3), self.branch3x3_2b(b3),
-                            self.branch3x3dbl_3a(d), self.branch3x3dbl_3b(d), self.branch_pool(pooled)], axis=-1)
+    return jnp.concatenate(
+      [
+        self.branch1x1(x),
+        self.branch3x3_2a(b3),
+        self.branch3x3_2b(b3),
+        self.branch3x3dbl_3a(d),
+        self.branch3x3dbl_3b(d),
+        self.branch_pool(pooled),
+      ],
+      axis=-1,
+    )
 
 
 class InceptionV3(nnx.Module):
@@ -230,8 +255,19 @@ class InceptionV3(nnx.Module):
     x = self.Conv2d_2b_3x3(self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x)))
     x = self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(max_pool(x, 2)))
     x = max_pool(x, 2)
-    for block in (self.Mixed_5b, self.Mixed_5c, self.Mixed_5d, self.Mixed_6a, self.Mixed_6b, self.Mixed_6c,
-                  self.Mixed_6d, self.Mixed_6e, self.Mixed_7a, self.Mixed_7b, self.Mixed_7c):
+    for block in (
+      self.Mixed_5b,
+      self.Mixed_5c,
+      self.Mixed_5d,
+      self.Mixed_6a,
+      self.Mixed_6b,
+      self.Mixed_6c,
+      self.Mixed_6d,
+      self.Mixed_6e,
+      self.Mixed_7a,
+      self.Mixed_7b,
+      self.Mixed_7c,
+    ):
       x = block(x)
     return jnp.mean(x, axis=(1, 2))
 
@@ -243,6 +279,7 @@ class InceptionV3(nnx.Module):
 
 
 # ---- preprocessing ---------------------------------------------------------------------------------------------
+
 
 def resize_bilinear(x: jax.Array, size: int) -> jax.Array:
   """float NHWC -> (N, size, size, C); half-pixel centres, edge-clamped, no antialiasing: exactly torch's
@@ -290,11 +327,14 @@ def check_images(images) -> None:
   if images.ndim != 4 or images.shape[-1] not in (1, 3):
     raise ValueError(f"expected uint8 images (N, H, W, 3) (or grey (N, H, W, 1)), got shape {tuple(images.shape)}")
   if images.dtype != np.uint8:
-    raise ValueError(f"expected uint8 images in [0, 255], got dtype {images.dtype}; convert with "
-                     f"np.clip(x * 255, 0, 255).astype(np.uint8) for floats in [0, 1]")
+    raise ValueError(
+      f"expected uint8 images in [0, 255], got dtype {images.dtype}; convert with "
+      f"np.clip(x * 255, 0, 255).astype(np.uint8) for floats in [0, 1]"
+    )
 
 
 # ---- the feature extractor -------------------------------------------------------------------------------------
+
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "mode"))
 def _features(graphdef, state, images: jax.Array, mode: str) -> jax.Array:
@@ -312,14 +352,13 @@ class InceptionExtractor:
   passes) shift FID slightly.
   """
 
-  def __init__(self, model: InceptionV3, preprocessing: str = "pytorch_fid", *, mesh=None,
-               precision: str = "highest"):
+  def __init__(self, model: InceptionV3, preprocessing: str = "pytorch_fid", *, mesh=None, precision: str = "highest"):
     if preprocessing not in PREPROCESSING:
       raise ValueError(f"unknown Inception preprocessing {preprocessing!r}; choose one of {PREPROCESSING}")
     self.model, self.preprocessing, self.precision = model, preprocessing, precision
     self.mesh = mesh if mesh is not None else sharding.build_mesh(devices=jax.local_devices())
     self._graphdef, self._state = nnx.split(model)
-    self.name = f"inception_fid/{preprocessing}"   # statistics from another preprocessing are not comparable
+    self.name = f"inception_fid/{preprocessing}"  # statistics from another preprocessing are not comparable
     self.dim = model.config.features
 
   def features(self, images) -> jax.Array:
@@ -330,7 +369,7 @@ class InceptionExtractor:
 
   def logits(self, features) -> jax.Array:
     """pool-3 features (N, 2048) -> 1008-way logits without the fc bias (what the ADM evaluator's IS uses)."""
-    return self.model.logits(jnp.asarray(features))     # one matmul: no program of its own needed
+    return self.model.logits(jnp.asarray(features))  # one matmul: no program of its own needed
 
 
 def random_state_dict(entries: Sequence[tuple[str, Sequence[int]]], seed: int) -> dict[str, np.ndarray]:
@@ -352,7 +391,7 @@ def random_state_dict(entries: Sequence[tuple[str, Sequence[int]]], seed: int) -
       value = rng.uniform(0.8, 1.2, shape)
     elif leaf == "running_var":
       value = rng.uniform(0.6, 1.4, shape)
-    else:                      # biases, running means
+    else:  # biases, running means
       value = rng.normal(0.0, 0.1, shape)
     out[key] = value.astype(np.float32)
   return out

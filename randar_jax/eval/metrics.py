@@ -32,11 +32,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-SPLIT_SIZE = 5000   # ADM's Inception Score split
+SPLIT_SIZE = 5000  # ADM's Inception Score split
 K_NEIGHBOURS = 3
 
 
 # ---- Frechet distance ------------------------------------------------------------------------------------------
+
 
 def sqrt_psd(sigma: np.ndarray) -> np.ndarray:
   """Symmetric square root of a symmetric positive semi-definite matrix (negative round-off eigenvalues -> 0)."""
@@ -45,8 +46,9 @@ def sqrt_psd(sigma: np.ndarray) -> np.ndarray:
   return (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
 
 
-def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray, *,
-                     sqrt_sigma1: np.ndarray | None = None) -> float:
+def frechet_distance(
+  mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray, *, sqrt_sigma1: np.ndarray | None = None
+) -> float:
   """Frechet distance between N(mu1, sigma1) and N(mu2, sigma2); means (D,), covariances (D, D); float64.
 
   ``sqrt_sigma1`` = :func:`sqrt_psd` (sigma1), when one side is compared many times (a reference in a CFG search):
@@ -54,8 +56,10 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
   mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
   sigma1, sigma2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
   if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape or sigma1.shape != mu1.shape * 2:
-    raise ValueError(f"statistics do not match: means {mu1.shape} / {mu2.shape}, covariances {sigma1.shape} / "
-                     f"{sigma2.shape}; were they made by the same feature extractor?")
+    raise ValueError(
+      f"statistics do not match: means {mu1.shape} / {mu2.shape}, covariances {sigma1.shape} / "
+      f"{sigma2.shape}; were they made by the same feature extractor?"
+    )
   for name, s in (("first", sigma1), ("second", sigma2)):
     if not np.isfinite(s).all():
       raise ValueError(f"the {name} covariance has non-finite entries")
@@ -68,6 +72,7 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
 
 
 # ---- streaming statistics ----------------------------------------------------------------------------------------
+
 
 def _softmax64(logits: np.ndarray) -> np.ndarray:
   z = np.asarray(logits, np.float64)
@@ -96,8 +101,8 @@ class RunningStats:
     self.count = 0
     self._shift = self._sum = self._outer = None
     self._kept: list[np.ndarray] = []
-    self._scores: list[float] = []                # finished IS splits
-    self._split = None                            # [sum p (K,), sum p log p, n] of the open split
+    self._scores: list[float] = []  # finished IS splits
+    self._split = None  # [sum p (K,), sum p log p, n] of the open split
     self._with_logits = None
 
   def update(self, features, logits=None) -> None:
@@ -118,7 +123,7 @@ class RunningStats:
     self._outer += centred.T @ centred
     self.count += x.shape[0]
     if self.keep_features:
-      self._kept.append(np.array(features, np.float32))          # a copy: callers may reuse their buffer
+      self._kept.append(np.array(features, np.float32))  # a copy: callers may reuse their buffer
     if logits is not None:
       self._update_splits(_softmax64(logits))
 
@@ -169,6 +174,7 @@ class RunningStats:
 
 # ---- precision / recall ------------------------------------------------------------------------------------------
 
+
 def _squared_distances(rows: jax.Array, cols: jax.Array) -> jax.Array:
   """(B, D), (N, D) -> (B, N) squared Euclidean distances, |r|^2 - 2 r.c + |c|^2 clamped at 0 (ADM's form)."""
   dots = jnp.dot(rows, cols.T, precision=jax.lax.Precision.HIGHEST)
@@ -186,6 +192,7 @@ def _row_blocks(x: jax.Array, block: int) -> jax.Array:
 def _radii(features: jax.Array, k: int, block: int) -> jax.Array:
   def kth(rows):
     return -jax.lax.top_k(-_squared_distances(rows, features), k + 1)[0][:, k]
+
   return jax.lax.map(kth, _row_blocks(features, block)).reshape(-1)[: features.shape[0]]
 
 
@@ -193,6 +200,7 @@ def _radii(features: jax.Array, k: int, block: int) -> jax.Array:
 def _covered(queries: jax.Array, points: jax.Array, radii: jax.Array, block: int) -> jax.Array:
   def inside(rows):
     return jnp.any(_squared_distances(rows, points) <= radii[None, :], axis=1)
+
   return jax.lax.map(inside, _row_blocks(queries, block)).reshape(-1)[: queries.shape[0]]
 
 
@@ -207,8 +215,9 @@ def manifold_radii(features, k: int = K_NEIGHBOURS, block: int = 1024) -> np.nda
 def coverage(queries, points, radii, block: int = 1024) -> np.ndarray:
   """(Q,) bool: whether each query lies within the radius of at least one of ``points`` (radii squared)."""
   queries = jnp.asarray(queries, jnp.float32)
-  return np.asarray(_covered(queries, jnp.asarray(points, jnp.float32), jnp.asarray(radii, jnp.float32),
-                             min(block, queries.shape[0])))
+  return np.asarray(
+    _covered(queries, jnp.asarray(points, jnp.float32), jnp.asarray(radii, jnp.float32), min(block, queries.shape[0]))
+  )
 
 
 def precision_recall(reference, samples, k: int = K_NEIGHBOURS, block: int = 1024) -> tuple[float, float]:

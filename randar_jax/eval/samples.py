@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import zipfile
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 from PIL import Image
@@ -89,11 +89,13 @@ class FolderImages:
   def batches(self, batch_size: int, start: int = 0, stop: int | None = None) -> Iterator[np.ndarray]:
     files = self.files[start:stop]
     for first in range(0, len(files), batch_size):
-      images = [_read(p) for p in files[first: first + batch_size]]
+      images = [_read(p) for p in files[first : first + batch_size]]
       bad = [p for p, im in zip(files[first:], images) if im.shape != self.shape]
       if bad:
-        raise ValueError(f"{bad[0]} is {_read(bad[0]).shape[:2]}, but {self.files[0]} is {self.shape[:2]}; "
-                         f"all samples must have one size")
+        raise ValueError(
+          f"{bad[0]} is {_read(bad[0]).shape[:2]}, but {self.files[0]} is {self.shape[:2]}; "
+          f"all samples must have one size"
+        )
       yield np.stack(images)
 
 
@@ -155,15 +157,19 @@ class AdmNpzWriter:
     os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
     self._zip = zipfile.ZipFile(self._partial, "w", zipfile.ZIP_STORED, allowZip64=True)
     self._member = self._zip.open("arr_0.npy", "w", force_zip64=True)
-    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False,
-              "shape": (self.count,) + self.shape}
+    header = {
+      "descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)),
+      "fortran_order": False,
+      "shape": (self.count,) + self.shape,
+    }
     np.lib.format.write_array_header_1_0(self._member, header)
 
   def write(self, images) -> None:
     images = np.asarray(images)
     if images.dtype != np.uint8 or images.shape[1:] != self.shape:
-      raise ValueError(f"expected uint8 images (n, {', '.join(map(str, self.shape))}), got {images.dtype} "
-                       f"{images.shape}")
+      raise ValueError(
+        f"expected uint8 images (n, {', '.join(map(str, self.shape))}), got {images.dtype} {images.shape}"
+      )
     if self.written + len(images) > self.count:
       raise ValueError(f"more than the announced {self.count} images")
     self._member.write(np.ascontiguousarray(images).tobytes())
@@ -181,13 +187,13 @@ class AdmNpzWriter:
     os.replace(self._partial, self.path)
     return self.path
 
-  def __enter__(self) -> "AdmNpzWriter":
+  def __enter__(self) -> AdmNpzWriter:
     return self
 
   def __exit__(self, kind, value, traceback) -> None:
     if kind is None:
       self.close()
-    else:   # an error mid-way: drop the partial file
+    else:  # an error mid-way: drop the partial file
       self._member.close()
       self._zip.close()
       os.remove(self._partial)

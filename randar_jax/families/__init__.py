@@ -12,15 +12,25 @@ Adding a family: its model (``models/<name>.py``), converter rules (``convert/<n
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from flax import nnx
 
-from randar_jax.families.base import Family
 from randar_jax.families import llamagen, randar, rar, tokenizers  # noqa: I001 (after base: each spec uses it)
+from randar_jax.families.base import Family
 
-SPECS: dict[str, Family] = {spec.name: spec for spec in (
-    randar.SPEC, rar.SPEC, llamagen.SPEC, tokenizers.VQ_LLAMAGEN, tokenizers.VQ_MASKGIT, tokenizers.INCEPTION_FID)}
+SPECS: dict[str, Family] = {
+  spec.name: spec
+  for spec in (
+    randar.SPEC,
+    rar.SPEC,
+    llamagen.SPEC,
+    tokenizers.VQ_LLAMAGEN,
+    tokenizers.VQ_MASKGIT,
+    tokenizers.INCEPTION_FID,
+  )
+}
 
 
 def get(name: str | None) -> Family:

@@ -6,7 +6,14 @@ from randar_jax.decode import llamagen as decode
 from randar_jax.families.base import Family
 from randar_jax.models import llamagen as model
 
-SPEC = Family(name="llamagen", kind="generator", config=model.LlamaGenConfig, model=model.LlamaGen,
-              converter=Converter(rules.is_llamagen, rules.infer_config, rules.RULES, rules.IGNORE),
-              generate=decode.generate, default_settings=decode.default_settings, parallel=False,
-              forward_flops=model.forward_flops)
+SPEC = Family(
+  name="llamagen",
+  kind="generator",
+  config=model.LlamaGenConfig,
+  model=model.LlamaGen,
+  converter=Converter(rules.is_llamagen, rules.infer_config, rules.RULES, rules.IGNORE),
+  generate=decode.generate,
+  default_settings=decode.default_settings,
+  parallel=False,
+  forward_flops=model.forward_flops,
+)

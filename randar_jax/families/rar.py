@@ -6,7 +6,14 @@ from randar_jax.decode import rar as decode
 from randar_jax.families.base import Family
 from randar_jax.models import rar as model
 
-SPEC = Family(name="rar", kind="generator", config=model.RARConfig, model=model.RAR,
-              converter=Converter(rules.is_rar, rules.infer_config, rules.RULES, rules.IGNORE),
-              generate=decode.generate, default_settings=decode.default_settings, parallel=False,
-              forward_flops=model.forward_flops)
+SPEC = Family(
+  name="rar",
+  kind="generator",
+  config=model.RARConfig,
+  model=model.RAR,
+  converter=Converter(rules.is_rar, rules.infer_config, rules.RULES, rules.IGNORE),
+  generate=decode.generate,
+  default_settings=decode.default_settings,
+  parallel=False,
+  forward_flops=model.forward_flops,
+)

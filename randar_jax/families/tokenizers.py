@@ -8,12 +8,26 @@ from randar_jax.families.base import Family
 from randar_jax.tokenizers.vq_llamagen import LlamaGenVQConfig, VQLlamaGen
 from randar_jax.tokenizers.vq_maskgit import MaskGITVQConfig, VQMaskGIT
 
-VQ_LLAMAGEN = Family(name="vq_llamagen", kind="tokenizer", config=LlamaGenVQConfig, model=VQLlamaGen,
-                     converter=Converter(vq_llamagen.is_vq_llamagen, vq_llamagen.infer_config, module_rules,
-                                         vq_llamagen.IGNORE))
-VQ_MASKGIT = Family(name="vq_maskgit", kind="tokenizer", config=MaskGITVQConfig, model=VQMaskGIT,
-                    converter=Converter(vq_maskgit.is_vq_maskgit, vq_maskgit.infer_config, module_rules,
-                                        vq_maskgit.IGNORE))
-INCEPTION_FID = Family(name="inception_fid", kind="features", config=InceptionConfig, model=InceptionV3,
-                       converter=Converter(inception_fid.is_inception_fid, inception_fid.infer_config,
-                                           inception_fid.rules, inception_fid.IGNORE))
+VQ_LLAMAGEN = Family(
+  name="vq_llamagen",
+  kind="tokenizer",
+  config=LlamaGenVQConfig,
+  model=VQLlamaGen,
+  converter=Converter(vq_llamagen.is_vq_llamagen, vq_llamagen.infer_config, module_rules, vq_llamagen.IGNORE),
+)
+VQ_MASKGIT = Family(
+  name="vq_maskgit",
+  kind="tokenizer",
+  config=MaskGITVQConfig,
+  model=VQMaskGIT,
+  converter=Converter(vq_maskgit.is_vq_maskgit, vq_maskgit.infer_config, module_rules, vq_maskgit.IGNORE),
+)
+INCEPTION_FID = Family(
+  name="inception_fid",
+  kind="features",
+  config=InceptionConfig,
+  model=InceptionV3,
+  converter=Converter(
+    inception_fid.is_inception_fid, inception_fid.infer_config, inception_fid.rules, inception_fid.IGNORE
+  ),
+)

@@ -17,18 +17,19 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-
 AXES = ("layers", "batch", "kv_heads", "cache_slots", "head_dim")  # logical axes of KVCache.k / .v
 
 
 class KVCache(NamedTuple):
   """Keys and values for every layer: each (layers, batch, kv_heads, slots, head_dim)."""
+
   k: jax.Array
   v: jax.Array
 
   @classmethod
-  def zeros(cls, layers: int, batch: int, slots: int, kv_heads: int, head_dim: int,
-            dtype: jnp.dtype = jnp.float32) -> "KVCache":
+  def zeros(
+    cls, layers: int, batch: int, slots: int, kv_heads: int, head_dim: int, dtype: jnp.dtype = jnp.float32
+  ) -> KVCache:
     shape = (layers, batch, kv_heads, slots, head_dim)
     return cls(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
 
@@ -36,8 +37,9 @@ class KVCache(NamedTuple):
   def slots(self) -> int:
     return self.k.shape[3]
 
-  def update(self, layer: jax.Array, start: jax.Array, k: jax.Array, v: jax.Array, window: int
-             ) -> tuple["KVCache", jax.Array, jax.Array]:
+  def update(
+    self, layer: jax.Array, start: jax.Array, k: jax.Array, v: jax.Array, window: int
+  ) -> tuple[KVCache, jax.Array, jax.Array]:
     """Writes a chunk k, v (batch, chunk, kv_heads, head_dim) at slot ``start`` of ``layer``.
 
     Returns the new cache and that layer's keys and values in slots [0, window): (batch, kv_heads, window,
@@ -65,17 +67,24 @@ def attend_cached(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> 
   batch, chunk, heads, head_dim = q.shape
   groups = heads // k.shape[1]
   q = q.reshape(batch, chunk, k.shape[1], groups, head_dim).transpose(0, 2, 3, 1, 4)  # (B, Hkv, G, T, hd)
-  scores = jnp.einsum("bkgtd,bksd->bkgts", q, k, preferred_element_type=jnp.float32) / jnp.sqrt(
-      jnp.float32(head_dim))
+  scores = jnp.einsum("bkgtd,bksd->bkgts", q, k, preferred_element_type=jnp.float32) / jnp.sqrt(jnp.float32(head_dim))
   scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
   probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
   out = jnp.einsum("bkgts,bksd->bkgtd", probs, v, preferred_element_type=jnp.float32).astype(q.dtype)
   return out.transpose(0, 3, 1, 2, 4).reshape(batch, chunk, heads, head_dim)
 
 
-def attend(q: jax.Array, k: jax.Array, v: jax.Array, *, mask: jax.Array | None = None, causal: bool = False,
-           implementation: str | None = "xla", dropout_rate: float = 0.0,
-           dropout_key: jax.Array | None = None) -> jax.Array:
+def attend(
+  q: jax.Array,
+  k: jax.Array,
+  v: jax.Array,
+  *,
+  mask: jax.Array | None = None,
+  causal: bool = False,
+  implementation: str | None = "xla",
+  dropout_rate: float = 0.0,
+  dropout_key: jax.Array | None = None,
+) -> jax.Array:
   """Softmax attention with scale head_dim**-0.5. q (B, T, H, hd); k, v (B, S, Hkv, hd) with H % Hkv == 0.
 
   Returns (B, T, H, hd). ``mask`` is boolean, broadcastable to (B, H, T, S), True where attention is allowed.
@@ -86,8 +95,7 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, *, mask: jax.Array | None =
     return jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=causal, implementation=implementation)
   groups = q.shape[2] // k.shape[2]
   k, v = jnp.repeat(k, groups, axis=2), jnp.repeat(v, groups, axis=2)
-  scores = jnp.einsum("bthd,bshd->bhts", q, k, preferred_element_type=jnp.float32) / jnp.sqrt(
-      jnp.float32(q.shape[-1]))
+  scores = jnp.einsum("bthd,bshd->bhts", q, k, preferred_element_type=jnp.float32) / jnp.sqrt(jnp.float32(q.shape[-1]))
   allowed = jnp.ones(scores.shape[-2:], bool) if mask is None else mask
   if causal:
     allowed = allowed & jnp.tril(jnp.ones(scores.shape[-2:], bool))
@@ -97,10 +105,19 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, *, mask: jax.Array | None =
   return jnp.einsum("bhts,bshd->bthd", probs, v, preferred_element_type=jnp.float32).astype(q.dtype)
 
 
-def self_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, cache: KVCache | None = None,
-                   layer: jax.Array | None = None, start: jax.Array | None = None, window: int | None = None,
-                   implementation: str | None = "xla", dropout_rate: float = 0.0,
-                   dropout_key: jax.Array | None = None) -> tuple[jax.Array, KVCache | None]:
+def self_attention(
+  q: jax.Array,
+  k: jax.Array,
+  v: jax.Array,
+  *,
+  cache: KVCache | None = None,
+  layer: jax.Array | None = None,
+  start: jax.Array | None = None,
+  window: int | None = None,
+  implementation: str | None = "xla",
+  dropout_rate: float = 0.0,
+  dropout_key: jax.Array | None = None,
+) -> tuple[jax.Array, KVCache | None]:
   """Causal self-attention of a sequence, or of a chunk decoded through the KV cache.
 
   q (B, T, H, hd); k, v (B, T, Hkv, hd). Without a cache: plain causal attention over the T slots (training,
@@ -109,8 +126,9 @@ def self_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, cache: KVCache |
   Returns ((B, T, H, hd), the updated cache or None).
   """
   if cache is None:
-    return attend(q, k, v, causal=True, implementation=implementation, dropout_rate=dropout_rate,
-                  dropout_key=dropout_key), None
+    return attend(
+      q, k, v, causal=True, implementation=implementation, dropout_rate=dropout_rate, dropout_key=dropout_key
+    ), None
   window = cache.slots if window is None else window
   cache, k, v = cache.update(layer, start, k, v, window)
   return attend_cached(q, k.astype(q.dtype), v.astype(q.dtype), slot_mask(start, q.shape[1], window)), cache

@@ -43,16 +43,24 @@ class GeneratorConfig(FamilyConfig):
 
   @property
   def num_tokens(self) -> int:
-    return self.grid_size ** 2
+    return self.grid_size**2
 
 
 class Generator:
   """Mixin for generator modules whose ``__call__(tokens, labels, order, *, dropout_rng, ordered)`` returns
   teacher-forced logits (B, N, V) in generation order."""
+
   STACKED: ClassVar[str]  # attribute name of the stacked blocks (their parameters carry a leading layer axis)
 
-  def loss(self, tokens: jax.Array, labels: jax.Array, order: jax.Array, *,
-           dropout_rng: jax.Array | None = None, ordered: bool = False) -> tuple[jax.Array, jax.Array]:
+  def loss(
+    self,
+    tokens: jax.Array,
+    labels: jax.Array,
+    order: jax.Array,
+    *,
+    dropout_rng: jax.Array | None = None,
+    ordered: bool = False,
+  ) -> tuple[jax.Array, jax.Array]:
     """Mean cross-entropy over the N predictions (float32) and the logits (B, N, V). tokens (B, N) raster
     (generation order if ``ordered``); ``dropout_rng`` turns on the training dropouts."""
     logits = self(tokens, labels, order, dropout_rng=dropout_rng, ordered=ordered)
@@ -66,6 +74,8 @@ class Generator:
   def weight_decay_mask(self) -> dict:
     """Nested dict of bools shaped like ``nnx.to_pure_dict(nnx.state(model, nnx.Param))``: True where the model's
     rule (``decays``) applies weight decay. Stacked block parameters are judged without their layer axis."""
+
     def leaf(path, p):
       return self.decays(".".join(str(k.key) for k in path), p.ndim - (path[0].key == self.STACKED))
+
     return jax.tree_util.tree_map_with_path(leaf, nnx.to_pure_dict(nnx.state(self, nnx.Param)))

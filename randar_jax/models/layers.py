@@ -12,7 +12,8 @@ is passed in as explicit keys, so a module is a plain pytree of arrays that scan
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -23,8 +24,9 @@ from randar_jax import sharding
 Initializer = Callable[[jax.Array, tuple[int, ...], jnp.dtype], jax.Array]
 
 
-def param(rngs: nnx.Rngs, init: Initializer, shape: Sequence[int], names: Sequence[str | None],
-          dtype: jnp.dtype = jnp.float32) -> nnx.Param:
+def param(
+  rngs: nnx.Rngs, init: Initializer, shape: Sequence[int], names: Sequence[str | None], dtype: jnp.dtype = jnp.float32
+) -> nnx.Param:
   """A parameter initialised with ``init`` and annotated with one logical axis name per dimension."""
   if len(names) != len(shape):
     raise ValueError(f"{len(names)} axis names {tuple(names)} for a parameter of shape {tuple(shape)}")
@@ -57,8 +59,7 @@ class RMSNorm(nnx.Module):
     return normed.astype(x.dtype) * self.scale[...].astype(x.dtype)
 
 
-def layer_norm(x: jax.Array, eps: float, scale: jax.Array | None = None, bias: jax.Array | None = None
-               ) -> jax.Array:
+def layer_norm(x: jax.Array, eps: float, scale: jax.Array | None = None, bias: jax.Array | None = None) -> jax.Array:
   """LayerNorm over the last axis (biased variance, as torch); statistics and affine in float32, result in
   x's dtype."""
   x32 = x.astype(jnp.float32)
@@ -91,12 +92,21 @@ class Dense(nnx.Module):
   Split output axes (e.g. qkv as (3, heads, head_dim)) keep torch's row order [3][H][hd].
   """
 
-  def __init__(self, in_shape: Sequence[int], out_shape: Sequence[int], names: Sequence[str | None], *,
-               init: Initializer, rngs: nnx.Rngs, bias: bool = True, bias_init: Initializer | None = None):
+  def __init__(
+    self,
+    in_shape: Sequence[int],
+    out_shape: Sequence[int],
+    names: Sequence[str | None],
+    *,
+    init: Initializer,
+    rngs: nnx.Rngs,
+    bias: bool = True,
+    bias_init: Initializer | None = None,
+  ):
     in_shape, out_shape = tuple(in_shape), tuple(out_shape)
     self.contract = len(in_shape)
     self.kernel = param(rngs, init, in_shape + out_shape, names)
-    self.bias = param(rngs, bias_init or zeros, out_shape, names[len(in_shape):]) if bias else None
+    self.bias = param(rngs, bias_init or zeros, out_shape, names[len(in_shape) :]) if bias else None
 
   def __call__(self, x: jax.Array, dtype: jnp.dtype) -> jax.Array:
     y = jnp.tensordot(x.astype(dtype), self.kernel[...].astype(dtype), axes=self.contract)
@@ -129,8 +139,17 @@ class Conv(nnx.Module):
   odd kernels equal to torch's ``padding=k // 2``), 'VALID', or explicit ((top, bottom), (left, right)) pairs.
   """
 
-  def __init__(self, cin: int, cout: int, kernel: int | tuple[int, int] = 3, *, stride: int = 1,
-               padding: str | Sequence[tuple[int, int]] = "SAME", bias: bool = True, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    cin: int,
+    cout: int,
+    kernel: int | tuple[int, int] = 3,
+    *,
+    stride: int = 1,
+    padding: str | Sequence[tuple[int, int]] = "SAME",
+    bias: bool = True,
+    rngs: nnx.Rngs,
+  ):
     init = jax.nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")  # torch's Conv2d default
     kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
     self.kernel = param(rngs, init, (kh, kw, cin, cout), replicated(4))
@@ -139,8 +158,9 @@ class Conv(nnx.Module):
     self.padding = padding if isinstance(padding, str) else tuple(tuple(p) for p in padding)
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    y = jax.lax.conv_general_dilated(x, self.kernel[...], (self.stride, self.stride), self.padding,
-                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    y = jax.lax.conv_general_dilated(
+      x, self.kernel[...], (self.stride, self.stride), self.padding, dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
     return y if self.bias is None else y + self.bias[...]
 
 
@@ -172,11 +192,18 @@ def cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
   return jnp.mean(log_z - picked)
 
 
-def scan_blocks(blocks: nnx.Module, count: int, x: jax.Array,
-                apply: Callable[[nnx.Module, jax.Array, Any, jax.Array, jax.Array | None], tuple[jax.Array, Any]], *,
-                cache: Any = None, dropout_rng: jax.Array | None = None, remat: bool = False,
-                remat_policy: str = "nothing_saveable", return_hidden: bool = False
-                ) -> tuple[jax.Array, Any, jax.Array | None]:
+def scan_blocks(
+  blocks: nnx.Module,
+  count: int,
+  x: jax.Array,
+  apply: Callable[[nnx.Module, jax.Array, Any, jax.Array, jax.Array | None], tuple[jax.Array, Any]],
+  *,
+  cache: Any = None,
+  dropout_rng: jax.Array | None = None,
+  remat: bool = False,
+  remat_policy: str = "nothing_saveable",
+  return_hidden: bool = False,
+) -> tuple[jax.Array, Any, jax.Array | None]:
   """Runs ``count`` blocks stacked on a leading axis (``nnx.vmap`` at creation) with one ``lax.scan``.
 
   ``apply(block, h, cache, layer, dropout_key) -> (h, cache)`` runs one block; ``layer`` is the traced layer

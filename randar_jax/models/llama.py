@@ -77,8 +77,16 @@ class Attention(nnx.Module):
     self.wv = param(rngs, init, (d, cfg.kv_heads, hd), ("embed", "kv_heads", "head_dim"))
     self.wo = param(rngs, init, (cfg.n_head, hd, d), ("heads", "head_dim", "embed"))
 
-  def __call__(self, x: jax.Array, rows: jax.Array, cfg: LlamaConfig, cache: KVCache | None,
-               layer: jax.Array, start: jax.Array | None, window: int | None) -> tuple[jax.Array, KVCache | None]:
+  def __call__(
+    self,
+    x: jax.Array,
+    rows: jax.Array,
+    cfg: LlamaConfig,
+    cache: KVCache | None,
+    layer: jax.Array,
+    start: jax.Array | None,
+    window: int | None,
+  ) -> tuple[jax.Array, KVCache | None]:
     """x (B, S, D); rows (B, S, hd/2, 2) RoPE per slot. With a cache, x sits at slots start..start+S-1 and
     attends to cached slots [0, window) up to its own."""
     dtype = jnp.dtype(cfg.dtype)
@@ -86,8 +94,9 @@ class Attention(nnx.Module):
     q = rope.apply_rope(jnp.einsum("bsd,dhk->bshk", x, self.wq[...].astype(dtype)), rows)
     k = rope.apply_rope(jnp.einsum("bsd,dhk->bshk", x, self.wk[...].astype(dtype)), rows)
     v = jnp.einsum("bsd,dhk->bshk", x, self.wv[...].astype(dtype))
-    out, cache = self_attention(q, k, v, cache=cache, layer=layer, start=start, window=window,
-                                implementation=cfg.attention_impl)
+    out, cache = self_attention(
+      q, k, v, cache=cache, layer=layer, start=start, window=window, implementation=cfg.attention_impl
+    )
     return jnp.einsum("bshk,hkd->bsd", out, self.wo[...].astype(dtype)), cache
 
 
@@ -100,8 +109,7 @@ class Block(nnx.Module):
     self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps, rngs=rngs)
     self.feed_forward = SwiGLU(cfg.dim, cfg.ffn_hidden, init=normal(0.02), rngs=rngs)
 
-  def __call__(self, x, rows, cfg: LlamaConfig, *, cache=None, layer=None, start=None, window=None,
-               dropout_key=None):
+  def __call__(self, x, rows, cfg: LlamaConfig, *, cache=None, layer=None, start=None, window=None, dropout_key=None):
     keys = jax.random.split(dropout_key) if dropout_key is not None else (None, None)
     h, cache = self.attention(self.attention_norm(x), rows, cfg, cache, layer, start, window)
     x = x + dropout(h.astype(jnp.float32), cfg.resid_dropout, keys[0])

@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -38,43 +39,44 @@ from randar_jax.models.llama import LlamaConfig, layer_slot_flops, make_layers, 
 
 # gpt.py GPT_models (GPT-3B is listed under text-conditional there but is the c2i 3B release); 'tiny' for tests.
 VARIANTS: dict[str, dict[str, int]] = {
-    "tiny": dict(dim=128, n_layer=2, n_head=4),
-    "B": dict(dim=768, n_layer=12, n_head=12),
-    "L": dict(dim=1024, n_layer=24, n_head=16),
-    "XL": dict(dim=1280, n_layer=36, n_head=20),
-    "XXL": dict(dim=1536, n_layer=48, n_head=24),
-    "3B": dict(dim=3200, n_layer=24, n_head=32),       # head_dim 100
+  "tiny": dict(dim=128, n_layer=2, n_head=4),
+  "B": dict(dim=768, n_layer=12, n_head=12),
+  "L": dict(dim=1024, n_layer=24, n_head=16),
+  "XL": dict(dim=1280, n_layer=36, n_head=20),
+  "XXL": dict(dim=1536, n_layer=48, n_head=24),
+  "3B": dict(dim=3200, n_layer=24, n_head=32),  # head_dim 100
 }
 # Image size of each size's released checkpoint (c2i_B_384 / c2i_L_384 also exist: pass grid_size=24). The
 # state dict does not depend on it (RoPE is not stored), so a converter cannot infer it.
 RELEASED_IMAGE_SIZE = {"tiny": 128, "B": 256, "L": 256, "XL": 384, "XXL": 384, "3B": 384}
-DOWNSAMPLE = 16   # the LlamaGen VQ tokenizer (vq_ds16_c2i)
+DOWNSAMPLE = 16  # the LlamaGen VQ tokenizer (vq_ds16_c2i)
 
 
 @dataclasses.dataclass(frozen=True)
 class LlamaGenConfig(LlamaConfig):
   """Architecture and numerics of a LlamaGen c2i GPT. Defaults are GPT-B at 256 px (ModelArgs' defaults for
   the training settings: dropouts 0.1, class dropout 0.1)."""
+
   FAMILY = "llamagen"
   vocab_size: int = 16384
   dim: int = 768
   n_layer: int = 12
   n_head: int = 12
-  n_kv_head: int | None = None          # None: plain multi-head attention (every release)
-  multiple_of: int = 256                # SwiGLU hidden rounding
+  n_kv_head: int | None = None  # None: plain multi-head attention (every release)
+  multiple_of: int = 256  # SwiGLU hidden rounding
   ffn_dim_multiplier: float | None = None
-  grid_size: int = 16                   # tokens per side (image_size / 16)
+  grid_size: int = 16  # tokens per side (image_size / 16)
   num_classes: int = 1000
-  class_dropout_prob: float = 0.1       # > 0 adds the null-class row used for CFG
+  class_dropout_prob: float = 0.1  # > 0 adds the null-class row used for CFG
   rope_base: float = 10000.0
   norm_eps: float = 1e-5
-  token_dropout: float = 0.1            # after [cls, tokens] is concatenated: hits the class token too (L3)
-  resid_dropout: float = 0.1            # after the attention output projection
-  ffn_dropout: float = 0.1              # after w2
-  dtype: str = "float32"                # compute dtype; parameters, norms, RoPE, logits stay float32
-  remat: bool = True                    # rematerialise each block in the backward pass
+  token_dropout: float = 0.1  # after [cls, tokens] is concatenated: hits the class token too (L3)
+  resid_dropout: float = 0.1  # after the attention output projection
+  ffn_dropout: float = 0.1  # after w2
+  dtype: str = "float32"  # compute dtype; parameters, norms, RoPE, logits stay float32
+  remat: bool = True  # rematerialise each block in the backward pass
   remat_policy: str = "nothing_saveable"  # a jax.checkpoint_policies name
-  attention_impl: str | None = "xla"    # 'xla' | 'cudnn' | None (JAX picks)
+  attention_impl: str | None = "xla"  # 'xla' | 'cudnn' | None (JAX picks)
 
   def __post_init__(self):
     self.check_llama()
@@ -86,7 +88,7 @@ class LlamaGenConfig(LlamaConfig):
     return next((name for name, sizes in VARIANTS.items() if sizes == shape), None)
 
   @classmethod
-  def variant(cls, name: str, *, image_size: int | None = None, **overrides: Any) -> "LlamaGenConfig":
+  def variant(cls, name: str, *, image_size: int | None = None, **overrides: Any) -> LlamaGenConfig:
     """A released size ('B', 'L', 'XL', 'XXL', '3B') or 'tiny'. ``image_size`` (256 | 384) defaults to the size's
     release (256 for B / L, 384 for XL / XXL / 3B); ``grid_size`` in overrides wins over it."""
     if name not in VARIANTS:
@@ -97,28 +99,41 @@ class LlamaGenConfig(LlamaConfig):
     return cls(**{"grid_size": size // DOWNSAMPLE, **VARIANTS[name], **overrides})
 
   @classmethod
-  def from_torch_args(cls, args: Mapping[str, Any], **overrides: Any) -> "LlamaGenConfig":
+  def from_torch_args(cls, args: Mapping[str, Any], **overrides: Any) -> LlamaGenConfig:
     """From the original ``ModelArgs`` fields (a fixture's or manifest's constructor_args). Refuses settings this
     port does not reproduce, naming them."""
     grid = math.isqrt(int(args["block_size"]))
     checks = {
-        "block_size a square number of tokens": grid * grid == int(args["block_size"]),
-        "cls_token_num == 1 (other values are broken for c2i in the original: the RoPE rows shift, quirk L9)":
-            args.get("cls_token_num", 1) == 1,
-        "model_type == 'c2i' (text-conditional t2i is not ported)": args.get("model_type", "c2i") == "c2i",
-        "attn_dropout_p == 0": args.get("attn_dropout_p", 0.0) == 0.0,
-        "drop_path_rate == 0": args.get("drop_path_rate", 0.0) == 0.0,
+      "block_size a square number of tokens": grid * grid == int(args["block_size"]),
+      "cls_token_num == 1 (other values are broken for c2i in the original: the RoPE rows shift, quirk L9)": args.get(
+        "cls_token_num", 1
+      )
+      == 1,
+      "model_type == 'c2i' (text-conditional t2i is not ported)": args.get("model_type", "c2i") == "c2i",
+      "attn_dropout_p == 0": args.get("attn_dropout_p", 0.0) == 0.0,
+      "drop_path_rate == 0": args.get("drop_path_rate", 0.0) == 0.0,
     }
     failed = [name for name, ok in checks.items() if not ok]
     if failed:
       raise ValueError(f"unsupported LlamaGen ModelArgs: need {'; '.join(failed)}")
-    return cls(vocab_size=args["vocab_size"], dim=args["dim"], n_layer=args["n_layer"], n_head=args["n_head"],
-               n_kv_head=args.get("n_kv_head"), multiple_of=args.get("multiple_of", 256),
-               ffn_dim_multiplier=args.get("ffn_dim_multiplier"), grid_size=grid,
-               num_classes=args.get("num_classes", 1000), class_dropout_prob=args.get("class_dropout_prob", 0.1),
-               rope_base=float(args.get("rope_base", 10000)), norm_eps=args.get("norm_eps", 1e-5),
-               token_dropout=args.get("token_dropout_p", 0.1), resid_dropout=args.get("resid_dropout_p", 0.1),
-               ffn_dropout=args.get("ffn_dropout_p", 0.1), **overrides)
+    return cls(
+      vocab_size=args["vocab_size"],
+      dim=args["dim"],
+      n_layer=args["n_layer"],
+      n_head=args["n_head"],
+      n_kv_head=args.get("n_kv_head"),
+      multiple_of=args.get("multiple_of", 256),
+      ffn_dim_multiplier=args.get("ffn_dim_multiplier"),
+      grid_size=grid,
+      num_classes=args.get("num_classes", 1000),
+      class_dropout_prob=args.get("class_dropout_prob", 0.1),
+      rope_base=float(args.get("rope_base", 10000)),
+      norm_eps=args.get("norm_eps", 1e-5),
+      token_dropout=args.get("token_dropout_p", 0.1),
+      resid_dropout=args.get("resid_dropout_p", 0.1),
+      ffn_dropout=args.get("ffn_dropout_p", 0.1),
+      **overrides,
+    )
 
 
 def forward_flops(cfg: LlamaGenConfig) -> float:
@@ -131,6 +146,7 @@ def forward_flops(cfg: LlamaGenConfig) -> float:
 
 class LlamaGen(Generator, nnx.Module):
   """The LlamaGen c2i Transformer. Parameter names follow the PyTorch state dict (see convert/llamagen.py)."""
+
   STACKED = "layers"
 
   def __init__(self, cfg: LlamaGenConfig, *, rngs: nnx.Rngs):
@@ -153,9 +169,16 @@ class LlamaGen(Generator, nnx.Module):
       labels = drop_labels(labels, self.config.class_dropout_prob, self.config.null_class, dropout_key)
     return self.cls_embedding[...][labels]
 
-  def training_sequence(self, tokens: jax.Array, labels: jax.Array, order: jax.Array, *,
-                        include_last: bool = False, dropout_rng: jax.Array | None = None, ordered: bool = False
-                        ) -> tuple[jax.Array, jax.Array]:
+  def training_sequence(
+    self,
+    tokens: jax.Array,
+    labels: jax.Array,
+    order: jax.Array,
+    *,
+    include_last: bool = False,
+    dropout_rng: jax.Array | None = None,
+    ordered: bool = False,
+  ) -> tuple[jax.Array, jax.Array]:
     """Builds [cls, x_{order[0]}, ..., x_{order[N-2]}(, x_{order[N-1]})] and each slot's RoPE cell (-1 for cls).
 
     tokens (B, N) raster (generation order if ``ordered``); order (B, N). The last token predicts nothing, so
@@ -166,15 +189,24 @@ class LlamaGen(Generator, nnx.Module):
     batch, n = order.shape
     keep = n if include_last else n - 1
     in_order = tokens if ordered else jnp.take_along_axis(tokens, order, axis=1)
-    x = jnp.concatenate([self.class_embeddings(labels, label_key)[:, None],
-                         self.tok_embeddings[...][in_order[:, :keep]]], axis=1)
+    x = jnp.concatenate(
+      [self.class_embeddings(labels, label_key)[:, None], self.tok_embeddings[...][in_order[:, :keep]]], axis=1
+    )
     x = dropout(x, self.config.token_dropout, token_key)
     cells = jnp.concatenate([jnp.full((batch, 1), -1, order.dtype), order[:, :keep]], axis=1)
     return x, cells.astype(jnp.int32)
 
-  def run_layers(self, x: jax.Array, cells: jax.Array, *, cache: KVCache | None = None,
-                 start: jax.Array | None = None, window: int | None = None, dropout_rng: jax.Array | None = None,
-                 return_hidden: bool = False):
+  def run_layers(
+    self,
+    x: jax.Array,
+    cells: jax.Array,
+    *,
+    cache: KVCache | None = None,
+    start: jax.Array | None = None,
+    window: int | None = None,
+    dropout_rng: jax.Array | None = None,
+    return_hidden: bool = False,
+  ):
     """Runs every block over x (B, S, D) whose slots have RoPE cells (B, S) (-1 = class token).
 
     Without a cache: causal attention over the S slots. With a cache: the slots are start..start+S-1 and
@@ -187,16 +219,33 @@ class LlamaGen(Generator, nnx.Module):
     def apply(block, h, cache, layer, key):
       return block(h, rows, cfg, cache=cache, layer=layer, start=start, window=window, dropout_key=key)
 
-    return scan_blocks(self.layers, cfg.n_layer, x, apply, cache=cache, dropout_rng=dropout_rng, remat=cfg.remat,
-                       remat_policy=cfg.remat_policy, return_hidden=return_hidden)
+    return scan_blocks(
+      self.layers,
+      cfg.n_layer,
+      x,
+      apply,
+      cache=cache,
+      dropout_rng=dropout_rng,
+      remat=cfg.remat,
+      remat_policy=cfg.remat_policy,
+      return_hidden=return_hidden,
+    )
 
   def head(self, h: jax.Array) -> jax.Array:
     """Final RMSNorm and output projection; float32 logits (..., V)."""
     dtype = jnp.dtype(self.config.dtype)
     return (self.norm(h).astype(dtype) @ self.output[...].astype(dtype)).astype(jnp.float32)
 
-  def __call__(self, tokens: jax.Array, labels: jax.Array, order: jax.Array, *,
-               dropout_rng: jax.Array | None = None, ordered: bool = False, return_hidden: bool = False):
+  def __call__(
+    self,
+    tokens: jax.Array,
+    labels: jax.Array,
+    order: jax.Array,
+    *,
+    dropout_rng: jax.Array | None = None,
+    ordered: bool = False,
+    return_hidden: bool = False,
+  ):
     """Teacher-forced logits (B, N, V) in generation order: logits[b, k] predicts tokens[b, order[b, k]].
 
     tokens (B, N) raster (generation order if ``ordered``); labels (B,) class ids (num_classes = null);
@@ -209,8 +258,16 @@ class LlamaGen(Generator, nnx.Module):
     logits = self.head(h)
     return (logits, hidden) if return_hidden else logits
 
-  def weighted_loss(self, tokens: jax.Array, labels: jax.Array, order: jax.Array, valid: jax.Array, *,
-                    dropout_rng: jax.Array | None = None, ordered: bool = False) -> jax.Array:
+  def weighted_loss(
+    self,
+    tokens: jax.Array,
+    labels: jax.Array,
+    order: jax.Array,
+    valid: jax.Array,
+    *,
+    dropout_rng: jax.Array | None = None,
+    ordered: bool = False,
+  ) -> jax.Array:
     """The original's ``valid=`` loss (t2i script only): sum_b valid_b * sum_k ce_bk / max(N * sum_b valid_b, 1).
     valid (B,) 0/1 weights per example."""
     logits = self(tokens, labels, order, dropout_rng=dropout_rng, ordered=ordered)

@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -38,11 +39,11 @@ from randar_jax.models.llama import Attention, Block, LlamaConfig, layer_slot_fl
 
 # Published sizes (RandAR configs/randar/*.yaml; XXL = LlamaGen GPT-XXL shape, no public weights).
 VARIANTS: dict[str, dict[str, int]] = {
-    "tiny": dict(dim=128, n_layer=2, n_head=4),
-    "B": dict(dim=768, n_layer=12, n_head=12),
-    "L": dict(dim=1024, n_layer=24, n_head=16),
-    "XL": dict(dim=1280, n_layer=36, n_head=20),
-    "XXL": dict(dim=1536, n_layer=48, n_head=24),
+  "tiny": dict(dim=128, n_layer=2, n_head=4),
+  "B": dict(dim=768, n_layer=12, n_head=12),
+  "L": dict(dim=1024, n_layer=24, n_head=16),
+  "XL": dict(dim=1280, n_layer=36, n_head=20),
+  "XXL": dict(dim=1536, n_layer=48, n_head=24),
 }
 TOKENIZER_VOCAB = {"llamagen": 16384, "maskgit": 1024}
 
@@ -50,32 +51,33 @@ TOKENIZER_VOCAB = {"llamagen": 16384, "maskgit": 1024}
 @dataclasses.dataclass(frozen=True)
 class RandARConfig(LlamaConfig):
   """Architecture and numerics of a RandAR transformer. Defaults are RandAR-L with the LlamaGen tokenizer."""
+
   FAMILY = "randar"
   vocab_size: int = 16384
   dim: int = 1024
   n_layer: int = 24
   n_head: int = 16
-  n_kv_head: int | None = None          # None: plain multi-head attention
-  multiple_of: int = 256                # SwiGLU hidden rounding
+  n_kv_head: int | None = None  # None: plain multi-head attention
+  multiple_of: int = 256  # SwiGLU hidden rounding
   ffn_dim_multiplier: float | None = None
-  grid_size: int = 16                   # tokens per side; the sequence has grid_size**2 image tokens
+  grid_size: int = 16  # tokens per side; the sequence has grid_size**2 image tokens
   num_classes: int = 1000
-  class_dropout_prob: float = 0.1       # > 0 adds the null-class row used for CFG
+  class_dropout_prob: float = 0.1  # > 0 adds the null-class row used for CFG
   rope_base: float = 10000.0
   norm_eps: float = 1e-5
-  token_dropout: float = 0.1            # on image-token embeddings only
-  resid_dropout: float = 0.1            # after the attention output projection
-  ffn_dropout: float = 0.1              # after w2
-  dtype: str = "float32"                # compute dtype; parameters, norms, RoPE, logits stay float32
-  remat: bool = True                    # rematerialise each block in the backward pass
+  token_dropout: float = 0.1  # on image-token embeddings only
+  resid_dropout: float = 0.1  # after the attention output projection
+  ffn_dropout: float = 0.1  # after w2
+  dtype: str = "float32"  # compute dtype; parameters, norms, RoPE, logits stay float32
+  remat: bool = True  # rematerialise each block in the backward pass
   remat_policy: str = "nothing_saveable"  # a jax.checkpoint_policies name
-  attention_impl: str | None = "xla"    # 'xla' | 'cudnn' | None (JAX picks)
+  attention_impl: str | None = "xla"  # 'xla' | 'cudnn' | None (JAX picks)
 
   def __post_init__(self):
     self.check_llama()
 
   @classmethod
-  def variant(cls, name: str, tokenizer: str = "llamagen", **overrides: Any) -> "RandARConfig":
+  def variant(cls, name: str, tokenizer: str = "llamagen", **overrides: Any) -> RandARConfig:
     """A published size ('tiny', 'B', 'L', 'XL', 'XXL') with a tokenizer vocabulary ('llamagen' | 'maskgit')."""
     if name not in VARIANTS:
       raise ValueError(f"unknown RandAR variant {name!r}; choose from {sorted(VARIANTS)}")
@@ -84,28 +86,42 @@ class RandARConfig(LlamaConfig):
     return cls(**{"vocab_size": TOKENIZER_VOCAB[tokenizer], **VARIANTS[name], **overrides})
 
   @classmethod
-  def from_torch_args(cls, args: Mapping[str, Any], **overrides: Any) -> "RandARConfig":
+  def from_torch_args(cls, args: Mapping[str, Any], **overrides: Any) -> RandARConfig:
     """From the original ``RandARTransformer.__init__`` keyword arguments (e.g. a fixture's constructor_args)."""
     grid = math.isqrt(int(args["block_size"]))
-    checks = {"block_size is a square": grid * grid == int(args["block_size"]),
-              "cls_token_num == 1": args.get("cls_token_num", 1) == 1,
-              "model_type == 'c2i'": args.get("model_type", "c2i") == "c2i",
-              "attn_dropout_p == 0": args.get("attn_dropout_p", 0.0) == 0.0,
-              "drop_path_rate == 0": args.get("drop_path_rate", 0.0) == 0.0}
+    checks = {
+      "block_size is a square": grid * grid == int(args["block_size"]),
+      "cls_token_num == 1": args.get("cls_token_num", 1) == 1,
+      "model_type == 'c2i'": args.get("model_type", "c2i") == "c2i",
+      "attn_dropout_p == 0": args.get("attn_dropout_p", 0.0) == 0.0,
+      "drop_path_rate == 0": args.get("drop_path_rate", 0.0) == 0.0,
+    }
     failed = [name for name, ok in checks.items() if not ok]
     if failed:
       raise ValueError(f"unsupported RandAR constructor arguments: need {', '.join(failed)}")
-    return cls(vocab_size=args["vocab_size"], dim=args["dim"], n_layer=args["n_layer"], n_head=args["n_head"],
-               n_kv_head=args.get("n_kv_head"), multiple_of=args.get("multiple_of", 256),
-               ffn_dim_multiplier=args.get("ffn_dim_multiplier"), grid_size=grid,
-               num_classes=args.get("num_classes", 1000), class_dropout_prob=args.get("class_dropout_prob", 0.1),
-               rope_base=args.get("rope_base", 10000), norm_eps=args.get("norm_eps", 1e-5),
-               token_dropout=args.get("token_dropout_p", 0.1), resid_dropout=args.get("resid_dropout_p", 0.1),
-               ffn_dropout=args.get("ffn_dropout_p", 0.1), **overrides)
+    return cls(
+      vocab_size=args["vocab_size"],
+      dim=args["dim"],
+      n_layer=args["n_layer"],
+      n_head=args["n_head"],
+      n_kv_head=args.get("n_kv_head"),
+      multiple_of=args.get("multiple_of", 256),
+      ffn_dim_multiplier=args.get("ffn_dim_multiplier"),
+      grid_size=grid,
+      num_classes=args.get("num_classes", 1000),
+      class_dropout_prob=args.get("class_dropout_prob", 0.1),
+      rope_base=args.get("rope_base", 10000),
+      norm_eps=args.get("norm_eps", 1e-5),
+      token_dropout=args.get("token_dropout_p", 0.1),
+      resid_dropout=args.get("resid_dropout_p", 0.1),
+      ffn_dropout=args.get("ffn_dropout_p", 0.1),
+      **overrides,
+    )
 
 
 class RandAR(Generator, nnx.Module):
   """The RandAR transformer. Parameter names follow the PyTorch state dict (see convert/randar.py)."""
+
   STACKED = "layers"
 
   def __init__(self, cfg: RandARConfig, *, rngs: nnx.Rngs):
@@ -140,9 +156,16 @@ class RandAR(Generator, nnx.Module):
       labels = drop_labels(labels, self.config.class_dropout_prob, self.config.null_class, dropout_key)
     return self.cls_embedding[...][labels]
 
-  def training_sequence(self, tokens: jax.Array, labels: jax.Array, order: jax.Array, *,
-                        include_last: bool = False, dropout_rng: jax.Array | None = None, ordered: bool = False
-                        ) -> tuple[jax.Array, jax.Array]:
+  def training_sequence(
+    self,
+    tokens: jax.Array,
+    labels: jax.Array,
+    order: jax.Array,
+    *,
+    include_last: bool = False,
+    dropout_rng: jax.Array | None = None,
+    ordered: bool = False,
+  ) -> tuple[jax.Array, jax.Array]:
     """Builds [cls, p_0, x_0, ..., p_{N-1}(, x_{N-1})] and the RoPE cell of every slot (-1 for cls).
 
     tokens (B, N) in raster order (or already in generation order if ``ordered``, as the data pipeline
@@ -165,9 +188,18 @@ class RandAR(Generator, nnx.Module):
 
   # ---- the transformer --------------------------------------------------------------------------------------
 
-  def run_layers(self, x: jax.Array, cells: jax.Array, *, table: np.ndarray | None = None,
-                 cache: KVCache | None = None, start: jax.Array | None = None, window: int | None = None,
-                 dropout_rng: jax.Array | None = None, return_hidden: bool = False):
+  def run_layers(
+    self,
+    x: jax.Array,
+    cells: jax.Array,
+    *,
+    table: np.ndarray | None = None,
+    cache: KVCache | None = None,
+    start: jax.Array | None = None,
+    window: int | None = None,
+    dropout_rng: jax.Array | None = None,
+    return_hidden: bool = False,
+  ):
     """Runs every block over x (B, S, D) whose slots have RoPE cells (B, S) (-1 = class token).
 
     Without a cache: causal attention over the S slots. With a cache: the slots are start..start+S-1 and
@@ -180,16 +212,33 @@ class RandAR(Generator, nnx.Module):
     def apply(block, h, cache, layer, key):
       return block(h, rows, cfg, cache=cache, layer=layer, start=start, window=window, dropout_key=key)
 
-    return scan_blocks(self.layers, cfg.n_layer, x, apply, cache=cache, dropout_rng=dropout_rng, remat=cfg.remat,
-                       remat_policy=cfg.remat_policy, return_hidden=return_hidden)
+    return scan_blocks(
+      self.layers,
+      cfg.n_layer,
+      x,
+      apply,
+      cache=cache,
+      dropout_rng=dropout_rng,
+      remat=cfg.remat,
+      remat_policy=cfg.remat_policy,
+      return_hidden=return_hidden,
+    )
 
   def head(self, h: jax.Array) -> jax.Array:
     """Final RMSNorm and output projection; float32 logits (..., V)."""
     dtype = jnp.dtype(self.config.dtype)
     return (self.norm(h).astype(dtype) @ self.output[...].astype(dtype)).astype(jnp.float32)
 
-  def __call__(self, tokens: jax.Array, labels: jax.Array, order: jax.Array, *,
-               dropout_rng: jax.Array | None = None, return_hidden: bool = False, ordered: bool = False):
+  def __call__(
+    self,
+    tokens: jax.Array,
+    labels: jax.Array,
+    order: jax.Array,
+    *,
+    dropout_rng: jax.Array | None = None,
+    return_hidden: bool = False,
+    ordered: bool = False,
+  ):
     """Teacher-forced logits (B, N, V) in generation order: logits[b, k] predicts tokens[b, order[b, k]].
 
     tokens (B, N) raster (generation order if ``ordered``); labels (B,) class ids (num_classes = null);
@@ -197,8 +246,9 @@ class RandAR(Generator, nnx.Module):
     ``dropout_rng`` turns on training-time dropouts (label, token, residual, FFN). With ``return_hidden``
     also returns the per-layer residual streams (L, B, S, D) over the full 2N + 1 slots.
     """
-    x, cells = self.training_sequence(tokens, labels, order, include_last=return_hidden, dropout_rng=dropout_rng,
-                                      ordered=ordered)
+    x, cells = self.training_sequence(
+      tokens, labels, order, include_last=return_hidden, dropout_rng=dropout_rng, ordered=ordered
+    )
     layer_rng = jax.random.fold_in(dropout_rng, 1) if dropout_rng is not None else None
     h, _, hidden = self.run_layers(x, cells, dropout_rng=layer_rng, return_hidden=return_hidden)
     logits = self.head(h[:, 1::2][:, : order.shape[1]])  # the instruction slots 1, 3, ..., 2N - 1

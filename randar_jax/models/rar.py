@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -37,16 +38,25 @@ from flax import nnx
 
 from randar_jax.models.attention import KVCache, self_attention
 from randar_jax.models.generator import Generator, GeneratorConfig
-from randar_jax.models.layers import (Dense, LayerNorm, drop_labels, dropout, layer_norm, normal, param, scan_blocks,
-                                      zeros)
+from randar_jax.models.layers import (
+  Dense,
+  LayerNorm,
+  drop_labels,
+  dropout,
+  layer_norm,
+  normal,
+  param,
+  scan_blocks,
+  zeros,
+)
 
 # Published sizes (1d-tokenizer README_RAR.md; always 16 heads, MLP ratio 4). 'tiny' is for tests and demos.
 VARIANTS: dict[str, dict[str, int]] = {
-    "tiny": dict(dim=64, n_layer=2, n_head=4, mlp_dim=256),
-    "B": dict(dim=768, n_layer=24, n_head=16, mlp_dim=3072),
-    "L": dict(dim=1024, n_layer=24, n_head=16, mlp_dim=4096),
-    "XL": dict(dim=1280, n_layer=32, n_head=16, mlp_dim=5120),
-    "XXL": dict(dim=1408, n_layer=40, n_head=16, mlp_dim=6144),
+  "tiny": dict(dim=64, n_layer=2, n_head=4, mlp_dim=256),
+  "B": dict(dim=768, n_layer=24, n_head=16, mlp_dim=3072),
+  "L": dict(dim=1024, n_layer=24, n_head=16, mlp_dim=4096),
+  "XL": dict(dim=1280, n_layer=32, n_head=16, mlp_dim=5120),
+  "XXL": dict(dim=1408, n_layer=40, n_head=16, mlp_dim=6144),
 }
 POS_EXTRA_ROWS, TIME_EXTRA_ROWS = 1024, 100  # the original's table sizes: N + 1024 and N + 100 rows
 # 1d-tokenizer utils/train_utils.py create_optimizer: substrings that exclude a parameter from weight decay
@@ -56,22 +66,23 @@ NO_DECAY_SUBSTRINGS = ("ln", "bias", "latent_tokens", "mask_token", "embedding",
 @dataclasses.dataclass(frozen=True)
 class RARConfig(GeneratorConfig):
   """Architecture and numerics of a RAR generator. Defaults are RAR-L with the MaskGIT VQGAN (1024 codes)."""
+
   FAMILY = "rar"
-  vocab_size: int = 1024                # image codes (the MaskGIT VQGAN codebook)
+  vocab_size: int = 1024  # image codes (the MaskGIT VQGAN codebook)
   dim: int = 1024
   n_layer: int = 24
   n_head: int = 16
   mlp_dim: int = 4096
-  grid_size: int = 16                   # tokens per side (image_seq_len = grid_size**2)
+  grid_size: int = 16  # tokens per side (image_seq_len = grid_size**2)
   num_classes: int = 1000
-  class_dropout_prob: float = 0.1       # label dropout to the null class during training
-  dropout: float = 0.1                  # after the attention projection, after GELU and after fc2
-  attn_dropout: float = 0.1             # on attention probabilities
+  class_dropout_prob: float = 0.1  # label dropout to the null class during training
+  dropout: float = 0.1  # after the attention projection, after GELU and after fc2
+  attn_dropout: float = 0.1  # on attention probabilities
   norm_eps: float = 1e-6
-  dtype: str = "float32"                # compute dtype; parameters, norms, residual stream, logits stay float32
+  dtype: str = "float32"  # compute dtype; parameters, norms, residual stream, logits stay float32
   remat: bool = True
   remat_policy: str = "nothing_saveable"
-  attention_impl: str | None = "xla"    # 'xla' | 'cudnn' | None (JAX picks); training with attn dropout uses XLA
+  attention_impl: str | None = "xla"  # 'xla' | 'cudnn' | None (JAX picks); training with attn dropout uses XLA
 
   def __post_init__(self):
     if min(self.vocab_size, self.dim, self.n_head, self.n_layer, self.mlp_dim, self.grid_size, self.num_classes) < 1:
@@ -113,14 +124,14 @@ class RARConfig(GeneratorConfig):
     return next((name for name, sizes in VARIANTS.items() if sizes == shape), None)
 
   @classmethod
-  def variant(cls, name: str, **overrides: Any) -> "RARConfig":
+  def variant(cls, name: str, **overrides: Any) -> RARConfig:
     """A published size ('B', 'L', 'XL', 'XXL') or 'tiny', with optional field overrides."""
     if name not in VARIANTS:
       raise ValueError(f"unknown RAR variant {name!r}; choose from {sorted(VARIANTS)}")
     return cls(**{**VARIANTS[name], **overrides})
 
   @classmethod
-  def from_original(cls, config: Mapping[str, Any], **overrides: Any) -> "RARConfig":
+  def from_original(cls, config: Mapping[str, Any], **overrides: Any) -> RARConfig:
     """From the original OmegaConf dict handed to ``RAR(config)`` (``{'model': {'vq_model', 'generator'}}``),
     e.g. a fixture's or manifest's ``config``."""
     model = config.get("model", config)
@@ -128,11 +139,19 @@ class RARConfig(GeneratorConfig):
     grid = math.isqrt(int(gen["image_seq_len"]))
     if grid * grid != int(gen["image_seq_len"]):
       raise ValueError(f"image_seq_len {gen['image_seq_len']} is not a square grid")
-    return cls(vocab_size=int(vq["codebook_size"]), dim=int(gen["hidden_size"]), n_layer=int(gen["num_hidden_layers"]),
-               n_head=int(gen["num_attention_heads"]), mlp_dim=int(gen["intermediate_size"]), grid_size=grid,
-               num_classes=int(gen["condition_num_classes"]),
-               class_dropout_prob=float(gen.get("class_label_dropout", 0.1)), dropout=float(gen.get("dropout", 0.1)),
-               attn_dropout=float(gen.get("attn_drop", 0.1)), **overrides)
+    return cls(
+      vocab_size=int(vq["codebook_size"]),
+      dim=int(gen["hidden_size"]),
+      n_layer=int(gen["num_hidden_layers"]),
+      n_head=int(gen["num_attention_heads"]),
+      mlp_dim=int(gen["intermediate_size"]),
+      grid_size=grid,
+      num_classes=int(gen["condition_num_classes"]),
+      class_dropout_prob=float(gen.get("class_label_dropout", 0.1)),
+      dropout=float(gen.get("dropout", 0.1)),
+      attn_dropout=float(gen.get("attn_drop", 0.1)),
+      **overrides,
+    )
 
 
 class Attention(nnx.Module):
@@ -145,14 +164,24 @@ class Attention(nnx.Module):
     self.k_norm = LayerNorm(hd, cfg.norm_eps, names=("head_dim",), rngs=rngs)
     self.proj = Dense((h, hd), (d,), ("heads", "head_dim", "embed"), init=init, rngs=rngs)
 
-  def __call__(self, x: jax.Array, cfg: RARConfig, cache: KVCache | None, layer, start, window,
-               keys: tuple) -> tuple[jax.Array, KVCache | None]:
+  def __call__(
+    self, x: jax.Array, cfg: RARConfig, cache: KVCache | None, layer, start, window, keys: tuple
+  ) -> tuple[jax.Array, KVCache | None]:
     dtype = jnp.dtype(cfg.dtype)
-    qkv = self.qkv(x, dtype)                                             # (B, S, 3, H, hd)
+    qkv = self.qkv(x, dtype)  # (B, S, 3, H, hd)
     q, k, v = self.q_norm(qkv[:, :, 0]), self.k_norm(qkv[:, :, 1]), qkv[:, :, 2]
-    out, cache = self_attention(q, k, v, cache=cache, layer=layer, start=start, window=window,
-                                implementation=cfg.attention_impl, dropout_rate=cfg.attn_dropout,
-                                dropout_key=keys[0])
+    out, cache = self_attention(
+      q,
+      k,
+      v,
+      cache=cache,
+      layer=layer,
+      start=start,
+      window=window,
+      implementation=cfg.attention_impl,
+      dropout_rate=cfg.attn_dropout,
+      dropout_key=keys[0],
+    )
     return dropout(self.proj(out, dtype), cfg.dropout, keys[1]), cache
 
 
@@ -184,8 +213,18 @@ class Block(nnx.Module):
     # output axis [shift1|scale1|gate1|shift2|scale2|gate2] as (6, D); zero-initialised (adaLN-Zero)
     self.adaLN_modulation = Dense((cfg.dim,), (6, cfg.dim), ("embed", None, None), init=zeros, rngs=rngs)
 
-  def __call__(self, x: jax.Array, c: jax.Array, cfg: RARConfig, *, cache=None, layer=None, start=None,
-               window=None, dropout_key=None) -> tuple[jax.Array, KVCache | None]:
+  def __call__(
+    self,
+    x: jax.Array,
+    c: jax.Array,
+    cfg: RARConfig,
+    *,
+    cache=None,
+    layer=None,
+    start=None,
+    window=None,
+    dropout_key=None,
+  ) -> tuple[jax.Array, KVCache | None]:
     keys = tuple(jax.random.split(dropout_key, 4)) if dropout_key is not None else (None,) * 4
     mod = self.adaLN_modulation(jax.nn.silu(c), jnp.dtype(cfg.dtype)).astype(jnp.float32)
     shift1, scale1, gate1, shift2, scale2, gate2 = (mod[..., i, :] for i in range(6))
@@ -208,6 +247,7 @@ class FinalLayer(nnx.Module):
 
 class RAR(Generator, nnx.Module):
   """The RAR generator. Parameter names follow the PyTorch state dict (see convert/rar.py)."""
+
   STACKED = "blocks"
 
   def __init__(self, cfg: RARConfig, *, rngs: nnx.Rngs):
@@ -230,8 +270,9 @@ class RAR(Generator, nnx.Module):
 
   # ---- inputs ----------------------------------------------------------------------------------------------
 
-  def slot_inputs(self, tokens: jax.Array, labels: jax.Array, order: jax.Array, slots: jax.Array
-                  ) -> tuple[jax.Array, jax.Array]:
+  def slot_inputs(
+    self, tokens: jax.Array, labels: jax.Array, order: jax.Array, slots: jax.Array
+  ) -> tuple[jax.Array, jax.Array]:
     """Block inputs x and adaLN conditioning c (B, S, D) float32 for absolute sequence slots (S,).
 
     tokens (B, M) image codes in generation order (slot 2 + i holds tokens[:, i]; M >= the largest such i + 1);
@@ -241,9 +282,9 @@ class RAR(Generator, nnx.Module):
     cfg, n = self.config, order.shape[1]
     slots = jnp.asarray(slots, jnp.int32)
     emb = self.embeddings[...]
-    cond = emb[cfg.condition_id(labels)][:, None]                                     # (B, 1, D)
-    current = jnp.take(order, jnp.clip(slots - 2, 0, n - 1), axis=1)                  # (B, S) own cell
-    target = jnp.take(order, jnp.clip(slots - 1, 0, n - 1), axis=1)                   # cell it predicts
+    cond = emb[cfg.condition_id(labels)][:, None]  # (B, 1, D)
+    current = jnp.take(order, jnp.clip(slots - 2, 0, n - 1), axis=1)  # (B, S) own cell
+    target = jnp.take(order, jnp.clip(slots - 1, 0, n - 1), axis=1)  # cell it predicts
     image = emb[jnp.take(tokens, jnp.clip(slots - 2, 0, tokens.shape[1] - 1), axis=1)]
     x = jnp.where((slots == 0)[:, None], self.cls_token[...], jnp.where((slots == 1)[:, None], cond, image))
     x = x + self.pos_embed[...][jnp.where(slots >= 2, 2 + current, slots)]
@@ -253,8 +294,17 @@ class RAR(Generator, nnx.Module):
 
   # ---- the transformer --------------------------------------------------------------------------------------
 
-  def run_layers(self, x: jax.Array, c: jax.Array, *, cache: KVCache | None = None, start: jax.Array | None = None,
-                 window: int | None = None, dropout_rng: jax.Array | None = None, return_hidden: bool = False):
+  def run_layers(
+    self,
+    x: jax.Array,
+    c: jax.Array,
+    *,
+    cache: KVCache | None = None,
+    start: jax.Array | None = None,
+    window: int | None = None,
+    dropout_rng: jax.Array | None = None,
+    return_hidden: bool = False,
+  ):
     """Every block over x (B, S, D) with per-slot conditioning c (B, S, D).
 
     Without a cache: causal attention over the S slots. With a cache: the slots are start..start+S-1 and
@@ -267,17 +317,34 @@ class RAR(Generator, nnx.Module):
     def apply(block, h, cache, layer, key):
       return block(h, c, cfg, cache=cache, layer=layer, start=start, window=window, dropout_key=key)
 
-    return scan_blocks(self.blocks, cfg.n_layer, x, apply, cache=cache, dropout_rng=dropout_rng, remat=cfg.remat,
-                       remat_policy=cfg.remat_policy, return_hidden=return_hidden)
+    return scan_blocks(
+      self.blocks,
+      cfg.n_layer,
+      x,
+      apply,
+      cache=cache,
+      dropout_rng=dropout_rng,
+      remat=cfg.remat,
+      remat_policy=cfg.remat_policy,
+      return_hidden=return_hidden,
+    )
 
   def head(self, h: jax.Array, c: jax.Array) -> jax.Array:
     """adaLN final layer and lm_head: float32 logits (..., V) over the image codes."""
     dtype = jnp.dtype(self.config.dtype)
     return self.lm_head(self.adaln_before_head(h, c, self.config), dtype).astype(jnp.float32)
 
-  def __call__(self, tokens: jax.Array, labels: jax.Array, order: jax.Array, *,
-               dropout_rng: jax.Array | None = None, ordered: bool = False, include_last: bool = False,
-               return_hidden: bool = False):
+  def __call__(
+    self,
+    tokens: jax.Array,
+    labels: jax.Array,
+    order: jax.Array,
+    *,
+    dropout_rng: jax.Array | None = None,
+    ordered: bool = False,
+    include_last: bool = False,
+    return_hidden: bool = False,
+  ):
     """Teacher-forced logits (B, N, V) in generation order: logits[b, k] predicts tokens[b, order[b, k]].
 
     tokens (B, N) raster (generation order if ``ordered``, as the data pipeline emits them); labels (B,)

@@ -33,16 +33,20 @@ def table_from_angles(row_angles: np.ndarray, col_angles: np.ndarray) -> np.ndar
   (rows * cols, head_dim // 2, 2)."""
   rows, quarter = row_angles.shape
   cols = col_angles.shape[0]
-  angles = np.concatenate([
+  angles = np.concatenate(
+    [
       np.broadcast_to(row_angles[:, None, :], (rows, cols, quarter)),  # y first
       np.broadcast_to(col_angles[None, :, :], (rows, cols, quarter)),  # x second
-  ], axis=-1)
+    ],
+    axis=-1,
+  )
   table = np.stack([np.cos(angles), np.sin(angles)], axis=-1).astype(np.float32)
   return table.reshape(rows * cols, 2 * quarter, 2)
 
 
-def axis_angles(length: int, head_dim: int, base: float = 10000.0, trained: float | None = None,
-                ntk_boundary: int = 2) -> np.ndarray:
+def axis_angles(
+  length: int, head_dim: int, base: float = 10000.0, trained: float | None = None, ntk_boundary: int = 2
+) -> np.ndarray:
   """Angles (length, head_dim // 4) for positions 0..length-1 along one axis.
 
   If the axis is longer than the ``trained`` length, NTK mixing applies (RandAR resolution extrapolation):
@@ -54,8 +58,9 @@ def axis_angles(length: int, head_dim: int, base: float = 10000.0, trained: floa
   if trained is None or length <= trained:
     return np.outer(extrapolated, freqs).astype(np.float32)
   interpolated = np.linspace(0, trained - 1, length, dtype=np.float32)
-  return np.concatenate([np.outer(extrapolated, freqs[:ntk_boundary]),
-                         np.outer(interpolated, freqs[ntk_boundary:])], axis=-1).astype(np.float32)
+  return np.concatenate(
+    [np.outer(extrapolated, freqs[:ntk_boundary]), np.outer(interpolated, freqs[ntk_boundary:])], axis=-1
+  ).astype(np.float32)
 
 
 def rope_table(grid_size: int, head_dim: int, base: float = 10000.0) -> np.ndarray:
@@ -64,20 +69,24 @@ def rope_table(grid_size: int, head_dim: int, base: float = 10000.0) -> np.ndarr
   return table_from_angles(angles, angles)
 
 
-def extrapolated_rope_table(grid_size: int, head_dim: int, base: float = 10000.0, factor: float = 2.0,
-                            ntk_boundary: int = 2) -> np.ndarray:
+def extrapolated_rope_table(
+  grid_size: int, head_dim: int, base: float = 10000.0, factor: float = 2.0, ntk_boundary: int = 2
+) -> np.ndarray:
   """NTK-mixed table for a ``grid_size``-wide grid from a model trained on ``grid_size / factor``
   (RandAR ``precompute_freqs_cis_2d_extrapolation``)."""
   angles = axis_angles(grid_size, head_dim, base, grid_size / factor, ntk_boundary)
   return table_from_angles(angles, angles)
 
 
-def canvas_rope_table(rows: int, cols: int, head_dim: int, base: float, trained_grid: int,
-                      ntk_boundary: int = 2) -> np.ndarray:
+def canvas_rope_table(
+  rows: int, cols: int, head_dim: int, base: float, trained_grid: int, ntk_boundary: int = 2
+) -> np.ndarray:
   """Table for a rows x cols canvas (e.g. outpainting 16x16 -> 16x32): axes longer than the trained grid are
   NTK-mixed as in resolution extrapolation; the others keep the trained positions."""
-  return table_from_angles(axis_angles(rows, head_dim, base, trained_grid, ntk_boundary),
-                           axis_angles(cols, head_dim, base, trained_grid, ntk_boundary))
+  return table_from_angles(
+    axis_angles(rows, head_dim, base, trained_grid, ntk_boundary),
+    axis_angles(cols, head_dim, base, trained_grid, ntk_boundary),
+  )
 
 
 def with_class_rows(table: np.ndarray, num_class_tokens: int = 1) -> np.ndarray:

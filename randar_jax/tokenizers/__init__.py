@@ -16,7 +16,8 @@ crop, ten-crop) in :mod:`.preprocess`.
 from __future__ import annotations
 
 import os
-from typing import Callable, Iterator, Protocol, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Protocol
 
 import jax
 import numpy as np
@@ -27,9 +28,10 @@ from randar_jax import checkpoint, families
 
 class Tokenizer(Protocol):
   """What the data pipeline, the samplers and the CLI rely on."""
-  vocab_size: int      # number of codes
-  downsample: int      # pixels per token side (16 for the VQ models)
-  channels: int        # image channels (3 for RGB)
+
+  vocab_size: int  # number of codes
+  downsample: int  # pixels per token side (16 for the VQ models)
+  channels: int  # image channels (3 for RGB)
 
   def encode(self, images: jax.Array) -> jax.Array:
     """uint8 (B, H, W, C) -> int32 codes (B, H // downsample, W // downsample)."""
@@ -45,23 +47,32 @@ def load(directory: str | os.PathLike, *, mesh: jax.sharding.Mesh | None = None)
   a clear error if the directory holds another kind of model."""
   if os.fspath(directory).startswith("pixels:"):
     from randar_jax.tokenizers.pixels import PixelTokenizer
+
     return PixelTokenizer(levels=int(os.fspath(directory).split(":", 1)[1]))
   spec = families.of(families.config_from_dict(checkpoint.read_config(directory)))
   if spec.kind != "tokenizer":
-    raise ValueError(f"{directory} holds a {spec.name!r} checkpoint, not an image tokenizer "
-                     f"({', '.join(families.names('tokenizer'))}); "
-                     f"convert one with `randar-jax convert vq_ds16_c2i.pt DIR` (or the MaskGIT .bin)")
+    raise ValueError(
+      f"{directory} holds a {spec.name!r} checkpoint, not an image tokenizer "
+      f"({', '.join(families.names('tokenizer'))}); "
+      f"convert one with `randar-jax convert vq_ds16_c2i.pt DIR` (or the MaskGIT .bin)"
+    )
   return checkpoint.load_model(directory, family=spec.name, mesh=mesh)
 
 
-def batches(fn: Callable[[np.ndarray], jax.Array], items: Sequence, batch_size: int, *,
-            load: Callable[[Sequence], np.ndarray] = np.asarray, desc: str = "") -> Iterator[np.ndarray]:
+def batches(
+  fn: Callable[[np.ndarray], jax.Array],
+  items: Sequence,
+  batch_size: int,
+  *,
+  load: Callable[[Sequence], np.ndarray] = np.asarray,
+  desc: str = "",
+) -> Iterator[np.ndarray]:
   """Yields ``fn`` over consecutive batches of ``items`` (``load`` turns a slice into an array), with a progress
   bar. The last batch is padded to ``batch_size`` and trimmed, so ``fn`` compiles for one shape only."""
   if batch_size < 1:
     raise ValueError(f"batch size must be positive, got {batch_size}")
   for start in tqdm(range(0, len(items), batch_size), desc=desc, unit="batch", disable=not desc):
-    chunk = load(items[start: start + batch_size])
+    chunk = load(items[start : start + batch_size])
     pad = batch_size - len(chunk)
     if pad:
       chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, axis=0)])

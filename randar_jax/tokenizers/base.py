@@ -12,7 +12,8 @@ images). Checks run on the host before the jitted computation, so bad input fail
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar, Mapping
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +29,7 @@ class TokenizerConfig(FamilyConfig):
   """Mixin for the frozen config dataclasses (whose defaults are the released model): ``released()``,
   ``to_dict`` / strict ``from_dict`` (FamilyConfig), and ``from_torch_args`` for the original
   constructor's keyword arguments (``TORCH_NAMES`` renames them, ``TORCH_UNUSED`` only matter for training)."""
+
   TORCH_NAMES: ClassVar[Mapping[str, str]] = {}
   TORCH_UNUSED: ClassVar[frozenset[str]] = frozenset()
 
@@ -40,8 +42,11 @@ class TokenizerConfig(FamilyConfig):
     """From the original model's constructor arguments (a fixture's or manifest's ``constructor_args``);
     absent arguments take the original's defaults, which are ours; an unknown argument is an error."""
     names = {f.name for f in dataclasses.fields(cls)}
-    kwargs = {cls.TORCH_NAMES.get(k, k): tuple(v) if isinstance(v, list) else v
-              for k, v in args.items() if k not in cls.TORCH_UNUSED}
+    kwargs = {
+      cls.TORCH_NAMES.get(k, k): tuple(v) if isinstance(v, list) else v
+      for k, v in args.items()
+      if k not in cls.TORCH_UNUSED
+    }
     unknown = sorted(k for k in kwargs if k not in names)
     if unknown:
       raise ValueError(f"unsupported {cls.FAMILY} constructor arguments {unknown}")
@@ -50,6 +55,7 @@ class TokenizerConfig(FamilyConfig):
 
 class VQTokenizer(nnx.Module):
   """Base class of the VQ models; implements :class:`randar_jax.tokenizers.Tokenizer`."""
+
   config: Any
   quantize: Codebook
 
@@ -97,7 +103,7 @@ class VQTokenizer(nnx.Module):
 @nnx.jit
 def _encode(model: VQTokenizer, images: jax.Array) -> jax.Array:
   x = images.astype(jnp.float32)
-  x = x / 255.0 if images.dtype == jnp.uint8 else x   # torchvision ToTensor: float(x) / 255
+  x = x / 255.0 if images.dtype == jnp.uint8 else x  # torchvision ToTensor: float(x) / 255
   x = sharding.constrain(x, ("batch", None, None, None))
   return model.quantize.nearest(model.latents(model.normalize(x)))
 
@@ -112,15 +118,21 @@ def check_images(images: Any, channels: int, factor: int) -> jax.Array | np.ndar
   """Validates a batch of NHWC images (uint8 or float) on the host; returns it as an array."""
   images = images if isinstance(images, jax.Array) else np.asarray(images)
   if images.ndim != 4:
-    raise ValueError(f"expected a batch of images (batch, height, width, {channels}), got shape "
-                     f"{tuple(images.shape)}" + ("; add a batch axis with images[None]" if images.ndim == 3 else ""))
+    raise ValueError(
+      f"expected a batch of images (batch, height, width, {channels}), got shape "
+      f"{tuple(images.shape)}" + ("; add a batch axis with images[None]" if images.ndim == 3 else "")
+    )
   if images.shape[-1] != channels:
-    raise ValueError(f"expected {channels}-channel images in NHWC layout, got shape {tuple(images.shape)} "
-                     f"({images.shape[-1]} channels); convert to RGB / transpose NCHW to NHWC first")
+    raise ValueError(
+      f"expected {channels}-channel images in NHWC layout, got shape {tuple(images.shape)} "
+      f"({images.shape[-1]} channels); convert to RGB / transpose NCHW to NHWC first"
+    )
   height, width = images.shape[1:3]
   if height % factor or width % factor:
-    raise ValueError(f"image size {height}x{width} is not divisible by the tokenizer's downsampling factor "
-                     f"{factor}; resize or center-crop first (e.g. tokenizers.preprocess.center_crop_arr)")
+    raise ValueError(
+      f"image size {height}x{width} is not divisible by the tokenizer's downsampling factor "
+      f"{factor}; resize or center-crop first (e.g. tokenizers.preprocess.center_crop_arr)"
+    )
   if images.dtype != np.uint8 and not jnp.issubdtype(images.dtype, jnp.floating):
     raise ValueError(f"expected uint8 images in [0, 255] or float images in [0, 1], got dtype {images.dtype}")
   return images
@@ -140,9 +152,11 @@ def check_codes(codes: Any, vocab_size: int) -> jax.Array | np.ndarray:
   if codes.ndim != 3 or codes.size == 0:
     raise ValueError(f"expected codes of shape (batch, h, w) or (batch, h * w), got {tuple(codes.shape)}")
   if isinstance(codes, jax.core.Tracer):
-    return codes   # under an outer jit the values are unknown; the eager API checks them
+    return codes  # under an outer jit the values are unknown; the eager API checks them
   low, high = int(codes.min()), int(codes.max())
   if low < 0 or high >= vocab_size:
-    raise ValueError(f"codes must lie in [0, {vocab_size}) for this tokenizer, found values in [{low}, {high}]; "
-                     f"were they made with another tokenizer (LlamaGen: 16384 codes, MaskGIT: 1024)?")
+    raise ValueError(
+      f"codes must lie in [0, {vocab_size}) for this tokenizer, found values in [{low}, {high}]; "
+      f"were they made with another tokenizer (LlamaGen: 16384 codes, MaskGIT: 1024)?"
+    )
   return codes

@@ -1,7 +1,7 @@
 """``randar-jax tokenize | detokenize``: images <-> VQ codes with a converted tokenizer.
 
-    randar-jax tokenize IMAGE... --tokenizer ckpt/vq_llamagen --out codes.npy [--image-size 256 --crop adm]
-    randar-jax detokenize codes.npy --tokenizer ckpt/vq_llamagen --out images/
+randar-jax tokenize IMAGE... --tokenizer ckpt/vq_llamagen --out codes.npy [--image-size 256 --crop adm]
+randar-jax detokenize codes.npy --tokenizer ckpt/vq_llamagen --out images/
 """
 
 from __future__ import annotations
@@ -37,8 +37,7 @@ def _tokenize(args: argparse.Namespace) -> None:
     raise ValueError("images differ in size across batches; use --crop adm or resize")
   codes = np.concatenate(codes)
   np.save(args.out, codes)
-  print(f"wrote {args.out}: codes {codes.shape} {codes.dtype} in [0, {tok.vocab_size}) for {len(args.images)} "
-        f"image(s)")
+  print(f"wrote {args.out}: codes {codes.shape} {codes.dtype} in [0, {tok.vocab_size}) for {len(args.images)} image(s)")
 
 
 def _detokenize(args: argparse.Namespace) -> None:
@@ -71,9 +70,13 @@ def register(commands) -> None:
   p.add_argument("--tokenizer", required=True, help="converted tokenizer checkpoint directory")
   p.add_argument("--out", required=True, help="output .npy file")
   p.add_argument("--image-size", type=int, default=256, help="side after cropping / resizing (default 256)")
-  p.add_argument("--crop", default="adm", choices=["adm", "resize", "none"],  # tokenizers.preprocess.CROPS
-                 help="adm: ADM center crop (RandAR's preprocessing, default); resize: squash to a square; "
-                      "none: as stored (sides must be multiples of 16)")
+  p.add_argument(
+    "--crop",
+    default="adm",
+    choices=["adm", "resize", "none"],  # tokenizers.preprocess.CROPS
+    help="adm: ADM center crop (RandAR's preprocessing, default); resize: squash to a square; "
+    "none: as stored (sides must be multiples of 16)",
+  )
   p.add_argument("--batch-size", type=int, default=8)
   p.set_defaults(run=_tokenize)
 
@@ -83,4 +86,3 @@ def register(commands) -> None:
   p.add_argument("--out", required=True, help="output directory for 00000.png, 00001.png, ...")
   p.add_argument("--batch-size", type=int, default=8)
   p.set_defaults(run=_detokenize)
-

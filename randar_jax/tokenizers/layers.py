@@ -12,15 +12,13 @@ replicated, and the batch is what gets split over devices.
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from randar_jax.models.layers import Conv, normal, ones, param, replicated, zeros
 
-GROUPS, EPS = 32, 1e-6   # GroupNorm of both originals
+GROUPS, EPS = 32, 1e-6  # GroupNorm of both originals
 
 
 class GroupNorm(nnx.Module):
@@ -57,8 +55,9 @@ class ResnetBlock(nnx.Module):
     self.norm2 = GroupNorm(cout, rngs=rngs)
     self.conv2 = Conv(cout, cout, 3, bias=bias, rngs=rngs)
     self.shortcut_on_output = shortcut_on_output
-    self.nin_shortcut = (Conv(cout if shortcut_on_output else cin, cout, 1, bias=bias, rngs=rngs)
-                         if cin != cout else None)
+    self.nin_shortcut = (
+      Conv(cout if shortcut_on_output else cin, cout, 1, bias=bias, rngs=rngs) if cin != cout else None
+    )
 
   def __call__(self, x: jax.Array) -> jax.Array:
     h = self.conv1(jax.nn.silu(self.norm1(x)))

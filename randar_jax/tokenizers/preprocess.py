@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import io
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image
@@ -38,7 +38,7 @@ def center_crop_arr(pil_image: Image.Image, image_size: int) -> np.ndarray:
   pil_image = pil_image.resize(tuple(round(s * scale) for s in pil_image.size), resample=Image.BICUBIC)
   arr = np.asarray(pil_image)
   top, left = (arr.shape[0] - image_size) // 2, (arr.shape[1] - image_size) // 2
-  return np.ascontiguousarray(arr[top:top + image_size, left:left + image_size])
+  return np.ascontiguousarray(arr[top : top + image_size, left : left + image_size])
 
 
 def _five_crop(arr: np.ndarray, size: int) -> list[np.ndarray]:
@@ -48,7 +48,7 @@ def _five_crop(arr: np.ndarray, size: int) -> list[np.ndarray]:
     raise ValueError(f"crop size {size} is larger than the image ({h}x{w})")
   top, left = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
   corners = [(0, 0), (0, w - size), (h - size, 0), (h - size, w - size), (top, left)]
-  return [np.ascontiguousarray(arr[y:y + size, x:x + size]) for y, x in corners]
+  return [np.ascontiguousarray(arr[y : y + size, x : x + size]) for y, x in corners]
 
 
 def ten_crop(pil_image: Image.Image, crop_size: int) -> list[np.ndarray]:

@@ -16,7 +16,8 @@ truncation.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar, Mapping
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -31,13 +32,15 @@ from randar_jax.tokenizers.layers import Codebook, Conv, GroupNorm, ResnetBlock,
 class LlamaGenVQConfig(TokenizerConfig):
   """Architecture of a LlamaGen VQ model. Defaults: the released ``vq_ds16_c2i.pt`` (71,883,403 parameters;
   RandAR ``configs/tokenization/llamagen.yaml``)."""
+
   FAMILY: ClassVar[str] = "vq_llamagen"
-  TORCH_UNUSED: ClassVar[frozenset[str]] = frozenset(   # losses, usage statistics, training-time dropout
-      {"codebook_show_usage", "commit_loss_beta", "entropy_loss_ratio", "dropout_p"})
+  TORCH_UNUSED: ClassVar[frozenset[str]] = frozenset(  # losses, usage statistics, training-time dropout
+    {"codebook_show_usage", "commit_loss_beta", "entropy_loss_ratio", "dropout_p"}
+  )
   codebook_size: int = 16384
   codebook_embed_dim: int = 8
   codebook_l2_norm: bool = True
-  ch: int = 128                                     # the original VQModel always builds ch=128
+  ch: int = 128  # the original VQModel always builds ch=128
   encoder_ch_mult: tuple[int, ...] = (1, 1, 2, 2, 4)
   decoder_ch_mult: tuple[int, ...] = (1, 1, 2, 2, 4)
   z_channels: int = 256
@@ -46,15 +49,17 @@ class LlamaGenVQConfig(TokenizerConfig):
 
   def __post_init__(self):
     if len(self.encoder_ch_mult) != len(self.decoder_ch_mult):
-      raise ValueError(f"encoder_ch_mult {self.encoder_ch_mult} and decoder_ch_mult {self.decoder_ch_mult} "
-                       f"need the same number of levels (down- and upsampling must match)")
+      raise ValueError(
+        f"encoder_ch_mult {self.encoder_ch_mult} and decoder_ch_mult {self.decoder_ch_mult} "
+        f"need the same number of levels (down- and upsampling must match)"
+      )
 
   @property
   def downsample(self) -> int:
     return 2 ** (len(self.encoder_ch_mult) - 1)
 
   @classmethod
-  def from_torch_args(cls, args: Mapping[str, Any], ch: int = 128) -> "LlamaGenVQConfig":
+  def from_torch_args(cls, args: Mapping[str, Any], ch: int = 128) -> LlamaGenVQConfig:
     """From ``VQModel(**args)`` keyword arguments plus the Encoder/Decoder width ``ch`` (a fixture's
     ``encoder_decoder_ch``; the original VQModel always uses 128)."""
     return super().from_torch_args(args, ch=ch)
@@ -84,8 +89,11 @@ class Resample(nnx.Module):
 
   def __init__(self, channels: int, down: bool, *, rngs: nnx.Rngs):
     self.down = down
-    self.conv = (Conv(channels, channels, 3, stride=2, padding=((0, 1), (0, 1)), rngs=rngs) if down
-                 else Conv(channels, channels, 3, rngs=rngs))
+    self.conv = (
+      Conv(channels, channels, 3, stride=2, padding=((0, 1), (0, 1)), rngs=rngs)
+      if down
+      else Conv(channels, channels, 3, rngs=rngs)
+    )
 
   def __call__(self, x: jax.Array) -> jax.Array:
     return self.conv(x if self.down else upsample_nearest(x))
@@ -110,8 +118,9 @@ class Level(nnx.Module):
 
 
 def _mid(channels: int, rngs: nnx.Rngs) -> nnx.List:
-  return nnx.List([_resnet(channels, channels, rngs), AttnBlock(channels, rngs=rngs),
-                   _resnet(channels, channels, rngs)])
+  return nnx.List(
+    [_resnet(channels, channels, rngs), AttnBlock(channels, rngs=rngs), _resnet(channels, channels, rngs)]
+  )
 
 
 class Encoder(nnx.Module):
@@ -119,9 +128,19 @@ class Encoder(nnx.Module):
     widths = [cfg.ch * m for m in cfg.encoder_ch_mult]
     last = len(widths) - 1
     self.conv_in = Conv(cfg.image_channels, cfg.ch, 3, rngs=rngs)
-    self.conv_blocks = nnx.List([
-        Level(([cfg.ch] + widths)[i], widths[i], cfg.num_res_blocks, attn=i == last,
-              resample=None if i == last else "down", rngs=rngs) for i in range(len(widths))])
+    self.conv_blocks = nnx.List(
+      [
+        Level(
+          ([cfg.ch] + widths)[i],
+          widths[i],
+          cfg.num_res_blocks,
+          attn=i == last,
+          resample=None if i == last else "down",
+          rngs=rngs,
+        )
+        for i in range(len(widths))
+      ]
+    )
     self.mid = _mid(widths[-1], rngs)
     self.norm_out = GroupNorm(widths[-1], rngs=rngs)
     self.conv_out = Conv(widths[-1], cfg.z_channels, 3, rngs=rngs)
@@ -134,13 +153,23 @@ class Encoder(nnx.Module):
 
 class Decoder(nnx.Module):
   def __init__(self, cfg: LlamaGenVQConfig, *, rngs: nnx.Rngs):
-    widths = [cfg.ch * m for m in cfg.decoder_ch_mult][::-1]   # conv_blocks.0 is the lowest resolution
+    widths = [cfg.ch * m for m in cfg.decoder_ch_mult][::-1]  # conv_blocks.0 is the lowest resolution
     last = len(widths) - 1
     self.conv_in = Conv(cfg.z_channels, widths[0], 3, rngs=rngs)
     self.mid = _mid(widths[0], rngs)
-    self.conv_blocks = nnx.List([
-        Level(widths[max(i - 1, 0)], widths[i], cfg.num_res_blocks + 1, attn=i == 0,
-              resample=None if i == last else "up", rngs=rngs) for i in range(len(widths))])
+    self.conv_blocks = nnx.List(
+      [
+        Level(
+          widths[max(i - 1, 0)],
+          widths[i],
+          cfg.num_res_blocks + 1,
+          attn=i == 0,
+          resample=None if i == last else "up",
+          rngs=rngs,
+        )
+        for i in range(len(widths))
+      ]
+    )
     self.norm_out = GroupNorm(widths[-1], rngs=rngs)
     self.conv_out = Conv(widths[-1], cfg.image_channels, 3, rngs=rngs)
 
@@ -162,10 +191,10 @@ class VQLlamaGen(VQTokenizer):
     self.decoder = Decoder(cfg, rngs=rngs)
 
   def normalize(self, x: jax.Array) -> jax.Array:
-    return (x - 0.5) / 0.5          # torchvision Normalize(0.5, 0.5), as in RandAR's code extraction
+    return (x - 0.5) / 0.5  # torchvision Normalize(0.5, 0.5), as in RandAR's code extraction
 
   def to_uint8(self, x: jax.Array) -> jax.Array:
-    return jnp.clip(x * 127.5 + 128.0, 0, 255).astype(jnp.uint8)   # 128, not 127.5: as released
+    return jnp.clip(x * 127.5 + 128.0, 0, 255).astype(jnp.uint8)  # 128, not 127.5: as released
 
   def latents(self, x: jax.Array) -> jax.Array:
     return self.quant_conv(self.encoder(x))

@@ -16,7 +16,8 @@ quant / post-quant convs; ``decoder.up`` stored highest resolution first and run
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar, Mapping
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -30,10 +31,12 @@ from randar_jax.tokenizers.layers import Codebook, Conv, GroupNorm, ResnetBlock,
 class MaskGITVQConfig(TokenizerConfig):
   """Architecture of the MaskGIT VQGAN. Defaults: the released ``maskgit-vqgan-imagenet-f16-256.bin`` (54,515,587
   parameters; RandAR ``configs/tokenization/maskgit.yaml``)."""
+
   FAMILY: ClassVar[str] = "vq_maskgit"
   TORCH_NAMES: ClassVar[Mapping[str, str]] = {"num_channels": "image_channels"}
-  TORCH_UNUSED: ClassVar[frozenset[str]] = frozenset(   # loss weight, dropout, decoder z_shape; levels = mult
-      {"dropout", "commitment_cost", "resolution", "num_resolutions"})
+  TORCH_UNUSED: ClassVar[frozenset[str]] = frozenset(  # loss weight, dropout, decoder z_shape; levels = mult
+    {"dropout", "commitment_cost", "resolution", "num_resolutions"}
+  )
   hidden_channels: int = 128
   channel_mult: tuple[int, ...] = (1, 1, 2, 2, 4)
   num_res_blocks: int = 2
@@ -44,15 +47,17 @@ class MaskGITVQConfig(TokenizerConfig):
 
   def __post_init__(self):
     if self.z_channels != self.embedding_dim:
-      raise ValueError(f"MaskGIT quantises the encoder output directly: z_channels ({self.z_channels}) must equal "
-                       f"embedding_dim ({self.embedding_dim})")
+      raise ValueError(
+        f"MaskGIT quantises the encoder output directly: z_channels ({self.z_channels}) must equal "
+        f"embedding_dim ({self.embedding_dim})"
+      )
 
   @property
   def downsample(self) -> int:
     return 2 ** (len(self.channel_mult) - 1)
 
   @classmethod
-  def from_torch_args(cls, args: Mapping[str, Any]) -> "MaskGITVQConfig":
+  def from_torch_args(cls, args: Mapping[str, Any]) -> MaskGITVQConfig:
     """From ``MaskGITTokenizer(**args)`` keyword arguments."""
     config = super().from_torch_args(args)
     if args.get("num_resolutions", len(config.channel_mult)) != len(config.channel_mult):
@@ -100,8 +105,12 @@ class Encoder(nnx.Module):
     widths = [cfg.hidden_channels * m for m in cfg.channel_mult]
     n = len(widths)
     self.conv_in = Conv(cfg.image_channels, cfg.hidden_channels, 3, bias=False, rngs=rngs)
-    self.down = nnx.List([DownLevel(([cfg.hidden_channels] + widths)[i], widths[i], cfg.num_res_blocks,
-                                    pool=i != n - 1, rngs=rngs) for i in range(n)])
+    self.down = nnx.List(
+      [
+        DownLevel(([cfg.hidden_channels] + widths)[i], widths[i], cfg.num_res_blocks, pool=i != n - 1, rngs=rngs)
+        for i in range(n)
+      ]
+    )
     self.mid = _blocks(widths[-1], widths[-1], cfg.num_res_blocks, rngs)
     self.norm_out = GroupNorm(widths[-1], rngs=rngs)
     self.conv_out = Conv(widths[-1], cfg.z_channels, 1, rngs=rngs)
@@ -118,8 +127,9 @@ class Decoder(nnx.Module):
     n = len(widths)
     self.conv_in = Conv(cfg.z_channels, widths[-1], 3, rngs=rngs)
     self.mid = _blocks(widths[-1], widths[-1], cfg.num_res_blocks, rngs)
-    self.up = nnx.List([UpLevel(widths[min(i + 1, n - 1)], widths[i], cfg.num_res_blocks, upsample=i != 0,
-                                rngs=rngs) for i in range(n)])
+    self.up = nnx.List(
+      [UpLevel(widths[min(i + 1, n - 1)], widths[i], cfg.num_res_blocks, upsample=i != 0, rngs=rngs) for i in range(n)]
+    )
     self.norm_out = GroupNorm(widths[0], rngs=rngs)
     self.conv_out = Conv(widths[0], cfg.image_channels, 3, rngs=rngs)
 
@@ -139,10 +149,10 @@ class VQMaskGIT(VQTokenizer):
     self.decoder = Decoder(cfg, rngs=rngs)
 
   def normalize(self, x: jax.Array) -> jax.Array:
-    return x                        # the model takes [0, 1] directly
+    return x  # the model takes [0, 1] directly
 
   def to_uint8(self, x: jax.Array) -> jax.Array:
-    return jnp.clip(jnp.clip(x, 0.0, 1.0) * 255.0, 0, 255).astype(jnp.uint8)   # decode() clamps, then *255
+    return jnp.clip(jnp.clip(x, 0.0, 1.0) * 255.0, 0, 255).astype(jnp.uint8)  # decode() clamps, then *255
 
   def latents(self, x: jax.Array) -> jax.Array:
     return self.encoder(x)

@@ -16,17 +16,28 @@ for MFU). Any field can be overridden on the command line: ``--config.optim.lr=1
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import ml_collections
 
 from randar_jax.train.optim import OptimConfig
 
 
-def recipe(model: Mapping[str, Any], *, seed: int, total_steps: int, batch_size: int, optim: Mapping[str, Any],
-           data: str, order: Mapping[str, Any], mesh: Mapping[str, int] | None = None,
-           sample_kwargs: Mapping[str, Any] | None = None, ckpt_every: int = 5_000,
-           keep_every: int | None = 50_000) -> ml_collections.ConfigDict:
+def recipe(
+  model: Mapping[str, Any],
+  *,
+  seed: int,
+  total_steps: int,
+  batch_size: int,
+  optim: Mapping[str, Any],
+  data: str,
+  order: Mapping[str, Any],
+  mesh: Mapping[str, int] | None = None,
+  sample_kwargs: Mapping[str, Any] | None = None,
+  ckpt_every: int = 5_000,
+  keep_every: int | None = 50_000,
+) -> ml_collections.ConfigDict:
   """A full training config; ``optim`` overrides OptimConfig's defaults (all fields are written out)."""
   config = ml_collections.ConfigDict()
   config.seed = seed
@@ -34,23 +45,30 @@ def recipe(model: Mapping[str, Any], *, seed: int, total_steps: int, batch_size:
   config.mesh = dict(data=-1, fsdp=1, tensor=1, **(mesh or {}))
   config.total_steps, config.batch_size = total_steps, batch_size
   config.optim = dataclasses.asdict(OptimConfig(**optim))
-  config.data = dict(source=data, split="train", data_dir="",
-                     order=dict(dict(order="random", anneal=None, fallback="raster"), **order),
-                     num_threads=8, prefetch=4, workers=0,
-                     synthetic=dict(num_records=100_000, num_aug=2, noise=0.1, seed=0))
-  config.tokenizer = ""                 # tokenizer (checkpoint dir or pixels:N) for image grids; "" = token maps
+  config.data = dict(
+    source=data,
+    split="train",
+    data_dir="",
+    order=dict(dict(order="random", anneal=None, fallback="raster"), **order),
+    num_threads=8,
+    prefetch=4,
+    workers=0,
+    synthetic=dict(num_records=100_000, num_aug=2, noise=0.1, seed=0),
+  )
+  config.tokenizer = ""  # tokenizer (checkpoint dir or pixels:N) for image grids; "" = token maps
   config.log_every = 100
   config.ckpt_every = ckpt_every
   config.keep_checkpoints = 2
-  config.keep_every = keep_every        # always kept (None: only the last keep_checkpoints)
+  config.keep_every = keep_every  # always kept (None: only the last keep_checkpoints)
   config.sample = dict(every=5_000, num_images=16, kwargs=dict(sample_kwargs or {}))
   config.eval = dict(every=0, batches=4, split="validation")
-  config.peak_flops = None              # per device, for MFU; None: looked up from the device kind
+  config.peak_flops = None  # per device, for MFU; None: looked up from the device kind
   return config
 
 
-def shrink_for_cpu(config: ml_collections.ConfigDict, model: Mapping[str, Any],
-                   sample_kwargs: Mapping[str, Any] | None = None) -> None:
+def shrink_for_cpu(
+  config: ml_collections.ConfigDict, model: Mapping[str, Any], sample_kwargs: Mapping[str, Any] | None = None
+) -> None:
   """``runlocal``: a tiny model on synthetic codes, 300 steps of 32, logs / checkpoints / samples along the way."""
   config.model = dict(model)
   config.mesh = dict(data=-1, fsdp=1, tensor=1)

@@ -14,7 +14,8 @@ from __future__ import annotations
 import os
 import signal
 import time
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 import ml_collections
@@ -43,14 +44,23 @@ def make_source(data: Mapping[str, Any], model_config, split: str | None = None)
   spec = data["source"]
   if spec == "digits":
     from randar_jax.data.digits import digits_source
+
     source = digits_source(split or data.get("split", "train"))
   elif spec == "synthetic":
     syn = data["synthetic"]
-    return SyntheticCodes(grid=model_config.grid_size, vocab_size=model_config.vocab_size,
-                          num_classes=model_config.num_classes, **(syn.to_dict() if hasattr(syn, "to_dict") else syn))
+    return SyntheticCodes(
+      grid=model_config.grid_size,
+      vocab_size=model_config.vocab_size,
+      num_classes=model_config.num_classes,
+      **(syn.to_dict() if hasattr(syn, "to_dict") else syn),
+    )
   else:
-    source = open_source(spec, split=split or data.get("split", "train"), data_dir=data.get("data_dir") or None,
-                         vocab_size=model_config.vocab_size)
+    source = open_source(
+      spec,
+      split=split or data.get("split", "train"),
+      data_dir=data.get("data_dir") or None,
+      vocab_size=model_config.vocab_size,
+    )
   grid = (model_config.grid_size, model_config.grid_size)
   if tuple(source.grid) != grid:
     raise ValueError(f"{spec} holds {tuple(source.grid)} token grids but the model expects {grid}")
@@ -59,10 +69,18 @@ def make_source(data: Mapping[str, Any], model_config, split: str | None = None)
 
 def pipeline_config(config: ml_collections.ConfigDict, shuffle: bool = True) -> PipelineConfig:
   data = config.data
-  order = OrderPolicy(order=data.order.order, fallback=data.order.fallback,
-                      anneal=tuple(data.order.anneal) if data.order.anneal else None)
-  return PipelineConfig(batch_size=config.batch_size, seed=data.get("seed", config.seed), order=order,
-                        shuffle=shuffle, num_threads=data.num_threads, prefetch=data.prefetch, workers=data.workers)
+  order = OrderPolicy(
+    order=data.order.order, fallback=data.order.fallback, anneal=tuple(data.order.anneal) if data.order.anneal else None
+  )
+  return PipelineConfig(
+    batch_size=config.batch_size,
+    seed=data.get("seed", config.seed),
+    order=order,
+    shuffle=shuffle,
+    num_threads=data.num_threads,
+    prefetch=data.prefetch,
+    workers=data.workers,
+  )
 
 
 def _flat(d: Mapping, prefix: str = "") -> dict[str, Any]:
@@ -86,13 +104,21 @@ def check_resumable(ckpt: Checkpointer, model_config: Mapping, run_config: Mappi
   else:
     return
   current = _flat(run_config)
-  diffs = [f"model.{k}: {stored_model.get(k)!r} -> {v!r}" for k, v in model_config.items()
-           if k not in COMPUTE_KEYS and stored_model.get(k) != (list(v) if isinstance(v, tuple) else v)]
-  diffs += [f"{k}: {stored_run.get(k)!r} -> {current.get(k)!r}" for k in set(stored_run) | set(current)
-            if k.startswith(FROZEN_KEYS) and stored_run.get(k) != current.get(k)]
+  diffs = [
+    f"model.{k}: {stored_model.get(k)!r} -> {v!r}"
+    for k, v in model_config.items()
+    if k not in COMPUTE_KEYS and stored_model.get(k) != (list(v) if isinstance(v, tuple) else v)
+  ]
+  diffs += [
+    f"{k}: {stored_run.get(k)!r} -> {current.get(k)!r}"
+    for k in set(stored_run) | set(current)
+    if k.startswith(FROZEN_KEYS) and stored_run.get(k) != current.get(k)
+  ]
   if diffs:
-    raise ValueError(f"{ckpt.directory} holds a run with a different setup ({'; '.join(sorted(diffs))}); "
-                     f"use a new --workdir, or the original config to resume")
+    raise ValueError(
+      f"{ckpt.directory} holds a run with a different setup ({'; '.join(sorted(diffs))}); "
+      f"use a new --workdir, or the original config to resume"
+    )
 
 
 def setup(config: ml_collections.ConfigDict, workdir: str) -> tuple[Trainer, Loader, Checkpointer, Any, bool]:
@@ -100,13 +126,15 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> tuple[Trainer, Loa
   state, after checking that the workdir holds this run."""
   model_config = families.config_from_dict(config.model.to_dict())
   optim_config = OptimConfig.from_dict(config.optim)
-  if config.sample.every:   # the sample hook's settings must fit the model before step 1, not at its first call
+  if config.sample.every:  # the sample hook's settings must fit the model before step 1, not at its first call
     families.of(model_config).decode_settings(model_config, steps=config.sample.kwargs.get("num_steps"))
   mesh = sharding.build_mesh(dict(config.mesh))
   shards = mesh.shape["data"] * mesh.shape["fsdp"] * optim_config.grad_accum
   if config.batch_size % shards:
-    raise ValueError(f"batch_size {config.batch_size} must divide into {mesh.shape['data']} x {mesh.shape['fsdp']} "
-                     f"batch shards x {optim_config.grad_accum} micro-batches")
+    raise ValueError(
+      f"batch_size {config.batch_size} must divide into {mesh.shape['data']} x {mesh.shape['fsdp']} "
+      f"batch shards x {optim_config.grad_accum} micro-batches"
+    )
   trainer = Trainer.create(model_config, optim_config, config.total_steps, mesh, config.seed)
   loader = Loader(make_source(config.data, model_config), pipeline_config(config), mesh)
   ckpt = Checkpointer(workdir, keep=config.keep_checkpoints, keep_every=config.get("keep_every"))
@@ -115,8 +143,14 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> tuple[Trainer, Loa
   return trainer, loader, ckpt, (trainer.init() if state is None else state), state is not None
 
 
-def train(config: ml_collections.ConfigDict, workdir: str, *, stop_at: int | None = None,
-          preempt_at: int | None = None, progress: bool = True) -> list[dict[str, Any]]:
+def train(
+  config: ml_collections.ConfigDict,
+  workdir: str,
+  *,
+  stop_at: int | None = None,
+  preempt_at: int | None = None,
+  progress: bool = True,
+) -> list[dict[str, Any]]:
   """Trains to ``config.total_steps`` in ``workdir`` (resuming if possible). Returns the rows logged this call.
 
   ``stop_at``: stop (with a checkpoint) after that step although the schedule spans total_steps; a later call
@@ -130,14 +164,24 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, stop_at: int | Non
   flops_step = metrics_lib.train_flops_per_example(model_config, params)[0] * config.batch_size
   peak = config.get("peak_flops") or metrics_lib.peak_flops(jax.devices()[0].device_kind)
   if lead:
-    print(f"{'resuming from step ' + str(start) if resumed else 'starting'} in {workdir}: {model_config} "
-          f"({params:,} parameters) on mesh {dict(trainer.mesh.shape)}, {jax.process_count()} process(es); "
-          f"{describe(trainer.optim, config.total_steps)}", flush=True)
-  writer = metrics_lib.MetricWriter(workdir, config.total_steps, start, enabled=lead, progress=progress,
-                                    tokens_per_step=config.batch_size * model_config.num_tokens)
+    print(
+      f"{'resuming from step ' + str(start) if resumed else 'starting'} in {workdir}: {model_config} "
+      f"({params:,} parameters) on mesh {dict(trainer.mesh.shape)}, {jax.process_count()} process(es); "
+      f"{describe(trainer.optim, config.total_steps)}",
+      flush=True,
+    )
+  writer = metrics_lib.MetricWriter(
+    workdir,
+    config.total_steps,
+    start,
+    enabled=lead,
+    progress=progress,
+    tokens_per_step=config.batch_size * model_config.num_tokens,
+  )
   tokenizer = None
   if config.get("tokenizer"):  # on this process's devices: only process 0 decodes sample grids
     from randar_jax import tokenizers
+
     tokenizer = tokenizers.load(config.tokenizer, mesh=sharding.build_mesh(devices=jax.local_devices()))
   rows, pending, timer, timed = [], [], None, 0
   end = config.total_steps if stop_at is None else min(stop_at, config.total_steps)
@@ -173,10 +217,19 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, stop_at: int | Non
 
 
 def _samples(trainer, state, step, workdir, config, tokenizer, writer) -> None:
-  path = sample_grid(trainer, state.params, step, workdir, num_images=config.sample.num_images, seed=config.seed,
-                     tokenizer=tokenizer, **config.sample.kwargs)
+  path = sample_grid(
+    trainer,
+    state.params,
+    step,
+    workdir,
+    num_images=config.sample.num_images,
+    seed=config.seed,
+    tokenizer=tokenizer,
+    **config.sample.kwargs,
+  )
   if path:
     from PIL import Image
+
     writer.add_image("samples", np.asarray(Image.open(path).convert("RGB")), step)
 
 
@@ -189,4 +242,3 @@ def evaluate(trainer: Trainer, state, config) -> dict[str, float]:
   finally:
     loader.close()
   return {k: float(np.mean([r[k] for r in results])) for k in results[0]}
-

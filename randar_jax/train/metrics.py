@@ -24,7 +24,8 @@ import json
 import math
 import os
 import time
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -33,8 +34,18 @@ from randar_jax import families
 
 # Dense peak FLOP/s per device for MFU (bf16 unless noted). CPU has none: pass a measured peak (bench_train).
 # First match wins ('TPU v5 lite' before 'TPU v5', the device kind of v5p).
-PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "TPU v4": 275e12, "TPU v5 lite": 197e12,
-              "TPU v5e": 197e12, "TPU v5p": 459e12, "TPU v5": 459e12, "TPU v6 lite": 918e12, "TPU v6e": 918e12}
+PEAK_FLOPS = {
+  "H100": 989e12,
+  "H200": 989e12,
+  "A100": 312e12,
+  "TPU v4": 275e12,
+  "TPU v5 lite": 197e12,
+  "TPU v5e": 197e12,
+  "TPU v5p": 459e12,
+  "TPU v5": 459e12,
+  "TPU v6 lite": 918e12,
+  "TPU v6e": 918e12,
+}
 
 
 def peak_flops(device_kind: str) -> float | None:
@@ -58,8 +69,7 @@ def train_flops_per_example(cfg, num_params: int | None = None) -> tuple[float, 
 
 def summarize(records: Sequence[Mapping[str, Any]]) -> dict[str, float]:
   """Means over an interval of per-step metrics; the last lr and skipped_total; skipped summed."""
-  out = {k: float(np.mean([r[k] for r in records])) for k in records[0] if k not in ("lr", "skipped_total",
-                                                                                      "skipped")}
+  out = {k: float(np.mean([r[k] for r in records])) for k in records[0] if k not in ("lr", "skipped_total", "skipped")}
   out["lr"] = float(records[-1]["lr"])
   out["skipped"] = int(sum(int(r["skipped"]) for r in records))
   out["skipped_total"] = int(records[-1]["skipped_total"])
@@ -69,18 +79,34 @@ def summarize(records: Sequence[Mapping[str, Any]]) -> dict[str, float]:
 class MetricWriter:
   """Process 0's logs (``enabled=False`` on the others: then only the bookkeeping runs)."""
 
-  def __init__(self, workdir: str, total_steps: int, start_step: int = 0, *, enabled: bool = True,
-               tokens_per_step: int = 0, progress: bool = True, plot_every_s: float = 300.0):
+  def __init__(
+    self,
+    workdir: str,
+    total_steps: int,
+    start_step: int = 0,
+    *,
+    enabled: bool = True,
+    tokens_per_step: int = 0,
+    progress: bool = True,
+    plot_every_s: float = 300.0,
+  ):
     self.workdir, self.enabled, self.tokens_per_step = workdir, enabled, tokens_per_step
     self.plot_every_s, self.last_plot = plot_every_s, time.time()
     self.path = os.path.join(workdir, "metrics.jsonl")
     self.tb = None
-    self.bar = tqdm(total=total_steps, initial=start_step, desc="train", unit="step", dynamic_ncols=True,
-                    disable=not (enabled and progress))
+    self.bar = tqdm(
+      total=total_steps,
+      initial=start_step,
+      desc="train",
+      unit="step",
+      dynamic_ncols=True,
+      disable=not (enabled and progress),
+    )
     if enabled:
       os.makedirs(workdir, exist_ok=True)
       self._truncate(start_step)
       from tensorboardX import SummaryWriter
+
       self.tb = SummaryWriter(os.path.join(workdir, "tb"), purge_step=start_step + 1, flush_secs=30)
 
   def _truncate(self, start_step: int) -> None:
@@ -92,8 +118,14 @@ class MetricWriter:
       f.writelines(kept)
     os.replace(self.path + ".tmp", self.path)
 
-  def write(self, step: int, records: Sequence[Mapping[str, Any]], seconds: float | None = None,
-            flops_per_step: float | None = None, peak: float | None = None) -> dict[str, Any]:
+  def write(
+    self,
+    step: int,
+    records: Sequence[Mapping[str, Any]],
+    seconds: float | None = None,
+    flops_per_step: float | None = None,
+    peak: float | None = None,
+  ) -> dict[str, Any]:
     """Logs the interval ending at ``step`` (``records``: host metrics of each step in it)."""
     row: dict[str, Any] = {"step": step, **summarize(records)}
     if seconds:

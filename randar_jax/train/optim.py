@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -32,23 +33,24 @@ SCHEDULES = ("cosine", "linear", "constant")
 @dataclasses.dataclass(frozen=True)
 class OptimConfig(FrozenConfig):
   """Defaults: RandAR (randar.md §7). ``OptimConfig.from_dict(config.optim)``: strict (unknown keys refused)."""
+
   LABEL = "optim"
-  lr: float = 4e-4                      # peak learning rate
+  lr: float = 4e-4  # peak learning rate
   b1: float = 0.9
   b2: float = 0.95
   eps: float = 1e-8
-  weight_decay: float = 0.05            # decoupled (AdamW), on the model's weight_decay_mask()
-  schedule: str = "cosine"              # after warm-up: cosine | linear | constant
-  warmup_steps: int = 50_000            # linear from 0: lr(t) = lr * t / warmup_steps
-  end_lr_ratio: float = 0.05            # floor of cosine / linear decay, as a fraction of lr ...
-  end_lr: float | None = None           # ... or as an absolute value (RAR: 1e-5); wins when set
-  clip_norm: float | None = 1.0         # global L2 norm (torch clip_grad_norm_); None: no clipping
-  skip_threshold: float | None = 10.0   # skip the update when sum of per-tensor norms >= this; None: never
-  skip_after: int = 100                 # ... but never before this iteration
-  fused_tensors: str = "wq+wk+wv"       # sibling leaves that are one tensor in the original (norm taken jointly)
-  grad_accum: int = 1                   # micro-batches per step (the global batch is split, not enlarged)
-  ema_decay: float = 0.0                # > 0: keep an EMA of the parameters
-  mu_dtype: str | None = None           # e.g. 'bfloat16' for Adam's first moment
+  weight_decay: float = 0.05  # decoupled (AdamW), on the model's weight_decay_mask()
+  schedule: str = "cosine"  # after warm-up: cosine | linear | constant
+  warmup_steps: int = 50_000  # linear from 0: lr(t) = lr * t / warmup_steps
+  end_lr_ratio: float = 0.05  # floor of cosine / linear decay, as a fraction of lr ...
+  end_lr: float | None = None  # ... or as an absolute value (RAR: 1e-5); wins when set
+  clip_norm: float | None = 1.0  # global L2 norm (torch clip_grad_norm_); None: no clipping
+  skip_threshold: float | None = 10.0  # skip the update when sum of per-tensor norms >= this; None: never
+  skip_after: int = 100  # ... but never before this iteration
+  fused_tensors: str = "wq+wk+wv"  # sibling leaves that are one tensor in the original (norm taken jointly)
+  grad_accum: int = 1  # micro-batches per step (the global batch is split, not enlarged)
+  ema_decay: float = 0.0  # > 0: keep an EMA of the parameters
+  mu_dtype: str | None = None  # e.g. 'bfloat16' for Adam's first moment
 
   def __post_init__(self):
     if self.schedule not in SCHEDULES:
@@ -79,8 +81,10 @@ def learning_rate(cfg: OptimConfig, total_steps: int) -> Callable[[Any], jax.Arr
 
 def transform(cfg: OptimConfig, decay_mask: Any) -> optax.GradientTransformation:
   """Adam direction plus decoupled weight decay on ``decay_mask`` (a pytree of bools shaped like the params)."""
-  return optax.chain(optax.scale_by_adam(cfg.b1, cfg.b2, cfg.eps, mu_dtype=cfg.mu_dtype),
-                     optax.add_decayed_weights(cfg.weight_decay, mask=decay_mask))
+  return optax.chain(
+    optax.scale_by_adam(cfg.b1, cfg.b2, cfg.eps, mu_dtype=cfg.mu_dtype),
+    optax.add_decayed_weights(cfg.weight_decay, mask=decay_mask),
+  )
 
 
 def global_norm(tree: Any) -> jax.Array:
@@ -114,8 +118,15 @@ def tensor_norm_sum(grads: Mapping, fused: str = "") -> jax.Array:
   return sum(jnp.sum(jnp.sqrt(sq)) for sq in squares.values())
 
 
-def update(cfg: OptimConfig, tx: optax.GradientTransformation, params: Any, opt_state: Any, grads: Any,
-           step: jax.Array, total_steps: int) -> tuple[Any, Any, dict[str, jax.Array]]:
+def update(
+  cfg: OptimConfig,
+  tx: optax.GradientTransformation,
+  params: Any,
+  opt_state: Any,
+  grads: Any,
+  step: jax.Array,
+  total_steps: int,
+) -> tuple[Any, Any, dict[str, jax.Array]]:
   """One optimizer iteration ``step`` (0-based): clip, skip rule, AdamW with lr(step).
 
   Returns (params, opt_state, stats) with stats 'lr', 'grad_norm' (global, before clipping), 'grad_norm_sum'
@@ -129,6 +140,7 @@ def update(cfg: OptimConfig, tx: optax.GradientTransformation, params: Any, opt_
   lr = learning_rate(cfg, total_steps)(step)
   direction, new_opt_state = tx.update(grads, opt_state, params)
   new_params = jax.tree.map(lambda p, u: (p - lr * u).astype(p.dtype), params, direction)
+
   def keep(old, new):
     return jax.tree.map(lambda o, n: jnp.where(skip, o, n), old, new)
 
@@ -144,5 +156,7 @@ def ema_update(ema: Any, params: Any, decay: float, skipped: jax.Array) -> Any:
 def describe(cfg: OptimConfig, total_steps: int) -> str:
   floor = cfg.end_lr if cfg.end_lr is not None else cfg.end_lr_ratio * cfg.lr
   skip = f"skip if norm sum >= {cfg.skip_threshold} after {cfg.skip_after}" if cfg.skip_threshold else "no skip"
-  return (f"AdamW({cfg.b1}, {cfg.b2}) wd {cfg.weight_decay}, lr {cfg.lr:g} warm-up {cfg.warmup_steps} then "
-          f"{cfg.schedule} to {floor:g} at {total_steps}, clip {cfg.clip_norm}, {skip}")
+  return (
+    f"AdamW({cfg.b1}, {cfg.b2}) wd {cfg.weight_decay}, lr {cfg.lr:g} warm-up {cfg.warmup_steps} then "
+    f"{cfg.schedule} to {floor:g} at {total_steps}, clip {cfg.clip_norm}, {skip}"
+  )

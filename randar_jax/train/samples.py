@@ -10,7 +10,8 @@ family's ``generate`` with its default settings (:mod:`randar_jax.families`), ov
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 import numpy as np
@@ -33,18 +34,29 @@ def _sampling_model(trainer, params: Mapping):
   return trainer.model(jax.device_put(host, local))
 
 
-def sample_grid(trainer, params: Mapping, step: int, workdir: str, *, num_images: int = 16, seed: int = 0,
-                tokenizer: Any = None, **kwargs) -> str | None:
+def sample_grid(
+  trainer,
+  params: Mapping,
+  step: int,
+  workdir: str,
+  *,
+  num_images: int = 16,
+  seed: int = 0,
+  tokenizer: Any = None,
+  **kwargs,
+) -> str | None:
   """Samples ``num_images`` class-conditional grids (classes spread over the label range) and saves a PNG."""
   cfg = trainer.model_config
   model = _sampling_model(trainer, params)
   if model is None:
     return None
   labels = np.linspace(0, cfg.num_classes - 1, num_images).astype(np.int32)
-  tokens, _ = batched.sample_labels(model, labels, batch_size=num_images, seed=seed + step,
-                                    progress=False, **kwargs)
-  pictures = (np.asarray(tokenizer.decode(tokens)) if tokenizer is not None
-              else images.token_map(tokens, cfg.vocab_size, cell=max(1, 64 // cfg.grid_size)))
+  tokens, _ = batched.sample_labels(model, labels, batch_size=num_images, seed=seed + step, progress=False, **kwargs)
+  pictures = (
+    np.asarray(tokenizer.decode(tokens))
+    if tokenizer is not None
+    else images.token_map(tokens, cfg.vocab_size, cell=max(1, 64 // cfg.grid_size))
+  )
   path = os.path.join(workdir, "samples", f"step_{step:08d}.png")
   images.save_grid(pictures, path, scale=max(1, 64 // pictures.shape[1]))  # tiny images (pixel tokenizer) upscaled
   return path

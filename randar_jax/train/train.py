@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import flax
 import jax
@@ -31,21 +32,22 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from randar_jax import families, sharding
 from randar_jax.train import optim
 
-BATCH_KEYS = ("tokens", "labels", "order")   # what model.loss takes (the pipeline emits these names)
+BATCH_KEYS = ("tokens", "labels", "order")  # what model.loss takes (the pipeline emits these names)
 
 
 @flax.struct.dataclass
 class TrainState:
-  step: jax.Array               # int32 (): iterations done (skipped updates included)
-  params: dict                  # nested dict of float32 arrays, as checkpoint.save_params stores
-  opt_state: Any                # optax state of ``Trainer.tx``
-  skipped: jax.Array            # int32 (): updates dropped by the skip rule so far
-  ema: dict | None = None       # EMA of params when optim.ema_decay > 0
+  step: jax.Array  # int32 (): iterations done (skipped updates included)
+  params: dict  # nested dict of float32 arrays, as checkpoint.save_params stores
+  opt_state: Any  # optax state of ``Trainer.tx``
+  skipped: jax.Array  # int32 (): updates dropped by the skip rule so far
+  ema: dict | None = None  # EMA of params when optim.ema_decay > 0
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Trainer:
   """Static pieces of training: model structure, optimizer, mesh, shardings and the compiled steps."""
+
   model_config: Any
   optim: optim.OptimConfig
   total_steps: int
@@ -53,29 +55,38 @@ class Trainer:
   seed: int
   graphdef: Any
   tx: optax.GradientTransformation
-  shardings: TrainState         # NamedSharding per leaf
-  abstract: TrainState          # ShapeDtypeStruct per leaf (with shardings): restore target
+  shardings: TrainState  # NamedSharding per leaf
+  abstract: TrainState  # ShapeDtypeStruct per leaf (with shardings): restore target
 
   @classmethod
-  def create(cls, model_config, optim_config: optim.OptimConfig, total_steps: int, mesh: Mesh,
-             seed: int = 0) -> "Trainer":
+  def create(
+    cls, model_config, optim_config: optim.OptimConfig, total_steps: int, mesh: Mesh, seed: int = 0
+  ) -> Trainer:
     with sharding.model_context(mesh):
       abstract_model = nnx.eval_shape(lambda: families.build(model_config, seed))
     graphdef, params, rest = nnx.split(abstract_model, nnx.Param, ...)
     if jax.tree.leaves(rest):
-      raise ValueError(f"training supports models whose state is all nnx.Param; {type(abstract_model).__name__} "
-                       f"also holds {list(nnx.to_pure_dict(rest))}")
+      raise ValueError(
+        f"training supports models whose state is all nnx.Param; {type(abstract_model).__name__} "
+        f"also holds {list(nnx.to_pure_dict(rest))}"
+      )
     tx = optim.transform(optim_config, abstract_model.weight_decay_mask())
     param_shardings = nnx.to_pure_dict(sharding.state_shardings(params, mesh))
     abstract_params = nnx.to_pure_dict(params)
     replicated = NamedSharding(mesh, PartitionSpec())
     opt_abstract = jax.eval_shape(tx.init, abstract_params)
-    opt_shardings = optax.tree_map_params(tx, lambda _, s: s, opt_abstract, param_shardings,
-                                          transform_non_params=lambda _: replicated)
+    opt_shardings = optax.tree_map_params(
+      tx, lambda _, s: s, opt_abstract, param_shardings, transform_non_params=lambda _: replicated
+    )
     ema = param_shardings if optim_config.ema_decay > 0 else None
     shardings = TrainState(replicated, param_shardings, opt_shardings, replicated, ema)
-    abstract = TrainState(jax.ShapeDtypeStruct((), jnp.int32), abstract_params, opt_abstract,
-                          jax.ShapeDtypeStruct((), jnp.int32), abstract_params if ema else None)
+    abstract = TrainState(
+      jax.ShapeDtypeStruct((), jnp.int32),
+      abstract_params,
+      opt_abstract,
+      jax.ShapeDtypeStruct((), jnp.int32),
+      abstract_params if ema else None,
+    )
     abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract, shardings)
     return cls(model_config, optim_config, total_steps, mesh, seed, graphdef, tx, shardings, abstract)
 
@@ -83,6 +94,7 @@ class Trainer:
 
   def init(self) -> TrainState:
     """A fresh state, every leaf created on its devices by one jitted program (nothing gathered on one device)."""
+
     def init():
       params = nnx.to_pure_dict(nnx.state(families.build(self.model_config, self.seed), nnx.Param))
       ema = params if self.optim.ema_decay > 0 else None
@@ -128,8 +140,9 @@ class Trainer:
   def _train_step(self, state: TrainState, batch: Mapping[str, jax.Array]) -> tuple[TrainState, dict]:
     key = jax.random.fold_in(jax.random.key(self.seed), state.step)
     loss, accuracy, grads = self._grads(state.params, batch, key)
-    params, opt_state, stats = optim.update(self.optim, self.tx, state.params, state.opt_state, grads, state.step,
-                                            self.total_steps)
+    params, opt_state, stats = optim.update(
+      self.optim, self.tx, state.params, state.opt_state, grads, state.step, self.total_steps
+    )
     ema = state.ema
     if ema is not None:
       ema = optim.ema_update(ema, params, self.optim.ema_decay, stats["skipped"])
@@ -146,6 +159,7 @@ class Trainer:
     def evaluate(state, batch):
       loss, accuracy = self._loss(state.params, batch, None)
       return {"loss": loss, "accuracy": accuracy}
+
     return jax.jit(evaluate)
 
   def train_step(self, state: TrainState, batch: Mapping[str, jax.Array]) -> tuple[TrainState, dict]:

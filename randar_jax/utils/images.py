@@ -1,8 +1,8 @@
 """Pictures for people: image grids as PNG, token maps, ADM-style sample archives.
 
-    save_grid(images, 'samples.png')                 # uint8 (N, H, W, C) -> one PNG, rows of sqrt(N)
-    save_grid(token_map(tokens, vocab), 'tokens.png')   # token grids (N, h, w) as false-colour pictures
-    save_adm_npz(images, 'samples.npz')              # arr_0 uint8 (N, H, W, 3), the ADM evaluator's format
+save_grid(images, 'samples.png')                 # uint8 (N, H, W, C) -> one PNG, rows of sqrt(N)
+save_grid(token_map(tokens, vocab), 'tokens.png')   # token grids (N, h, w) as false-colour pictures
+save_adm_npz(images, 'samples.npz')              # arr_0 uint8 (N, H, W, 3), the ADM evaluator's format
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def grid(images: np.ndarray, columns: int | None = None, pad: int = 2, fill: int
   out = np.full((rows * (h + pad) - pad, columns * (w + pad) - pad, c), fill, np.uint8)
   for i, image in enumerate(images):
     r, col = divmod(i, columns)
-    out[r * (h + pad): r * (h + pad) + h, col * (w + pad): col * (w + pad) + w] = image
+    out[r * (h + pad) : r * (h + pad) + h, col * (w + pad) : col * (w + pad) + w] = image
   return out
 
 

@@ -22,11 +22,12 @@ import numpy as np
 from randar_jax import families
 from randar_jax.decode.sampling import Guidance, Sampling
 
-EDIT_STEPS = 32   # forwards for the regenerated tokens of an edit (a region, not a whole image)
+EDIT_STEPS = 32  # forwards for the regenerated tokens of an edit (a region, not a whole image)
 
 
 def _load(args):
   from randar_jax import checkpoint, tokenizers
+
   tok = tokenizers.load(args.tokenizer)
   model = checkpoint.load_model(args.model, family="randar")
   return model, tok
@@ -42,20 +43,22 @@ def _region(spec: str | None, path: str | None, shape: tuple[int, int], what: st
     except ValueError:
       raise ValueError(f"malformed box {spec!r}: use top,left,bottom,right in pixels") from None
     region = np.zeros(shape, bool)
-    region[max(top, 0): bottom, max(left, 0): right] = True
+    region[max(top, 0) : bottom, max(left, 0) : right] = True
     return region
   from PIL import Image
+
   mask = Image.open(path).convert("L").resize(shape[::-1], Image.NEAREST)
   return np.asarray(mask) > 0
 
 
 def _panels(out: str, paths, images, masks, results, suffix: str) -> None:
   from randar_jax.utils import images as image_utils
+
   os.makedirs(out, exist_ok=True)
   for path, image, mask, result in zip(paths, images, masks, results):
     mask_rgb = np.repeat((mask * 255).astype(np.uint8)[..., None], image.shape[-1], axis=-1)
     height = result.shape[0]
-    pad = lambda a: np.pad(a, ((0, height - a.shape[0]), (0, 0), (0, 0)))  # noqa: E731
+    pad = lambda a, height=height: np.pad(a, ((0, height - a.shape[0]), (0, 0), (0, 0)))
     name = os.path.splitext(os.path.basename(path))[0]
     image_utils.save_panel([pad(image), pad(mask_rgb), result], os.path.join(out, f"{name}_{suffix}.png"))
     image_utils.save_grid(result[None], os.path.join(out, f"{name}_{suffix}_result.png"))
@@ -68,9 +71,11 @@ def _guidance_kwargs(args, model) -> dict:
   settings = families.of(model.config).default_settings(model.config)
   guidance = settings.guidance if args.cfg is None else Guidance.parse(args.cfg)
   base = settings.sampling
-  sampling = Sampling.make(base.temperature if args.temperature is None else args.temperature,
-                           base.top_k if args.top_k is None else args.top_k,
-                           base.top_p if args.top_p is None else args.top_p)
+  sampling = Sampling.make(
+    base.temperature if args.temperature is None else args.temperature,
+    base.top_k if args.top_k is None else args.top_k,
+    base.top_p if args.top_p is None else args.top_p,
+  )
   return dict(num_steps=args.steps, guidance=guidance, sampling=sampling)
 
 
@@ -79,6 +84,7 @@ def _inpaint(args: argparse.Namespace) -> None:
 
   from randar_jax.tokenizers.preprocess import read_images
   from randar_jax.zeroshot import editing
+
   model, tok = _load(args)
   size = model.config.grid_size * tok.downsample
   images = read_images(args.images, size, args.crop, tok.channels)
@@ -106,11 +112,18 @@ def _extrapolate(args: argparse.Namespace) -> None:
   from randar_jax.decode import batched
   from randar_jax.utils import images as image_utils
   from randar_jax.zeroshot.extrapolate import extrapolate
+
   model, tok = _load(args)
   labels = batched.parse_labels(args.classes, None, model.config.num_classes)
   spatial = tuple(float(v) for v in args.spatial.split(",")) if args.spatial else None
-  out = extrapolate(model, labels, jax.random.key(args.seed), factor=args.factor,
-                    spatial=(spatial * 2)[:2] if spatial else None, **_guidance_kwargs(args, model))
+  out = extrapolate(
+    model,
+    labels,
+    jax.random.key(args.seed),
+    factor=args.factor,
+    spatial=(spatial * 2)[:2] if spatial else None,
+    **_guidance_kwargs(args, model),
+  )
   grid = model.config.grid_size * args.factor
   pictures = np.asarray(tok.decode(np.asarray(out.tokens).reshape(-1, grid, grid)))
   os.makedirs(args.out, exist_ok=True)
@@ -123,6 +136,7 @@ def _features(args: argparse.Namespace) -> None:
   from randar_jax.tokenizers.preprocess import read_images
   from randar_jax.utils import images as image_utils
   from randar_jax.zeroshot.features import bidirectional_features, pca_rgb
+
   model, tok = _load(args)
   size = model.config.grid_size * tok.downsample
   images = read_images(args.images, size, args.crop, tok.channels)
@@ -135,8 +149,9 @@ def _features(args: argparse.Namespace) -> None:
   for path, image, rgb in zip(args.images, images, maps):
     name = os.path.splitext(os.path.basename(path))[0]
     big = rgb.repeat(cell, axis=0).repeat(cell, axis=1)
-    image_utils.save_panel([np.broadcast_to(image, image.shape[:2] + (3,)), big],
-                           os.path.join(args.out, f"{name}_features.png"))
+    image_utils.save_panel(
+      [np.broadcast_to(image, image.shape[:2] + (3,)), big], os.path.join(args.out, f"{name}_features.png")
+    )
   print(f"wrote features {feats.shape} and PCA pictures to {args.out}")
 
 
@@ -151,8 +166,12 @@ def _add_common(p: argparse.ArgumentParser, images: bool = True) -> None:
 
 
 def _add_sampling(p: argparse.ArgumentParser, steps: int | None = EDIT_STEPS) -> None:
-  p.add_argument("--steps", type=int, default=steps,
-                 help="forward passes for the generated tokens (default: %(default)s; none: the model's default)")
+  p.add_argument(
+    "--steps",
+    type=int,
+    default=steps,
+    help="forward passes for the generated tokens (default: %(default)s; none: the model's default)",
+  )
   p.add_argument("--cfg", help="guidance: 'none', 'S' or 'S0,S1' (default: the model family's)")
   p.add_argument("--temperature", type=float, help="default: the model family's")
   p.add_argument("--top-k", type=int, help="default: the model family's")

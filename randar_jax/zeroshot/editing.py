@@ -29,11 +29,11 @@ from randar_jax.zeroshot.known import generate_with_known, token_mask_from_pixel
 
 @dataclasses.dataclass(frozen=True)
 class EditResult:
-  images: np.ndarray        # uint8 (B, H, W, C) results
-  generated: np.ndarray     # uint8 (B, H, W, C) the decoded tokens before pasting
-  tokens: np.ndarray        # (B, h, w) result codes
-  token_mask: np.ndarray    # (B, h, w) bool, the regenerated cells
-  pixel_mask: np.ndarray    # (B, H, W) bool, the pixels taken from ``generated``
+  images: np.ndarray  # uint8 (B, H, W, C) results
+  generated: np.ndarray  # uint8 (B, H, W, C) the decoded tokens before pasting
+  tokens: np.ndarray  # (B, h, w) result codes
+  token_mask: np.ndarray  # (B, h, w) bool, the regenerated cells
+  pixel_mask: np.ndarray  # (B, H, W) bool, the pixels taken from ``generated``
 
 
 def _images(images, tokenizer, grid: tuple[int, int] | None) -> np.ndarray:
@@ -46,8 +46,10 @@ def _images(images, tokenizer, grid: tuple[int, int] | None) -> np.ndarray:
     raise ValueError(f"images must be uint8 (0..255), got {images.dtype}")
   f = tokenizer.downsample
   if grid is not None and images.shape[1:3] != (grid[0] * f, grid[1] * f):
-    raise ValueError(f"images must be {grid[0] * f}x{grid[1] * f} pixels for this model "
-                     f"({grid[0]}x{grid[1]} tokens of {f} px), got {images.shape[1]}x{images.shape[2]}")
+    raise ValueError(
+      f"images must be {grid[0] * f}x{grid[1] * f} pixels for this model "
+      f"({grid[0]}x{grid[1]} tokens of {f} px), got {images.shape[1]}x{images.shape[2]}"
+    )
   return images
 
 
@@ -61,8 +63,9 @@ def _token_mask(mask, batch: int, pixels: tuple[int, int], downsample: int) -> n
   return token_mask_from_pixels(mask, downsample) if mask.shape[1:] == pixels else mask != 0
 
 
-def _finish(tokenizer, tokens: np.ndarray, token_mask: np.ndarray, originals: np.ndarray | None, paste: bool
-            ) -> EditResult:
+def _finish(
+  tokenizer, tokens: np.ndarray, token_mask: np.ndarray, originals: np.ndarray | None, paste: bool
+) -> EditResult:
   generated = np.asarray(tokenizer.decode(jnp.asarray(tokens)))
   f = tokenizer.downsample
   pixel_mask = token_mask.repeat(f, axis=1).repeat(f, axis=2)
@@ -72,8 +75,9 @@ def _finish(tokenizer, tokens: np.ndarray, token_mask: np.ndarray, originals: np
   return EditResult(images, generated, tokens, token_mask, pixel_mask)
 
 
-def inpaint(model, tokenizer, images, mask, labels, key: jax.Array, *, num_steps: int = 32, paste: bool = True,
-            **kwargs) -> EditResult:
+def inpaint(
+  model, tokenizer, images, mask, labels, key: jax.Array, *, num_steps: int = 32, paste: bool = True, **kwargs
+) -> EditResult:
   """Regenerates the masked cells of ``images`` for class ``labels`` (B,). ``kwargs`` go to the decoder
   (guidance, sampling, ...). Unmasked pixels are kept exactly when ``paste``."""
   cfg = model.config
@@ -82,8 +86,15 @@ def inpaint(model, tokenizer, images, mask, labels, key: jax.Array, *, num_steps
   if not token_mask.any(axis=(1, 2)).all():
     raise ValueError("the mask selects nothing to regenerate in at least one image")
   tokens = np.asarray(tokenizer.encode(jnp.asarray(images)))
-  out = generate_with_known(model, tokens.reshape(len(images), -1), token_mask.reshape(len(images), -1), labels,
-                            key, num_steps=num_steps, **kwargs)
+  out = generate_with_known(
+    model,
+    tokens.reshape(len(images), -1),
+    token_mask.reshape(len(images), -1),
+    labels,
+    key,
+    num_steps=num_steps,
+    **kwargs,
+  )
   return _finish(tokenizer, np.asarray(out.tokens).reshape(tokens.shape), token_mask, images, paste)
 
 
@@ -102,8 +113,21 @@ def outpaint(model, tokenizer, images, keep, labels, key: jax.Array, **kwargs) -
   return inpaint(model, tokenizer, images, keep == 0, labels, key, **kwargs)
 
 
-def extend(model, tokenizer, images, labels, key: jax.Array, *, left: int = 0, right: int = 0, top: int = 0,
-           bottom: int = 0, num_steps: int = 32, ntk_boundary: int = 2, **kwargs) -> EditResult:
+def extend(
+  model,
+  tokenizer,
+  images,
+  labels,
+  key: jax.Array,
+  *,
+  left: int = 0,
+  right: int = 0,
+  top: int = 0,
+  bottom: int = 0,
+  num_steps: int = 32,
+  ntk_boundary: int = 2,
+  **kwargs,
+) -> EditResult:
   """Grows the canvas by whole tokens on each side and fills the new cells around the original image.
 
   Canvas cells beyond the trained grid get NTK-mixed RoPE positions (the resolution-extrapolation rule), so
@@ -116,13 +140,21 @@ def extend(model, tokenizer, images, labels, key: jax.Array, *, left: int = 0, r
   batch, g = len(images), cfg.grid_size
   rows, cols = g + top + bottom, g + left + right
   tokens = np.zeros((batch, rows, cols), np.int64)
-  tokens[:, top: top + g, left: left + g] = np.asarray(tokenizer.encode(jnp.asarray(images)))
+  tokens[:, top : top + g, left : left + g] = np.asarray(tokenizer.encode(jnp.asarray(images)))
   token_mask = np.ones((batch, rows, cols), bool)
-  token_mask[:, top: top + g, left: left + g] = False
+  token_mask[:, top : top + g, left : left + g] = False
   table = rope.canvas_rope_table(rows, cols, cfg.head_dim, float(cfg.rope_base), g, ntk_boundary)
-  out = generate_with_known(model, tokens.reshape(batch, -1), token_mask.reshape(batch, -1), labels, key,
-                            num_steps=num_steps, table=table, **kwargs)
+  out = generate_with_known(
+    model,
+    tokens.reshape(batch, -1),
+    token_mask.reshape(batch, -1),
+    labels,
+    key,
+    num_steps=num_steps,
+    table=table,
+    **kwargs,
+  )
   f = tokenizer.downsample
   canvas = np.zeros((batch, rows * f, cols * f, images.shape[-1]), np.uint8)
-  canvas[:, top * f: (top + g) * f, left * f: (left + g) * f] = images
+  canvas[:, top * f : (top + g) * f, left * f : (left + g) * f] = images
   return _finish(tokenizer, np.asarray(out.tokens).reshape(batch, rows, cols), token_mask, canvas, True)

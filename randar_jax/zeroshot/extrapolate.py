@@ -31,10 +31,10 @@ from randar_jax.zeroshot.known import priority_order
 
 @dataclasses.dataclass(frozen=True)
 class ExtrapolationOutput:
-  tokens: jax.Array                       # (B, (G*f)**2) raster codes of the large grid
-  order: jax.Array                        # (B, (G*f)**2) the hierarchical generation order used
-  low_res: randar_decode.DecodeOutput     # stage 1 on the trained grid
-  high_res: randar_decode.DecodeOutput    # stage 2 (its trace covers the non-anchor tokens)
+  tokens: jax.Array  # (B, (G*f)**2) raster codes of the large grid
+  order: jax.Array  # (B, (G*f)**2) the hierarchical generation order used
+  low_res: randar_decode.DecodeOutput  # stage 1 on the trained grid
+  high_res: randar_decode.DecodeOutput  # stage 2 (its trace covers the non-anchor tokens)
 
 
 def anchor_cells(grid: int, factor: int) -> np.ndarray:
@@ -43,10 +43,22 @@ def anchor_cells(grid: int, factor: int) -> np.ndarray:
   return (rows % factor == 0) & (cols % factor == 0)
 
 
-def extrapolate(model, labels, key: jax.Array, *, factor: int = 2, num_steps: int | None = None,
-                guidance: Guidance | None = None, spatial: tuple[float, float] | None = None,
-                masking_ratio: float = 0.5, ntk_boundary: int = 2, sampling: Sampling = Sampling(), order=None,
-                lagging: bool = True, trace: bool = False) -> ExtrapolationOutput:
+def extrapolate(
+  model,
+  labels,
+  key: jax.Array,
+  *,
+  factor: int = 2,
+  num_steps: int | None = None,
+  guidance: Guidance | None = None,
+  spatial: tuple[float, float] | None = None,
+  masking_ratio: float = 0.5,
+  ntk_boundary: int = 2,
+  sampling: Sampling | None = None,
+  order=None,
+  lagging: bool = True,
+  trace: bool = False,
+) -> ExtrapolationOutput:
   """Samples (B, (G*factor)**2) tokens for class ``labels`` from a model trained on a G x G grid.
 
   num_steps: forwards of each stage (the original uses the same count for both; default RandAR's default).
@@ -58,6 +70,7 @@ def extrapolate(model, labels, key: jax.Array, *, factor: int = 2, num_steps: in
     False runs the cosine schedule over the non-anchor tokens only.
   """
   cfg = model.config
+  sampling = Sampling() if sampling is None else sampling
   num_steps = randar_decode.DEFAULT_STEPS if num_steps is None else num_steps
   if not isinstance(factor, int) or factor < 2:
     raise ValueError(f"the extrapolation factor must be an integer >= 2, got {factor!r}")
@@ -80,8 +93,16 @@ def extrapolate(model, labels, key: jax.Array, *, factor: int = 2, num_steps: in
   # Stage 1: the anchors as an ordinary image on the trained grid.
   rows, cols = np.divmod(np.asarray(order)[:, :n_low], grid)
   low_order = (rows // factor) * cfg.grid_size + cols // factor
-  low = randar_decode.generate(model, labels, low_key, num_steps=min(num_steps, n_low), order=low_order,
-                               sampling=sampling, guidance=guidance, trace=trace)
+  low = randar_decode.generate(
+    model,
+    labels,
+    low_key,
+    num_steps=min(num_steps, n_low),
+    order=low_order,
+    sampling=sampling,
+    guidance=guidance,
+    trace=trace,
+  )
 
   # Stage 2: the anchors teacher-forced with the NTK-mixed table, then everything else.
   table = rope.extrapolated_rope_table(grid, cfg.head_dim, float(cfg.rope_base), factor, ntk_boundary)
@@ -91,7 +112,18 @@ def extrapolate(model, labels, key: jax.Array, *, factor: int = 2, num_steps: in
     dropped = jax.random.bernoulli(mask_key, masking_ratio, (len(labels), n_low))
     scale = jnp.ones((len(labels), 3, n), jnp.float32)
     token_scale = scale.at[:, 2, :n_low].set(jnp.where(dropped, 0.0, 1.0))
-  high = randar_decode.generate(model, labels, high_key, num_steps=num_steps, order=order,
-                                prefix=low.tokens_in_order, table=table, lagging=lagging, sampling=sampling,
-                                guidance=stage2, token_scale=token_scale, trace=trace)
+  high = randar_decode.generate(
+    model,
+    labels,
+    high_key,
+    num_steps=num_steps,
+    order=order,
+    prefix=low.tokens_in_order,
+    table=table,
+    lagging=lagging,
+    sampling=sampling,
+    guidance=stage2,
+    token_scale=token_scale,
+    trace=trace,
+  )
   return ExtrapolationOutput(high.tokens, order, low, high)

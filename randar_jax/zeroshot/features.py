@@ -11,7 +11,7 @@ image-token slots, at any layer, and returned as a (H, W, D) map per image.
 from __future__ import annotations
 
 import functools
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -22,20 +22,21 @@ from flax import nnx
 @functools.partial(jax.jit, static_argnames=("graphdef", "layers", "first_pass"))
 def _features(graphdef, state, tokens, labels, order, layers: tuple[int, ...], first_pass: bool):
   model = nnx.merge(graphdef, state)
-  x, cells = model.training_sequence(tokens, labels, order, include_last=True)   # [cls, (P, x) * N]
+  x, cells = model.training_sequence(tokens, labels, order, include_last=True)  # [cls, (P, x) * N]
   n = order.shape[1]
-  x = jnp.concatenate([x, x[:, 1:]], axis=1)                                     # ... then (P, x) * N again
+  x = jnp.concatenate([x, x[:, 1:]], axis=1)  # ... then (P, x) * N again
   cells = jnp.concatenate([cells, cells[:, 1:]], axis=1)
-  _, _, hidden = model.run_layers(x, cells, return_hidden=True)                  # (L, B, 1 + 4N, D)
-  first = 1 + 1 + 2 * jnp.arange(n)                                              # x_j of the first copy
+  _, _, hidden = model.run_layers(x, cells, return_hidden=True)  # (L, B, 1 + 4N, D)
+  first = 1 + 1 + 2 * jnp.arange(n)  # x_j of the first copy
   slots = first if first_pass else first + 2 * n
-  picked = hidden[jnp.asarray(layers)][:, :, slots]                              # (len(layers), B, N, D)
+  picked = hidden[jnp.asarray(layers)][:, :, slots]  # (len(layers), B, N, D)
   raster = jnp.take_along_axis(picked, jnp.argsort(order, axis=1)[None, :, :, None], axis=2)
   return raster
 
 
-def bidirectional_features(model, tokens, labels=None, *, layers: int | Sequence[int] | None = None, order=None,
-                           first_pass: bool = False) -> jax.Array:
+def bidirectional_features(
+  model, tokens, labels=None, *, layers: int | Sequence[int] | None = None, order=None, first_pass: bool = False
+) -> jax.Array:
   """Per-token features of images given as raster codes ``tokens`` (B, N).
 
   labels: class ids (default: the null class, i.e. unconditional features).
@@ -59,8 +60,15 @@ def bidirectional_features(model, tokens, labels=None, *, layers: int | Sequence
   labels = np.full(batch, cfg.null_class) if labels is None else np.asarray(labels)
   order = np.tile(np.arange(cfg.num_tokens), (batch, 1)) if order is None else np.asarray(order)
   graphdef, state = nnx.split(model)
-  feats = _features(graphdef, state, jnp.asarray(tokens, jnp.int32), jnp.asarray(labels, jnp.int32),
-                    jnp.asarray(order, jnp.int32), wanted, first_pass)
+  feats = _features(
+    graphdef,
+    state,
+    jnp.asarray(tokens, jnp.int32),
+    jnp.asarray(labels, jnp.int32),
+    jnp.asarray(order, jnp.int32),
+    wanted,
+    first_pass,
+  )
   feats = feats.reshape(feats.shape[:2] + (cfg.grid_size, cfg.grid_size, feats.shape[-1]))
   return feats[0] if single else feats
 

@@ -39,8 +39,18 @@ def token_mask_from_pixels(mask: np.ndarray, downsample: int) -> np.ndarray:
   return blocks.any(axis=(-3, -1))
 
 
-def generate_with_known(model, tokens, generate_mask, labels, key: jax.Array, *, num_steps: int = 32,
-                        table: np.ndarray | None = None, order=None, **kwargs) -> randar_decode.DecodeOutput:
+def generate_with_known(
+  model,
+  tokens,
+  generate_mask,
+  labels,
+  key: jax.Array,
+  *,
+  num_steps: int = 32,
+  table: np.ndarray | None = None,
+  order=None,
+  **kwargs,
+) -> randar_decode.DecodeOutput:
   """Generates the cells where ``generate_mask`` (B, N) is True; the others keep ``tokens`` (B, N) (raster).
 
   Rows with nothing to generate come back unchanged; a batch where nothing is known is plain sampling
@@ -53,13 +63,15 @@ def generate_with_known(model, tokens, generate_mask, labels, key: jax.Array, *,
   if tokens.ndim != 2 or tokens.shape[1] != n:
     raise ValueError(f"tokens must have shape (batch, {n}), got {tokens.shape}")
   if generate_mask.shape != tokens.shape or generate_mask.dtype != bool:
-    raise ValueError(f"the mask must be boolean with the tokens' shape {tokens.shape}, got "
-                     f"{generate_mask.dtype} {generate_mask.shape}")
+    raise ValueError(
+      f"the mask must be boolean with the tokens' shape {tokens.shape}, got {generate_mask.dtype} {generate_mask.shape}"
+    )
   if tokens.min() < 0 or tokens.max() >= model.config.vocab_size:
     raise ValueError(f"tokens must be codes in [0, {model.config.vocab_size})")
   if not generate_mask.any():
-    return randar_decode.DecodeOutput(jnp.asarray(tokens), jnp.tile(jnp.arange(n), (len(tokens), 1)),
-                                      jnp.asarray(tokens))
+    return randar_decode.DecodeOutput(
+      jnp.asarray(tokens), jnp.tile(jnp.arange(n), (len(tokens), 1)), jnp.asarray(tokens)
+    )
   known = (~generate_mask).sum(axis=1)
   lo, hi = int(known.min()), int(known.max())
   order_key, _ = jax.random.split(key)
@@ -72,5 +84,14 @@ def generate_with_known(model, tokens, generate_mask, labels, key: jax.Array, *,
   if hi > lo:  # ragged known sets: force each row's extra known tokens during the first decode steps
     mask = jnp.arange(n)[None, :] < jnp.asarray(known)[:, None]
     forced = Forced(in_order, mask)
-  return randar_decode.generate(model, labels, key, num_steps=steps, order=order, table=table,
-                                prefix=in_order[:, :lo] if lo else None, forced=forced, **kwargs)
+  return randar_decode.generate(
+    model,
+    labels,
+    key,
+    num_steps=steps,
+    order=order,
+    table=table,
+    prefix=in_order[:, :lo] if lo else None,
+    forced=forced,
+    **kwargs,
+  )
