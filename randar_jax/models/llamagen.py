@@ -22,20 +22,14 @@ in cached decoding (L7, ``decode/llamagen.py``); ``cls_token_num != 1`` is refus
 from __future__ import annotations
 
 import dataclasses
-import math
-from collections.abc import Mapping
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
-from randar_jax.models import rope
-from randar_jax.models.attention import KVCache
-from randar_jax.models.generator import Generator
-from randar_jax.models.layers import RMSNorm, drop_labels, dropout, normal, param, scan_blocks, zeros
-from randar_jax.models.llama import LlamaConfig, layer_slot_flops, make_layers, rope_table
+from randar_jax.models.layers import dropout
+from randar_jax.models.llama import LlamaBackbone, LlamaConfig, layer_slot_flops
 
 # gpt.py GPT_models (GPT-3B is listed under text-conditional there but is the c2i 3B release); 'tiny' for tests.
 VARIANTS: dict[str, dict[str, int]] = {
@@ -58,6 +52,7 @@ class LlamaGenConfig(LlamaConfig):
   the training settings: dropouts 0.1, class dropout 0.1)."""
 
   FAMILY = "llamagen"
+  TORCH_ARGS = "LlamaGen ModelArgs"
   vocab_size: int = 16384
   dim: int = 768
   n_layer: int = 12
@@ -98,43 +93,6 @@ class LlamaGenConfig(LlamaConfig):
       raise ValueError(f"image_size must be a multiple of {DOWNSAMPLE} (the VQ downsampling), got {size}")
     return cls(**{"grid_size": size // DOWNSAMPLE, **VARIANTS[name], **overrides})
 
-  @classmethod
-  def from_torch_args(cls, args: Mapping[str, Any], **overrides: Any) -> LlamaGenConfig:
-    """From the original ``ModelArgs`` fields (a fixture's or manifest's constructor_args). Refuses settings this
-    port does not reproduce, naming them."""
-    grid = math.isqrt(int(args["block_size"]))
-    checks = {
-      "block_size a square number of tokens": grid * grid == int(args["block_size"]),
-      "cls_token_num == 1 (other values are broken for c2i in the original: the RoPE rows shift, quirk L9)": args.get(
-        "cls_token_num", 1
-      )
-      == 1,
-      "model_type == 'c2i' (text-conditional t2i is not ported)": args.get("model_type", "c2i") == "c2i",
-      "attn_dropout_p == 0": args.get("attn_dropout_p", 0.0) == 0.0,
-      "drop_path_rate == 0": args.get("drop_path_rate", 0.0) == 0.0,
-    }
-    failed = [name for name, ok in checks.items() if not ok]
-    if failed:
-      raise ValueError(f"unsupported LlamaGen ModelArgs: need {'; '.join(failed)}")
-    return cls(
-      vocab_size=args["vocab_size"],
-      dim=args["dim"],
-      n_layer=args["n_layer"],
-      n_head=args["n_head"],
-      n_kv_head=args.get("n_kv_head"),
-      multiple_of=args.get("multiple_of", 256),
-      ffn_dim_multiplier=args.get("ffn_dim_multiplier"),
-      grid_size=grid,
-      num_classes=args.get("num_classes", 1000),
-      class_dropout_prob=args.get("class_dropout_prob", 0.1),
-      rope_base=float(args.get("rope_base", 10000)),
-      norm_eps=args.get("norm_eps", 1e-5),
-      token_dropout=args.get("token_dropout_p", 0.1),
-      resid_dropout=args.get("resid_dropout_p", 0.1),
-      ffn_dropout=args.get("ffn_dropout_p", 0.1),
-      **overrides,
-    )
-
 
 def forward_flops(cfg: LlamaGenConfig) -> float:
   """Model FLOPs of one teacher-forced example (S = N slots: cls + N - 1 tokens), the MFU convention of
@@ -144,30 +102,9 @@ def forward_flops(cfg: LlamaGenConfig) -> float:
   return float(layers + 2 * s * cfg.dim * cfg.vocab_size)
 
 
-class LlamaGen(Generator, nnx.Module):
-  """The LlamaGen c2i Transformer. Parameter names follow the PyTorch state dict (see convert/llamagen.py)."""
-
-  STACKED = "layers"
-
-  def __init__(self, cfg: LlamaGenConfig, *, rngs: nnx.Rngs):
-    self.config = cfg
-    # the original's init: Linear / Embedding N(0, 0.02), output zeros, RMSNorm ones (L12)
-    self.cls_embedding = param(rngs, normal(0.02), (cfg.class_rows, cfg.dim), ("classes", "embed"))
-    self.tok_embeddings = param(rngs, normal(0.02), (cfg.vocab_size, cfg.dim), ("vocab", "embed"))
-    self.layers = make_layers(cfg, rngs)
-    self.norm = RMSNorm(cfg.dim, cfg.norm_eps, rngs=rngs)
-    self.output = param(rngs, zeros, (cfg.dim, cfg.vocab_size), ("embed", "vocab"))
-
-  def rope_table(self) -> np.ndarray:
-    """The model's 2D RoPE table (grid_size**2, head_dim / 2, 2) without the class row (``freqs_cis[1:]``)."""
-    cfg = self.config
-    return rope_table(cfg.grid_size, cfg.head_dim, float(cfg.rope_base))
-
-  def class_embeddings(self, labels: jax.Array, dropout_key: jax.Array | None = None) -> jax.Array:
-    """Class rows (B, D); during training each label becomes the null class with prob class_dropout_prob."""
-    if dropout_key is not None and self.config.class_dropout_prob > 0:
-      labels = drop_labels(labels, self.config.class_dropout_prob, self.config.null_class, dropout_key)
-    return self.cls_embedding[...][labels]
+class LlamaGen(LlamaBackbone, nnx.Module):
+  """The LlamaGen c2i Transformer: the LLaMA backbone with the original's init (Linear / Embedding N(0, 0.02),
+  output zeros, RMSNorm ones; L12). Parameter names follow the PyTorch state dict (see convert/llamagen.py)."""
 
   def training_sequence(
     self,
@@ -195,46 +132,6 @@ class LlamaGen(Generator, nnx.Module):
     x = dropout(x, self.config.token_dropout, token_key)
     cells = jnp.concatenate([jnp.full((batch, 1), -1, order.dtype), order[:, :keep]], axis=1)
     return x, cells.astype(jnp.int32)
-
-  def run_layers(
-    self,
-    x: jax.Array,
-    cells: jax.Array,
-    *,
-    cache: KVCache | None = None,
-    start: jax.Array | None = None,
-    window: int | None = None,
-    dropout_rng: jax.Array | None = None,
-    return_hidden: bool = False,
-  ):
-    """Runs every block over x (B, S, D) whose slots have RoPE cells (B, S) (-1 = class token).
-
-    Without a cache: causal attention over the S slots. With a cache: the slots are start..start+S-1 and
-    attend to every cached slot <= their own, within the first ``window`` (static) slots.
-    Returns (h (B, S, D) float32, cache, hidden (L, B, S, D) | None).
-    """
-    cfg = self.config
-    rows = rope.gather_rows(self.rope_table(), cells)
-
-    def apply(block, h, cache, layer, key):
-      return block(h, rows, cfg, cache=cache, layer=layer, start=start, window=window, dropout_key=key)
-
-    return scan_blocks(
-      self.layers,
-      cfg.n_layer,
-      x,
-      apply,
-      cache=cache,
-      dropout_rng=dropout_rng,
-      remat=cfg.remat,
-      remat_policy=cfg.remat_policy,
-      return_hidden=return_hidden,
-    )
-
-  def head(self, h: jax.Array) -> jax.Array:
-    """Final RMSNorm and output projection; float32 logits (..., V)."""
-    dtype = jnp.dtype(self.config.dtype)
-    return (self.norm(h).astype(dtype) @ self.output[...].astype(dtype)).astype(jnp.float32)
 
   def __call__(
     self,
@@ -275,8 +172,3 @@ class LlamaGen(Generator, nnx.Module):
     ce = jax.nn.logsumexp(logits, axis=-1) - jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
     weights = jnp.broadcast_to(valid.astype(jnp.float32)[:, None], ce.shape)
     return jnp.sum(ce * weights) / jnp.maximum(jnp.sum(weights), 1.0)
-
-  def decays(self, name: str, rank: int) -> bool:
-    """``configure_optimizers`` in gpt.py: every tensor with ndim >= 2 decays (both embedding tables included);
-    RMSNorm scales do not."""
-    return rank >= 2

@@ -22,8 +22,6 @@ rematerialised). The same ``run_layers`` serves teacher-forced training and KV-c
 from __future__ import annotations
 
 import dataclasses
-import math
-from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -32,10 +30,8 @@ import numpy as np
 from flax import nnx
 
 from randar_jax.models import rope
-from randar_jax.models.attention import KVCache
-from randar_jax.models.generator import Generator
-from randar_jax.models.layers import RMSNorm, drop_labels, dropout, normal, param, scan_blocks, zeros
-from randar_jax.models.llama import Attention, Block, LlamaConfig, layer_slot_flops, make_layers, rope_table  # noqa: F401 (re-exported)
+from randar_jax.models.layers import dropout, normal, param
+from randar_jax.models.llama import LlamaBackbone, LlamaConfig, layer_slot_flops
 
 # Published sizes (RandAR configs/randar/*.yaml; XXL = LlamaGen GPT-XXL shape, no public weights).
 VARIANTS: dict[str, dict[str, int]] = {
@@ -53,6 +49,7 @@ class RandARConfig(LlamaConfig):
   """Architecture and numerics of a RandAR transformer. Defaults are RandAR-L with the LlamaGen tokenizer."""
 
   FAMILY = "randar"
+  TORCH_ARGS = "RandAR constructor arguments"
   vocab_size: int = 16384
   dim: int = 1024
   n_layer: int = 24
@@ -85,61 +82,15 @@ class RandARConfig(LlamaConfig):
       raise ValueError(f"unknown tokenizer {tokenizer!r}; choose from {sorted(TOKENIZER_VOCAB)}")
     return cls(**{"vocab_size": TOKENIZER_VOCAB[tokenizer], **VARIANTS[name], **overrides})
 
-  @classmethod
-  def from_torch_args(cls, args: Mapping[str, Any], **overrides: Any) -> RandARConfig:
-    """From the original ``RandARTransformer.__init__`` keyword arguments (e.g. a fixture's constructor_args)."""
-    grid = math.isqrt(int(args["block_size"]))
-    checks = {
-      "block_size is a square": grid * grid == int(args["block_size"]),
-      "cls_token_num == 1": args.get("cls_token_num", 1) == 1,
-      "model_type == 'c2i'": args.get("model_type", "c2i") == "c2i",
-      "attn_dropout_p == 0": args.get("attn_dropout_p", 0.0) == 0.0,
-      "drop_path_rate == 0": args.get("drop_path_rate", 0.0) == 0.0,
-    }
-    failed = [name for name, ok in checks.items() if not ok]
-    if failed:
-      raise ValueError(f"unsupported RandAR constructor arguments: need {', '.join(failed)}")
-    return cls(
-      vocab_size=args["vocab_size"],
-      dim=args["dim"],
-      n_layer=args["n_layer"],
-      n_head=args["n_head"],
-      n_kv_head=args.get("n_kv_head"),
-      multiple_of=args.get("multiple_of", 256),
-      ffn_dim_multiplier=args.get("ffn_dim_multiplier"),
-      grid_size=grid,
-      num_classes=args.get("num_classes", 1000),
-      class_dropout_prob=args.get("class_dropout_prob", 0.1),
-      rope_base=args.get("rope_base", 10000),
-      norm_eps=args.get("norm_eps", 1e-5),
-      token_dropout=args.get("token_dropout_p", 0.1),
-      resid_dropout=args.get("resid_dropout_p", 0.1),
-      ffn_dropout=args.get("ffn_dropout_p", 0.1),
-      **overrides,
-    )
 
+class RandAR(LlamaBackbone, nnx.Module):
+  """The RandAR transformer: the LLaMA backbone plus the position-instruction vector. Parameter names follow the
+  PyTorch state dict (see convert/randar.py)."""
 
-class RandAR(Generator, nnx.Module):
-  """The RandAR transformer. Parameter names follow the PyTorch state dict (see convert/randar.py)."""
-
-  STACKED = "layers"
-
-  def __init__(self, cfg: RandARConfig, *, rngs: nnx.Rngs):
-    self.config = cfg
-    self.cls_embedding = param(rngs, normal(0.02), (cfg.class_rows, cfg.dim), ("classes", "embed"))
-    self.tok_embeddings = param(rngs, normal(0.02), (cfg.vocab_size, cfg.dim), ("vocab", "embed"))
+  def add_embeddings(self, cfg: RandARConfig, rngs: nnx.Rngs) -> None:
     self.pos_instruct_embeddings = param(rngs, normal(0.02), (1, cfg.dim), (None, "embed"))
 
-    self.layers = make_layers(cfg, rngs)
-    self.norm = RMSNorm(cfg.dim, cfg.norm_eps, rngs=rngs)
-    self.output = param(rngs, zeros, (cfg.dim, cfg.vocab_size), ("embed", "vocab"))  # zero-init head
-
-  # ---- embeddings and the interleaved sequence -------------------------------------------------------------
-
-  def rope_table(self) -> np.ndarray:
-    """The model's 2D RoPE table (grid_size**2, head_dim / 2, 2), without the class row."""
-    cfg = self.config
-    return rope_table(cfg.grid_size, cfg.head_dim, float(cfg.rope_base))
+  # ---- the interleaved sequence -------------------------------------------------------------------------------
 
   def instruction_tokens(self, cells: jax.Array, table: np.ndarray | None = None) -> jax.Array:
     """Position-instruction tokens for raster cells (B, N) -> (B, N, D) float32: the shared vector, per head,
@@ -149,12 +100,6 @@ class RandAR(Generator, nnx.Module):
     shared = self.pos_instruct_embeddings[...].reshape(1, 1, cfg.n_head, cfg.head_dim)
     tokens = rope.apply_rope(jnp.broadcast_to(shared, cells.shape + shared.shape[2:]), rows)
     return tokens.reshape(cells.shape + (cfg.dim,))
-
-  def class_embeddings(self, labels: jax.Array, dropout_key: jax.Array | None = None) -> jax.Array:
-    """Class rows (B, D); during training each label becomes the null class with prob class_dropout_prob."""
-    if dropout_key is not None and self.config.class_dropout_prob > 0:
-      labels = drop_labels(labels, self.config.class_dropout_prob, self.config.null_class, dropout_key)
-    return self.cls_embedding[...][labels]
 
   def training_sequence(
     self,
@@ -186,49 +131,6 @@ class RandAR(Generator, nnx.Module):
     cells = jnp.concatenate([jnp.full((batch, 1), -1, cells.dtype), cells], axis=1)
     return x, cells.astype(jnp.int32)
 
-  # ---- the transformer --------------------------------------------------------------------------------------
-
-  def run_layers(
-    self,
-    x: jax.Array,
-    cells: jax.Array,
-    *,
-    table: np.ndarray | None = None,
-    cache: KVCache | None = None,
-    start: jax.Array | None = None,
-    window: int | None = None,
-    dropout_rng: jax.Array | None = None,
-    return_hidden: bool = False,
-  ):
-    """Runs every block over x (B, S, D) whose slots have RoPE cells (B, S) (-1 = class token).
-
-    Without a cache: causal attention over the S slots. With a cache: the slots are start..start+S-1 and
-    attend to every cached slot <= their own; ``window`` (static) bounds the slots read (default: all).
-    Returns (h (B, S, D) float32, cache, hidden (L, B, S, D) | None).
-    """
-    cfg = self.config
-    rows = rope.gather_rows(self.rope_table() if table is None else table, cells)
-
-    def apply(block, h, cache, layer, key):
-      return block(h, rows, cfg, cache=cache, layer=layer, start=start, window=window, dropout_key=key)
-
-    return scan_blocks(
-      self.layers,
-      cfg.n_layer,
-      x,
-      apply,
-      cache=cache,
-      dropout_rng=dropout_rng,
-      remat=cfg.remat,
-      remat_policy=cfg.remat_policy,
-      return_hidden=return_hidden,
-    )
-
-  def head(self, h: jax.Array) -> jax.Array:
-    """Final RMSNorm and output projection; float32 logits (..., V)."""
-    dtype = jnp.dtype(self.config.dtype)
-    return (self.norm(h).astype(dtype) @ self.output[...].astype(dtype)).astype(jnp.float32)
-
   def __call__(
     self,
     tokens: jax.Array,
@@ -253,11 +155,6 @@ class RandAR(Generator, nnx.Module):
     h, _, hidden = self.run_layers(x, cells, dropout_rng=layer_rng, return_hidden=return_hidden)
     logits = self.head(h[:, 1::2][:, : order.shape[1]])  # the instruction slots 1, 3, ..., 2N - 1
     return (logits, hidden) if return_hidden else logits
-
-  def decays(self, name: str, rank: int) -> bool:
-    """RandAR's rule: every tensor with ndim >= 2 decays (this includes both embedding tables and
-    pos_instruct_embeddings (1, D)); RMSNorm scales do not."""
-    return rank >= 2
 
 
 def forward_flops(cfg: RandARConfig) -> float:
