@@ -45,8 +45,17 @@ def test_default_settings_fit_the_model(tiny):
   assert settings.num_steps == -1 or 1 <= settings.num_steps <= n
   with pytest.raises(ValueError, match=f"num_steps must be .*{n}"):
     spec.decode_settings(config, steps=n + 1)
-  with pytest.raises(ValueError, match="order must be"):
-    spec.decode_settings(config, order="spiral")
+  bad = {
+    "order must be": dict(order="spiral"),
+    "temperature must be a finite": dict(temperature=float("nan")),
+    "malformed guidance": dict(cfg="nan"),
+    "cfg_interval must be a finite": dict(cfg_interval=float("inf")),
+    "cfg_interval needs classifier-free guidance": dict(cfg="none", cfg_interval=3.0),
+    "top_p must be": dict(top_p=0.0),
+  }
+  for message, flags in bad.items():
+    with pytest.raises(ValueError, match=message):
+      spec.decode_settings(config, **flags)
 
 
 def test_defaults_decode_and_compile_once(tiny):

@@ -11,6 +11,7 @@ structure (top-k on/off and k, which guidance schedule, how many branches) is st
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import jax
 import jax.numpy as jnp
@@ -28,8 +29,8 @@ class Sampling:
 
   @classmethod
   def make(cls, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> Sampling:
-    if temperature < 0:
-      raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if not math.isfinite(temperature) or temperature < 0:
+      raise ValueError(f"temperature must be a finite number >= 0, got {temperature}")
     if top_k < 0:
       raise ValueError(f"top_k must be >= 0 (0 = off), got {top_k}")
     if not 0.0 < top_p <= 1.0:
@@ -99,6 +100,8 @@ class Guidance:
         scale, power = (float(v) for v in spec[len("powcos:") :].split(","))
         return cls.from_rar(scale, power)
       values = [float(v) for v in spec.split(",")]
+      if not all(math.isfinite(v) for v in values):
+        raise ValueError
     except ValueError:
       raise ValueError(f"malformed guidance {spec!r}: use 'none', 'S', 'S0,S1' or 'powcos:S,P'") from None
     if len(values) == 1:

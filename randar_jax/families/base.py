@@ -11,6 +11,7 @@ asks about one kind of model, so that none of it holds a family ``if`` or a copi
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -77,6 +78,8 @@ class Family:
     guidance = defaults.guidance if isinstance(cfg, str) and cfg == "default" else cfg
     guidance = Guidance.parse(guidance) if isinstance(guidance, str) or guidance is None else guidance
     if cfg_interval is not None:
+      if not math.isfinite(cfg_interval):
+        raise ValueError(f"cfg_interval must be a finite number (-1: guide every token), got {cfg_interval}")
       if guidance is None:
         raise ValueError("cfg_interval needs classifier-free guidance (a scale above 1)")
       guidance = guidance.replace(interval=float(cfg_interval))
