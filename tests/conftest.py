@@ -1,7 +1,7 @@
 """Test set-up: 8 fake CPU devices for sharded paths, highest matmul precision, and the golden fixtures.
 
-Fixtures are found through $RANDAR_FIXTURES or ../shared/fixtures next to the repository; tests that need them
-skip with a clear reason when neither exists (a user's clone has no ../shared).
+The golden fixtures ship in tests/golden (see its ORIGIN.md); $RANDAR_FIXTURES points the tests elsewhere. Tests that
+need them skip with a clear reason only when the chosen folder does not exist.
 """
 
 import os
@@ -18,11 +18,12 @@ import pytest  # noqa: E402
 jax.config.update("jax_default_matmul_precision", "highest")
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+GOLDEN = REPO / "tests" / "golden"
 
 
 def fixtures_dir() -> pathlib.Path | None:
   env = os.environ.get("RANDAR_FIXTURES")
-  path = pathlib.Path(env) if env else REPO.parent / "shared" / "fixtures"
+  path = pathlib.Path(env) if env else GOLDEN
   return path if path.is_dir() else None
 
 
@@ -30,7 +31,7 @@ def fixtures_dir() -> pathlib.Path | None:
 def fixtures() -> pathlib.Path:
   path = fixtures_dir()
   if path is None:
-    pytest.skip("golden fixtures not found: set RANDAR_FIXTURES or place them in ../shared/fixtures")
+    pytest.skip(f"golden fixtures not found: {os.environ.get('RANDAR_FIXTURES') or GOLDEN} is not a directory")
   return path
 
 
