@@ -1,6 +1,6 @@
 """The ``randar-jax`` command line.
 
-randar-jax convert WEIGHTS.safetensors OUT_DIR [--config configs/randar.py:variant=L]
+randar-jax convert WEIGHTS.safetensors OUT_DIR [--config randar:variant=L]
 randar-jax convert vq_ds16_c2i.pt ckpt/vq_llamagen          # tokenizers too (.pt / .bin / .safetensors)
 randar-jax info OUT_DIR
 randar-jax tokenize IMAGE... --tokenizer ckpt/vq_llamagen --out codes.npy [--image-size 256 --crop adm]
@@ -9,6 +9,7 @@ randar-jax sample CKPT_DIR --out DIR --classes 1,2,3 --num-per-class 4 [--tokeni
 randar-jax sample RANDAR_CKPT --out DIR --classes 1,2,3 --steps 32 --cfg 1,3      (RandAR: parallel, any order)
 randar-jax sample RAR_CKPT --out DIR --classes 1,2,3 [--cfg powcos:16,2.75 --temperature 1.0]   (RAR, raster)
 randar-jax sample LLAMAGEN_CKPT --out DIR --classes 1,2,3 [--cfg 2.0 --cfg-interval 100 --top-k 2000]
+randar-jax train --config randar:runlocal --workdir runs/x [--config.optim.lr=1e-4 ...]   (recipes: randar_jax/configs)
 randar-jax demo [--out runs/digits] [--order raster]      (digits: train, sample, edit, measure; CPU, minutes)
 randar-jax extract IMAGES OUT_DIR --tokenizer CKPT [--aug adm|ten-crop]   (IMAGES: folder, .tar, tfds:NAME)
 randar-jax import-codes RANDAR_CODES_DIR OUT_DIR --vocab-size 16384
@@ -116,6 +117,12 @@ def _sample(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+  argv = sys.argv[1:] if argv is None else list(argv)
+  if argv[:1] == ["train"]:  # absl + ml_collections flags (--config.x.y=...): handed over whole
+    from randar_jax.train import main as train_main
+
+    train_main.run(["randar-jax train", *argv[1:]])
+    return 0
   parser = argparse.ArgumentParser(
     prog="randar-jax", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
   )
@@ -147,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--dtype", choices=["float32", "bfloat16"], help="compute dtype (default: the checkpoint's)")
   p.add_argument("--tokenizer", help="tokenizer checkpoint directory: also write images")
   p.set_defaults(run=_sample)
+
+  commands.add_parser("train", help="train from a recipe (randar_jax/configs) or config file; --help for flags")
 
   # Each package owns its subcommands (tokenize, extract, inpaint, eval, ...).
   from randar_jax import demo

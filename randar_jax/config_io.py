@@ -1,7 +1,7 @@
 """The config story: ml_collections for run configs (files loaded by path, big_vision style) and frozen
 dataclasses for model, optimizer and search configs, all read back through one strict ``from_dict``.
 
-    config = load_config('configs/randar.py:variant=XL,tokenizer=maskgit')     # a run config (ConfigDict)
+    config = load_config('randar:variant=XL,tokenizer=maskgit')     # a packaged recipe (or a path to a .py file)
     optim = OptimConfig.from_dict(config.optim)                                 # typed, unknown keys refused
 
     @dataclasses.dataclass(frozen=True)
@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import os
+import pathlib
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -91,11 +92,25 @@ def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
   return result
 
 
-def load_config(spec: str) -> ml_collections.ConfigDict:
-  """Runs ``get_config(arg)`` from ``path/to/file.py[:arg]``."""
-  path, _, arg = spec.partition(":")
+PACKAGED = pathlib.Path(__file__).parent / "configs"  # the recipes shipped with the package
+
+
+def config_path(spec: str) -> str:
+  """``path/to/file.py[:arg]`` or a packaged recipe's name (``randar``, ``randar_jax.configs.randar``, or the
+  checkout path ``configs/randar.py`` it had before) -> ``existing/file.py[:arg]``, from any directory."""
+  path, colon, arg = spec.partition(":")
   if not os.path.isfile(path):
-    raise FileNotFoundError(f"config file not found: {path} (expected e.g. configs/randar.py:variant=L)")
+    name = path.removeprefix("randar_jax.configs.").removeprefix("configs/").removesuffix(".py")
+    if "/" in name or os.sep in name or not (PACKAGED / f"{name}.py").is_file():
+      known = sorted(p.stem for p in PACKAGED.glob("[!_]*.py"))
+      raise FileNotFoundError(f"config file not found: {path} (a .py file with get_config(), or one of {known})")
+    path = str(PACKAGED / f"{name}.py")
+  return path + colon + arg
+
+
+def load_config(spec: str) -> ml_collections.ConfigDict:
+  """Runs ``get_config(arg)`` from ``path/to/file.py[:arg]`` or ``recipe[:arg]`` (see :func:`config_path`)."""
+  path, _, arg = config_path(spec).partition(":")
   module_spec = importlib.util.spec_from_file_location(f"_config_{abs(hash(path))}", path)
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)

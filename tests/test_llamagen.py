@@ -350,8 +350,8 @@ def test_manifest_maps_completely(fixtures, name):
   )
   assert llamagen_convert.infer_config(source) == config, f"{name}: the released size is inferred from shapes"
   variant = config.variant_name
-  recipe = load_config(f"configs/llamagen.py:variant={variant}")
-  assert LlamaGenConfig.from_dict(recipe.model.to_dict()) == config, "configs/llamagen.py must describe it"
+  recipe = load_config(f"llamagen:variant={variant}")
+  assert LlamaGenConfig.from_dict(recipe.model.to_dict()) == config, "the llamagen recipe must describe it"
   assert derived["image_size"] == config.grid_size * 16
   abstract = checkpoint.abstract_params(config)
   assert checkpoint.param_count(abstract) == manifest["num_parameters"]
@@ -476,7 +476,7 @@ def test_infer_config_needs_a_released_size(weights, tmp_path):
 
 
 def test_trains_with_the_shared_trainer():
-  """configs/llamagen.py:runlocal (shrunk as the other families' training tests) through the shared Trainer."""
+  """llamagen:runlocal (shrunk as the other families' training tests) through the shared Trainer."""
   from test_train import make_loader, make_trainer, run_steps, tiny_config
 
   config = tiny_config("llamagen")

@@ -12,7 +12,7 @@ from randar_jax.decode import rar as rar_decode
 from randar_jax.models.randar import RandARConfig
 from randar_jax.models.rar import RARConfig
 
-# manifest file -> the configs/randar.py arguments that must describe the same architecture
+# manifest file -> the randar recipe arguments that must describe the same architecture
 MANIFESTS = {
   "manifest_randar_l.json": "variant=L,tokenizer=llamagen",
   "manifest_randar_xl.json": "variant=XL,tokenizer=llamagen",
@@ -30,8 +30,8 @@ RAR_MANIFESTS = {
 def test_manifest_maps_completely(fixtures, name):
   source = ManifestSource(fixture_file(fixtures, name))
   config = RandARConfig.from_torch_args(source.manifest["constructor_args"])
-  ours = RandARConfig.from_dict(load_config(f"configs/randar.py:{MANIFESTS[name]}").model.to_dict())
-  assert ours == config, "configs/randar.py must describe the released architecture"
+  ours = RandARConfig.from_dict(load_config(f"randar:{MANIFESTS[name]}").model.to_dict())
+  assert ours == config, "the randar recipe must describe the released architecture"
   assert randar_convert.infer_config(source) == config
   abstract = checkpoint.abstract_params(config)
   assert checkpoint.param_count(abstract) == source.manifest["num_parameters"]
@@ -55,8 +55,8 @@ def test_published_parameter_counts():
 def test_rar_manifest_maps_completely(fixtures, name):
   source = ManifestSource(fixture_file(fixtures, name))
   config = RARConfig.from_original(source.manifest["config"])
-  recipe = load_config(f"configs/rar.py:variant={RAR_MANIFESTS[name]}")
-  assert RARConfig.from_dict(recipe.model.to_dict()) == config, "configs/rar.py must describe the released model"
+  recipe = load_config(f"rar:variant={RAR_MANIFESTS[name]}")
+  assert RARConfig.from_dict(recipe.model.to_dict()) == config, "the rar recipe must describe the released model"
   assert config.variant_name == RAR_MANIFESTS[name]
   assert rar_convert.infer_config(source) == config
   abstract = checkpoint.abstract_params(config)

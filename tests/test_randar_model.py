@@ -144,7 +144,7 @@ def test_initial_loss_is_log_vocab():
 
 
 def test_configs_and_args():
-  config = load_config("configs/randar.py:variant=XL,tokenizer=maskgit,dtype=bfloat16")
+  config = load_config("randar:variant=XL,tokenizer=maskgit,dtype=bfloat16")
   model = RandARConfig.from_dict(config.model.to_dict())
   assert (model.dim, model.n_layer, model.n_head, model.vocab_size, model.ffn_hidden) == (1280, 36, 20, 1024, 3584)
   assert model.dtype == "bfloat16"

@@ -249,7 +249,7 @@ def test_bfloat16_compute_keeps_float32_params_and_logits(rar_tiny, inputs):
 
 
 def test_configs_and_bad_input():
-  config = load_config("configs/rar.py:variant=XL,dtype=bfloat16")
+  config = load_config("rar:variant=XL,dtype=bfloat16")
   model = families.config_from_dict(config.model.to_dict())
   assert isinstance(model, RARConfig) and model.to_dict()["family"] == "rar"
   assert (model.dim, model.n_layer, model.n_head, model.mlp_dim, model.dtype) == (1280, 32, 16, 5120, "bfloat16")
@@ -282,8 +282,8 @@ def test_configs_and_bad_input():
 
 
 def test_annealing_fraction_of_random_orders_follows_the_schedule():
-  """configs/rar.py's order policy: per example random with probability r(step), else raster (rar.md 6.2)."""
-  config = load_config("configs/rar.py:variant=B")
+  """The rar recipe's order policy: per example random with probability r(step), else raster (rar.md 6.2)."""
+  config = load_config("rar:variant=B")
   policy = orders.OrderPolicy(**config.data.order.to_dict())
   start, end = policy.anneal
   rng, draws, n = np.random.default_rng(0), 2000, 16

@@ -1,7 +1,7 @@
 """Training: schedules and the skip rule by hand, mesh and multi-process equivalence, exact resume after SIGKILL,
 damaged checkpoints, resharded restore, and learning the synthetic planted structure.
 
-Every run uses configs/randar.py:runlocal shrunk by ``OVERRIDES`` (the same flags drive the subprocesses).
+Every run uses randar:runlocal shrunk by ``OVERRIDES`` (the same flags drive the subprocesses).
 """
 
 import math
@@ -62,12 +62,13 @@ def cli_flags(**extra) -> list[str]:
 
 
 def run_launcher(workdir, *flags, env_extra=None):
-  """launch/train.py in a subprocess (this session's 8 fake devices unless env_extra says otherwise)."""
+  """``python -m randar_jax.train`` in a subprocess (this session's 8 fake devices unless env_extra says otherwise)."""
   env = {**os.environ, "JAX_DEFAULT_MATMUL_PRECISION": "highest", **(env_extra or {})}
   cmd = [
     sys.executable,
-    str(REPO / "launch/train.py"),
-    f"--config={REPO}/configs/randar.py:runlocal",
+    "-m",
+    "randar_jax.train",
+    "--config=randar:runlocal",
     f"--workdir={workdir}",
     "--no_progress",
     *flags,
@@ -394,7 +395,7 @@ def test_learns_the_synthetic_structure_well_below_the_unigram_entropy(reference
 
 
 def test_rar_trains_with_the_same_trainer():
-  """configs/rar.py (same schema) and the RAR model train through the same Trainer: its decay mask, no skip rule,
+  """The rar recipe (same schema) and the RAR model train through the same Trainer: its decay mask, no skip rule,
   cosine to an absolute end lr. Dropout off here only to keep the compile short."""
   config = tiny_config(
     "rar",

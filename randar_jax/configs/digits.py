@@ -1,8 +1,8 @@
 """RandAR on scikit-learn's handwritten digits (8x8 grey levels as tokens): the embedded default behind
 ``randar-jax demo``, trained in a few minutes on a CPU.
 
-  python launch/train.py --config configs/digits.py --workdir runs/digits_train
-  python launch/train.py --config configs/digits.py:order=raster,total_steps=2000 --workdir runs/digits_raster
+  randar-jax train --config digits --workdir runs/digits_train
+  randar-jax train --config digits:order=raster,total_steps=2000 --workdir runs/digits_raster
 
 Arguments: order = random | raster, total_steps. The recipe itself lives in :func:`randar_jax.demo.digits_config`
 (one place for the demo, this file and the notebooks).

@@ -1,10 +1,10 @@
 """LlamaGen class-conditional GPT, ImageNet 256 / 384 with the LlamaGen VQ tokenizer (FoundationVision/LlamaGen
 ``autoregressive/train/train_c2i.py``; sizes from ``autoregressive/models/gpt.py`` GPT_models).
 
-  python launch/train.py --config configs/llamagen.py:variant=B,target=gpu,dtype=bfloat16 --workdir runs/gpt_b
-  python launch/train.py --config configs/llamagen.py:runlocal --workdir /tmp/llamagen_local      # CPU, minutes
+  randar-jax train --config llamagen:variant=B,target=gpu,dtype=bfloat16 --workdir runs/gpt_b
+  randar-jax train --config llamagen:runlocal --workdir /tmp/llamagen_local      # CPU, minutes
   randar-jax convert c2i_XL_384.pt ckpt/gpt_xl                        # size inferred (384 px for XL)
-  randar-jax convert c2i_B_384.pt ckpt/gpt_b_384 --config configs/llamagen.py:variant=B,image_size=384
+  randar-jax convert c2i_B_384.pt ckpt/gpt_b_384 --config llamagen:variant=B,image_size=384
   randar-jax sample ckpt/gpt_xl --out samples --classes 0-9 --cfg 1.75        # sample_c2i.py defaults otherwise
 
 Arguments (comma-separated): variant = tiny | B | L | XL | XXL | 3B (768x12, 1024x24, 1280x36, 1536x48, 3200x24;

@@ -1,9 +1,9 @@
 """RandAR, class-conditional ImageNet 256x256 (after RandAR configs/randar/randar_*_{llamagen,maskgit}.yaml).
 
-  python launch/train.py --config configs/randar.py:variant=L,target=gpu,dtype=bfloat16 --workdir runs/randar_l
-  python launch/train.py --config configs/randar.py:runlocal --workdir /tmp/randar_local      # CPU, minutes
+  randar-jax train --config randar:variant=L,target=gpu,dtype=bfloat16 --workdir runs/randar_l
+  randar-jax train --config randar:runlocal --workdir /tmp/randar_local      # CPU, minutes
   randar-jax convert randar_0.3b_llamagen_360k_bs_1024_lr_0.0004.safetensors ckpt/randar_l \
-      --config configs/randar.py:variant=L,tokenizer=llamagen
+      --config randar:variant=L,tokenizer=llamagen
 
 Arguments (comma-separated): variant = tiny | B | L | XL | XXL (L 0.3B: 24x1024, XL 0.7B: 36x1280,
 XXL 1.4B: 48x1536; head_dim 64), tokenizer = llamagen (16384 codes) | maskgit (1024 codes),

@@ -1,9 +1,9 @@
 """RAR, class-conditional ImageNet 256x256 with the MaskGIT VQGAN (1d-tokenizer configs/training/generator/rar.yaml,
 sizes from README_RAR.md; recipe: shared/spec/rar.md section 6).
 
-  python launch/train.py --config configs/rar.py:variant=L,target=gpu,dtype=bfloat16 --workdir runs/rar_l
-  python launch/train.py --config configs/rar.py:runlocal --workdir /tmp/rar_local            # CPU, minutes
-  randar-jax convert rar_l.bin ckpt/rar_l --config configs/rar.py:variant=L
+  randar-jax train --config rar:variant=L,target=gpu,dtype=bfloat16 --workdir runs/rar_l
+  randar-jax train --config rar:runlocal --workdir /tmp/rar_local            # CPU, minutes
+  randar-jax convert rar_l.bin ckpt/rar_l --config rar:variant=L
   randar-jax sample ckpt/rar_l --out samples --classes 0-9        # raster, per-size guidance / temperature
 
 Arguments (comma-separated): variant = tiny | B | L | XL | XXL (24x768, 24x1024, 32x1280, 40x1408; 16 heads),
@@ -19,7 +19,7 @@ from randar_jax.config_io import parse_arg
 from randar_jax.models.rar import RARConfig
 from randar_jax.train.config import recipe, shrink_for_cpu
 
-MESHES = {"cpu": {}, "gpu": {}, "tpu": {"XL": dict(fsdp=4), "XXL": dict(fsdp=4)}}  # see configs/randar.py
+MESHES = {"cpu": {}, "gpu": {}, "tpu": {"XL": dict(fsdp=4), "XXL": dict(fsdp=4)}}  # see randar_jax/configs/randar.py
 
 
 def get_config(arg=None) -> ml_collections.ConfigDict:

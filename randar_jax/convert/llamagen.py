@@ -10,7 +10,7 @@ FSDP releases (XXL, 3B) the raw state dict; ``sources.open_source`` reads both w
 
 The image size is not in the state dict (``c2i_B_256.pt`` and ``c2i_B_384.pt`` have identical keys and shapes):
 ``infer_config`` picks each size's released one (256 px for B / L, 384 px for XL / XXL / 3B); pass ``--config``
-(e.g. ``configs/llamagen.py:variant=B,image_size=384``) for the other.
+(e.g. ``llamagen:variant=B,image_size=384``) for the other.
 """
 
 from __future__ import annotations

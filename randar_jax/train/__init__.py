@@ -7,7 +7,8 @@ checkpointing.py  Orbax CheckpointManager: params, opt_state, data iterator, con
                   milestones, resume from the newest readable step, resharding restore
 metrics.py        progress bar, metrics.jsonl, TensorBoard events, loss.png, FLOPs / MFU
 samples.py        sample grids during training (process 0)
-loop.py           train(config, workdir): the straight-line trainer behind launch/train.py
+loop.py           train(config, workdir): the straight-line trainer
+main.py           the command line: randar-jax train, python -m randar_jax.train (multi-process set-up)
 
-python launch/train.py --config configs/randar.py:runlocal --workdir /tmp/randar_local
+randar-jax train --config randar:runlocal --workdir /tmp/randar_local
 """

@@ -1,4 +1,4 @@
-"""The training-config schema every generator family shares (configs/randar.py, configs/rar.py build on it).
+"""The training-config schema every generator family shares (randar_jax/configs/ build on it).
 
     config = recipe(RandARConfig.variant('L').to_dict(), seed=0, total_steps=360_000, batch_size=1024,
                     optim=dict(lr=4e-4, b2=0.95, ...), data='codes/...', order=dict(order='random'))

@@ -1,8 +1,8 @@
 """The training loop: config + workdir -> a trained, checkpointed, logged model. A run pointed at a workdir
 that holds checkpoints resumes from the newest readable one and continues exactly as if never stopped.
 
-    config = config_io.load_config('configs/randar.py:variant=L')
-    train(config, 'runs/randar_l')          # or: python launch/train.py --config configs/randar.py --workdir ...
+    config = config_io.load_config('randar:variant=L')
+    train(config, 'runs/randar_l')          # or: randar-jax train --config randar --workdir ...
 
 Each iteration dispatches one compiled step (parameters and optimizer state donated); metrics stay on the
 device until a log step fetches the interval in one transfer, so the host never waits on a step in between.

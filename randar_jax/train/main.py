@@ -1,7 +1,8 @@
-"""Train a generator (RandAR, RAR, ...) from a config file; a workdir that holds checkpoints resumes.
+"""Train a generator (RandAR, RAR, ...) from a recipe (``randar_jax/configs/``) or a config file; a workdir that
+holds checkpoints resumes. ``randar-jax train ...`` and ``python -m randar_jax.train ...`` are the same command.
 
-  python launch/train.py --config configs/randar.py:runlocal --workdir /tmp/randar_local
-  python launch/train.py --config configs/randar.py:variant=L,target=gpu,dtype=bfloat16 --workdir runs/randar_l \
+  randar-jax train --config randar:runlocal --workdir /tmp/randar_local
+  randar-jax train --config randar:variant=L,target=gpu,dtype=bfloat16 --workdir runs/randar_l \
       --config.data.source=codes/imagenet-llamagen-adm-256 --config.batch_size=1024
 
 Multi-process: ``--distributed=auto`` (default) calls ``jax.distributed.initialize()`` when a cluster is evident
@@ -18,10 +19,10 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
+from randar_jax import config_io
 
 _CONFIG = config_flags.DEFINE_config_file(
-  "config", None, "config file[:args], e.g. configs/randar.py:variant=L", lock_config=True
+  "config", None, "recipe or config file[:args], e.g. randar:variant=L or my_config.py", lock_config=True
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "run directory: checkpoints, logs, samples (resumes if present)")
 _DISTRIBUTED = flags.DEFINE_enum(
@@ -88,5 +89,31 @@ def main(argv) -> None:
   )
 
 
-if __name__ == "__main__":
+def resolve_config_flag(argv: list[str]) -> list[str]:
+  """``--config NAME[:args]`` / ``--config=NAME[:args]`` with a packaged recipe's name -> its file's path (the
+  ml_collections flag loads files only); a config that does not exist is one clear line (exit code 2)."""
+  argv = list(argv)
+  for i, arg in enumerate(argv):
+    if arg in ("--config", "-config") and i + 1 < len(argv):
+      i, prefix = i + 1, ""
+    elif arg.startswith(("--config=", "-config=")):
+      prefix = arg.partition("=")[0] + "="
+    else:
+      continue
+    try:
+      argv[i] = prefix + config_io.config_path(argv[i][len(prefix) :])
+    except FileNotFoundError as e:
+      print(f"randar-jax train: error: {e}", file=sys.stderr)
+      sys.exit(2)
+  return argv
+
+
+def run(argv: list[str] | None = None) -> None:
+  """Parses ``argv`` (default: sys.argv; argv[0] is the program name) and trains. ml_collections reads config
+  overrides (``--config.x=1``) from sys.argv, hence it is set here."""
+  sys.argv = resolve_config_flag(sys.argv if argv is None else argv)
   app.run(main)
+
+
+if __name__ == "__main__":
+  run()
