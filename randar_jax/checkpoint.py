@@ -7,6 +7,7 @@ Layout (an Orbax CheckpointManager directory; training workdirs use the same ite
 
     save_params('ckpt/randar_l', params, config.to_dict())
     model = load_model('ckpt/randar_l')                 # latest step, sharded over the active/default mesh
+    model = load_model('randar-l')                      # a released model's name (randar_jax.hub) works too
 """
 
 from __future__ import annotations
@@ -26,9 +27,13 @@ PARAMS, CONFIG = "params", "config"
 
 
 def _manager(directory: str | os.PathLike, create: bool = False) -> ocp.CheckpointManager:
+  if not create:
+    from randar_jax import hub  # a release name -> its converted directory (downloaded and converted once)
+
+    directory = hub.resolve(directory)
   path = os.path.abspath(os.fspath(directory))
   if not create and not os.path.isdir(path):
-    raise FileNotFoundError(f"no checkpoint directory at {path}")
+    raise FileNotFoundError(f"no checkpoint directory at {path} (nor a released model name: randar-jax pull --list)")
   return ocp.CheckpointManager(path, item_names=(PARAMS, CONFIG), options=ocp.CheckpointManagerOptions(create=create))
 
 

@@ -2,6 +2,8 @@
 
 randar-jax convert WEIGHTS.safetensors OUT_DIR [--config randar:variant=L]
 randar-jax convert vq_ds16_c2i.pt ckpt/vq_llamagen          # tokenizers too (.pt / .bin / .safetensors)
+randar-jax pull randar-l [vq-llamagen-16 ...]      (released weights by name: download, convert once, print the dir)
+randar-jax pull --list                              (every released checkpoint: family, size, FID, paired tokenizer)
 randar-jax info OUT_DIR
 randar-jax tokenize IMAGE... --tokenizer ckpt/vq_llamagen --out codes.npy [--image-size 256 --crop adm]
 randar-jax detokenize codes.npy --tokenizer ckpt/vq_llamagen --out images/
@@ -32,10 +34,9 @@ from randar_jax import families
 
 def _convert(args: argparse.Namespace) -> None:
   from randar_jax import checkpoint
-  from randar_jax.config_io import load_config
-  from randar_jax.convert import convert_params
+  from randar_jax.convert import config_from_spec, convert_params
 
-  config = families.config_from_dict(load_config(args.config).model.to_dict()) if args.config else None
+  config = config_from_spec(args.config) if args.config else None
   start = time.time()
   params, config = convert_params(args.weights, config, check_only=args.check)
   if args.check:
@@ -43,6 +44,19 @@ def _convert(args: argparse.Namespace) -> None:
     return
   out = checkpoint.save_params(args.out, params, config.to_dict())
   print(f"wrote {out}: {checkpoint.param_count(params):,} parameters of {config} in {time.time() - start:.1f} s")
+
+
+def _pull(args: argparse.Namespace) -> None:
+  from randar_jax import hub
+
+  if args.list or not args.names:
+    print("\n".join(hub.describe(r) for r in hub.RELEASES))
+    return
+  releases = [hub.get(name) for name in args.names]  # every name checked before any download
+  for release in releases:
+    directory = hub.pull(release.name, cache_dir=args.cache_dir)
+    pair = f" (pair it with --tokenizer {release.tokenizer})" if release.tokenizer else ""
+    print(f"{release.name}: {directory}{pair}")
 
 
 def _info(args: argparse.Namespace) -> None:
@@ -131,16 +145,26 @@ def main(argv: list[str] | None = None) -> int:
   p = commands.add_parser("convert", help="PyTorch weights -> Orbax checkpoint (strict)")
   p.add_argument("weights", help="released weights: .safetensors, or a torch.save .pt / .pth / .bin (read safely)")
   p.add_argument("out", nargs="?", help="output checkpoint directory")
-  p.add_argument("--config", help="config file[:args]; inferred from the tensor shapes when omitted")
+  p.add_argument(
+    "--config",
+    help="recipe or config file[:args] (randar:variant=L), or a JSON of the original constructor's arguments "
+    "[:key=value,...]; inferred from the tensor shapes when omitted",
+  )
   p.add_argument("--check", action="store_true", help="only validate keys and shapes, write nothing")
   p.set_defaults(run=_convert)
+
+  p = commands.add_parser("pull", help="released weights by name: download (Hugging Face cache), convert once")
+  p.add_argument("names", nargs="*", metavar="NAME", help="released checkpoints (see --list)")
+  p.add_argument("--list", action="store_true", help="list the released checkpoints")
+  p.add_argument("--cache-dir", help="Hugging Face hub cache (default: $HF_HUB_CACHE or $HF_HOME/hub)")
+  p.set_defaults(run=_pull)
 
   p = commands.add_parser("info", help="print a checkpoint's config")
   p.add_argument("checkpoint")
   p.set_defaults(run=_info)
 
   p = commands.add_parser("sample", help="class-conditional sampling with the family's decoder and defaults")
-  p.add_argument("checkpoint", help="Orbax checkpoint directory (from convert or training)")
+  p.add_argument("checkpoint", help="Orbax checkpoint directory (from convert or training) or a released name")
   p.add_argument(
     "--model", choices=families.names("generator"), help="expected model family (default: the checkpoint's)"
   )

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import json
 import os
 import pathlib
+import re
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -63,6 +65,15 @@ class FamilyConfig(FrozenConfig):
     return {"family": self.FAMILY, **dataclasses.asdict(self)}
 
   @classmethod
+  def from_original(cls, doc: Mapping[str, Any]):
+    """From a JSON document of the original model's constructor arguments (bare, or laid out as the fixtures and
+    manifests keep them: see :func:`original_args`). Families whose original takes something else override it."""
+    from_torch_args = getattr(cls, "from_torch_args", None)
+    if from_torch_args is None:
+      raise ValueError(f"a {cls._label()} model has no constructor arguments to read: convert infers its config")
+    return from_torch_args(original_args(doc))
+
+  @classmethod
   def _extra_keys(cls, values: Mapping[str, Any]) -> set[str]:
     if values.get("family", cls.FAMILY) != cls.FAMILY:
       raise ValueError(f"a {values['family']!r} config is not a {cls.FAMILY} config")
@@ -71,6 +82,45 @@ class FamilyConfig(FrozenConfig):
   @classmethod
   def _label(cls) -> str:
     return cls.FAMILY
+
+
+ORIGINAL_ARGS = ("constructor_args", "config")  # where a fixture's or manifest's JSON keeps the original's arguments
+
+
+def original_args(doc: Mapping[str, Any]) -> Mapping[str, Any]:
+  """The original constructor's arguments in a JSON document: the document itself, or its ``constructor_args``
+  (RandAR, LlamaGen, the tokenizers) or ``config`` (RAR's OmegaConf dict) entry."""
+  return next((doc[k] for k in ORIGINAL_ARGS if isinstance(doc.get(k), Mapping)), doc)
+
+
+def load_original(spec: str) -> dict[str, Any]:
+  """``args.json[:key=value,...]`` -> the JSON document with each override set in its arguments. Dotted keys reach
+  nested sections (RAR: ``model.generator.hidden_size=768``); values are JSON (``4``, ``0.1``, ``null``,
+  ``[1,2]``), anything else a string."""
+  path, _, overrides = spec.partition(":")
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"config file not found: {path}")
+  try:
+    with open(path) as f:
+      doc = json.load(f)
+  except json.JSONDecodeError as e:
+    raise ValueError(f"{path} is not valid JSON: {e}") from None
+  args = original_args(doc)
+  for item in filter(None, re.split(r",(?![^\[]*\])", overrides)):  # commas inside [...] belong to the value
+    key, eq, value = item.partition("=")
+    if not eq:
+      raise ValueError(f"config override {item!r} is not key=value")
+    *sections, leaf = key.split(".")
+    node = args
+    for section in sections:
+      if not isinstance(node.get(section), dict):
+        raise ValueError(f"{path} has no section {section!r} for the override {key!r}")
+      node = node[section]
+    try:
+      node[leaf] = json.loads(value)
+    except json.JSONDecodeError:
+      node[leaf] = value
+  return doc
 
 
 def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:

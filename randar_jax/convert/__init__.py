@@ -5,6 +5,7 @@
     convert_checkpoint('rar_l.bin', 'ckpt/rar_l')                      # RAR (raw torch state dict, safe reader)
     convert_checkpoint('vq_ds16_c2i.pt', 'ckpt/vq_llamagen')          # tokenizers: .pt / .bin / .safetensors
     convert_checkpoint('pt_inception-2015-12-05-6726825d.pth', 'ckpt/inception')   # the FID Inception
+    convert_checkpoint('tiny.safetensors', 'ckpt/tiny', config_from_spec('tiny_args.json:n_layer=4'))  # own sizes
     model = checkpoint.load_model('ckpt/randar_l')
 
 Each family's spec (:mod:`randar_jax.families`) holds a :class:`~randar_jax.convert.core.Converter`: how to
@@ -14,9 +15,10 @@ recognise its state dict, how to infer its config from tensor shapes, and its st
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Any
 
-from randar_jax import checkpoint, families
+from randar_jax import checkpoint, config_io, families
 from randar_jax.convert.core import ConversionError, TensorSource, convert
 from randar_jax.convert.sources import open_source
 
@@ -35,10 +37,20 @@ def detect_family(source: TensorSource) -> families.Family:
   return found[0]
 
 
+def config_from_spec(spec: str):
+  """``convert --config``: a recipe or config file (``randar:variant=L``; its model config), or a JSON of the
+  original constructor's arguments with overrides (``args.json[:key=value,...]``; a dict, typed by
+  :func:`convert_params` once the weights tell the family)."""
+  if spec.partition(":")[0].endswith(".json"):
+    return config_io.load_original(spec)
+  return families.config_from_dict(config_io.load_config(spec).model.to_dict())
+
+
 def convert_params(
   path: str | os.PathLike, config=None, *, progress: bool = True, check_only: bool = False
 ) -> tuple[dict | None, Any]:
-  """Reads a PyTorch checkpoint into (params, typed config). Without ``config`` it is inferred from shapes.
+  """Reads a PyTorch checkpoint into (params, typed config). Without ``config`` it is inferred from shapes; a
+  dict ``config`` holds the original constructor's arguments (:func:`config_from_spec`).
 
   ``check_only`` validates every key and shape without keeping the parameters (params is None).
   """
@@ -52,6 +64,8 @@ def convert_params(
         f"{path}: looks like a {family.name} checkpoint but has no tensor {e}, so its "
         f"config cannot be inferred; is the file complete?"
       ) from None
+  elif isinstance(config, Mapping):
+    config = family.config.from_original(config)
   elif config.FAMILY != family.name:
     raise ConversionError(f"{path} is a {family.name} checkpoint but the config is for {config.FAMILY}")
   abstract = checkpoint.abstract_params(config)
@@ -70,4 +84,4 @@ def convert_checkpoint(
   return checkpoint.save_params(out_dir, params, config.to_dict())
 
 
-__all__ = ["ConversionError", "convert_checkpoint", "convert_params", "detect_family"]
+__all__ = ["ConversionError", "config_from_spec", "convert_checkpoint", "convert_params", "detect_family"]

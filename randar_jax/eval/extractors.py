@@ -32,7 +32,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from randar_jax import checkpoint, families, sharding
+from randar_jax import checkpoint, families, hub, sharding
 from randar_jax.convert import convert_params
 from randar_jax.eval.inception import InceptionExtractor
 
@@ -71,7 +71,7 @@ def load_inception(path: str, preprocessing: str = "pytorch_fid") -> FeatureExtr
       graphdef, state = nnx.split(nnx.eval_shape(lambda: families.build(config)))
     nnx.replace_by_pure_dict(state, jax.device_put(params, sharding.named_sharding(mesh, ())))
     model = nnx.merge(graphdef, state)
-  elif os.path.isdir(path):
+  elif os.path.isdir(path) or hub.is_release(path):
     model = checkpoint.load_model(path, family="inception_fid", mesh=mesh)
   else:
     raise FileNotFoundError(

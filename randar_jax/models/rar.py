@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from randar_jax.config_io import original_args
 from randar_jax.models.attention import KVCache, self_attention
 from randar_jax.models.generator import Generator, GeneratorConfig
 from randar_jax.models.layers import (
@@ -133,7 +134,8 @@ class RARConfig(GeneratorConfig):
   @classmethod
   def from_original(cls, config: Mapping[str, Any], **overrides: Any) -> RARConfig:
     """From the original OmegaConf dict handed to ``RAR(config)`` (``{'model': {'vq_model', 'generator'}}``),
-    e.g. a fixture's or manifest's ``config``."""
+    e.g. a fixture's or manifest's ``config`` (or the whole fixture / manifest document)."""
+    config = original_args(config)
     model = config.get("model", config)
     gen, vq = model["generator"], model["vq_model"]
     grid = math.isqrt(int(gen["image_seq_len"]))

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from randar_jax.config_io import original_args
 from randar_jax.models.attention import attend
 from randar_jax.tokenizers.base import TokenizerConfig, VQTokenizer
 from randar_jax.tokenizers.layers import Codebook, Conv, GroupNorm, ResnetBlock, sequential, upsample_nearest
@@ -63,6 +64,11 @@ class LlamaGenVQConfig(TokenizerConfig):
     """From ``VQModel(**args)`` keyword arguments plus the Encoder/Decoder width ``ch`` (a fixture's
     ``encoder_decoder_ch``; the original VQModel always uses 128)."""
     return super().from_torch_args(args, ch=ch)
+
+  @classmethod
+  def from_original(cls, doc: Mapping[str, Any]) -> LlamaGenVQConfig:
+    """From ``VQModel`` arguments; a fixture's or manifest's ``encoder_decoder_ch`` sets ``ch``."""
+    return cls.from_torch_args(original_args(doc), ch=doc.get("encoder_decoder_ch", 128))
 
 
 def _resnet(cin: int, cout: int, rngs: nnx.Rngs) -> ResnetBlock:
