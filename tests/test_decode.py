@@ -236,7 +236,7 @@ def test_filters_match_numpy_reference():
 def test_guidance_schedules():
   g = Guidance.linear(1.0, 4.0)
   np.testing.assert_allclose([g.scale(t) for t in (0.0, 0.5, 1.0)], [1.0, 2.5, 4.0])
-  rar_b = Guidance.pow_cosine(16.0, 2.75)  # rar.md 7.2: 1.00 / 1.02 / 1.80 / 7.40 / 16.0 at t = 0/64/128/192/255
+  rar_b = Guidance.pow_cosine(16.0, 2.75)  # docs/rar.md 7.2: 1.00 / 1.02 / 1.80 / 7.40 / 16.0 at t = 0/64/128/192/255
   np.testing.assert_allclose(
     [float(rar_b.scale(t / 256)) for t in (0, 64, 128, 192)], [1.0, 1.02, 1.80, 7.40], atol=0.01
   )

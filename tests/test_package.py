@@ -35,26 +35,30 @@ def test_train_command_refuses_an_unknown_config_in_one_line(capsys):
   assert err.startswith("randar-jax train: error: config file not found: nope") and "\n" not in err
 
 
-def install_requires() -> list[str]:
-  """setup.py's install_requires, read without running setup()."""
-  tree = ast.parse((REPO / "setup.py").read_text())
-  for node in ast.walk(tree):
-    if isinstance(node, ast.keyword) and node.arg == "install_requires":
+def setup_list(name: str) -> list[str]:
+  """A list literal assigned to ``name`` in setup.py (INSTALL_REQUIRES, TEST_REQUIRES), read without running it."""
+  for node in ast.parse((REPO / "setup.py").read_text()).body:
+    if isinstance(node, ast.Assign) and [t.id for t in node.targets] == [name]:
       return ast.literal_eval(node.value)
-  raise AssertionError("setup.py passes no literal install_requires")
+  raise AssertionError(f"setup.py assigns no literal {name}")
 
 
-def test_install_requires_are_ranges_and_requirements_are_pins():
-  requires = install_requires()
-  assert requires and not [r for r in requires if "==" in r], "install_requires must give ranges, not exact pins"
-  pins = [line for line in (REPO / "requirements.txt").read_text().splitlines() if line and not line.startswith("#")]
-  assert all("==" in p for p in pins), "requirements.txt is the exact lock"
-  pinned = {p.split("==")[0].lower() for p in pins}
-  names = {
-    r.split(";")[0].split("[")[0].split("<")[0].split(">")[0].split("~")[0].split("!")[0].strip().lower()
-    for r in requires
-  }
-  assert names <= pinned, f"every dependency is also pinned in requirements.txt: {sorted(names - pinned)}"
+def test_install_requires_are_ranges_that_the_lock_satisfies():
+  """setup.py gives ranges (an environment's jax / numpy is kept), requirements.txt the exact lock, and every
+  locked version lies in its range."""
+  from packaging.requirements import Requirement
+  from packaging.utils import canonicalize_name
+
+  ranges = [Requirement(r) for r in setup_list("INSTALL_REQUIRES") + setup_list("TEST_REQUIRES")]
+  pinned = [r for r in ranges if any(s.operator in ("==", "===") for s in r.specifier)]
+  assert ranges and not pinned, f"exact pins in setup.py: {pinned}"
+  lines = (REPO / "requirements.txt").read_text().splitlines()
+  lock = {canonicalize_name(n): v for n, _, v in (x.partition("==") for x in lines if x and not x.startswith("#"))}
+  assert all(lock.values()), "requirements.txt pins every line with =="
+  for r in ranges:
+    name = canonicalize_name(r.name)
+    assert name in lock, f"{r.name} is in setup.py but not pinned in requirements.txt"
+    assert r.specifier.contains(lock[name]), f"requirements.txt's {r.name}=={lock[name]} is outside {r.specifier}"
 
 
 def test_golden_fixtures_are_intact():

@@ -91,7 +91,7 @@ def test_prefill_and_steps_equal_the_full_forward(rar_tiny, order):
 
 
 def test_pow_cosine_guidance_values():
-  """rar.md 7.2: cfg at t = 0/64/128/192/255 for the per-size defaults (2 decimals), and the exact formula."""
+  """docs/rar.md 7.2: cfg at t = 0/64/128/192/255 for the per-size defaults (2 decimals), and the exact formula."""
   table = {
     "B": [1.00, 1.02, 1.80, 7.40, 16.0],
     "L": [1.00, 1.03, 2.09, 7.96, 15.5],

@@ -282,7 +282,7 @@ def test_configs_and_bad_input():
 
 
 def test_annealing_fraction_of_random_orders_follows_the_schedule():
-  """The rar recipe's order policy: per example random with probability r(step), else raster (rar.md 6.2)."""
+  """The rar recipe's order policy: per example random with probability r(step), else raster (docs/rar.md 6.2)."""
   config = load_config("rar:variant=B")
   policy = orders.OrderPolicy(**config.data.order.to_dict())
   start, end = policy.anneal

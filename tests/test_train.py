@@ -98,7 +98,7 @@ def run_steps(trainer, state, loader, steps):
 
 
 def test_randar_and_rar_schedules_match_the_recipes():
-  randar = optim.learning_rate(OptimConfig(), 360_000)  # randar.md section 7
+  randar = optim.learning_rate(OptimConfig(), 360_000)  # docs/randar.md section 7
   for t, expected in [
     (0, 0.0),
     (1, 4e-4 / 50_000),
@@ -115,7 +115,7 @@ def test_randar_and_rar_schedules_match_the_recipes():
   )
   rar = optim.learning_rate(
     OptimConfig(b2=0.96, weight_decay=0.03, warmup_steps=62_500, end_lr=1e-5, skip_threshold=None), 250_000
-  )  # rar.md 6.3
+  )  # docs/rar.md 6.3
   for t, expected in [(0, 0.0), (31_250, 2e-4), (62_500, 4e-4), (156_250, 1e-5 + 3.9e-4 * 0.5), (250_000, 1e-5)]:
     np.testing.assert_allclose(float(rar(t)), expected, rtol=1e-6, atol=1e-12, err_msg=str(t))
   linear = optim.learning_rate(OptimConfig(schedule="linear", warmup_steps=10, end_lr=0.0, lr=1.0), 110)

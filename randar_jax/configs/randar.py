@@ -30,7 +30,7 @@ MESHES = {
 
 def get_config(arg=None) -> ml_collections.ConfigDict:
   arg = parse_arg(arg, variant="L", tokenizer="llamagen", dtype="float32", target="cpu", data="", runlocal=False)
-  # RandAR recipe (randar.md section 7): 360k iterations of 1024, AdamW (0.9, 0.95), wd 0.05 on ndim >= 2,
+  # RandAR recipe (docs/randar.md section 7): 360k iterations of 1024, AdamW (0.9, 0.95), wd 0.05 on ndim >= 2,
   # lr 4e-4 with 50k warm-up then cosine to 5%, clip 1.0, skip rule (norm sum >= 10 after iteration 100);
   # checkpoints every 5k (the original's --ckpt-every), 50k/100k/... kept.
   config = recipe(

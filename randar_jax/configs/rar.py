@@ -1,5 +1,5 @@
 """RAR, class-conditional ImageNet 256x256 with the MaskGIT VQGAN (1d-tokenizer configs/training/generator/rar.yaml,
-sizes from README_RAR.md; recipe: shared/spec/rar.md section 6).
+sizes from README_RAR.md; recipe: docs/rar.md section 6).
 
   randar-jax train --config rar:variant=L,target=gpu,dtype=bfloat16 --workdir runs/rar_l
   randar-jax train --config rar:runlocal --workdir /tmp/rar_local            # CPU, minutes
@@ -35,7 +35,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
     data="",
     runlocal=False,
   )
-  # rar.md 6.3: AdamW lr 4e-4, betas (0.9, 0.96), wd 0.03 (the model's name-rule mask), clip 1.0, linear warm-up
+  # docs/rar.md 6.3: AdamW lr 4e-4, betas (0.9, 0.96), wd 0.03 (the model's name-rule mask), clip 1.0, linear warm-up
   # over 62.5k steps then cosine to an absolute 1e-5 at 250k; no skip rule. Batch 2048 = 64 per GPU x 32 GPUs;
   # 250k steps x 2048 = 400 ImageNet epochs. Orders: random with probability r(step), annealed 1 -> 0, else raster.
   config = recipe(

@@ -1,5 +1,5 @@
 """RAR state dict (``RAR.state_dict()`` of 1d-tokenizer, keys exactly as released in ``rar_{b,l,xl,xxl}.bin``) ->
-Flax params. 18 tensors per block + 9 (spec ``rar.md`` section 5).
+Flax params. 18 tensors per block + 9 (``docs/rar.md`` section 5).
 
 | PyTorch key (i = block)                    | Flax leaf                                 | transform               |
 |--------------------------------------------|-------------------------------------------|-------------------------|

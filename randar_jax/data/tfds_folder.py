@@ -4,8 +4,8 @@
     src = tfds.builder_from_directory(path).as_data_source('train')      # {'image', 'label', 'file_name'}
     randar-jax folder-to-tfds train_images/ tfds_data/    # same, from the shell; then `randar-jax extract PATH ...`
 
-TFDS's own ``ImageFolder`` needs TensorFlow and cannot produce an array_record ``data_source`` (environment.md
-section 2), so this builder yields the original file bytes (RGB JPEG/PNG kept as they are; other modes converted
+TFDS's own ``ImageFolder`` needs TensorFlow and cannot produce an array_record ``data_source`` (it reads
+through tf.data), so this builder yields the original file bytes (RGB JPEG/PNG kept as they are; other modes converted
 to RGB PNG) and lets TFDS write array_record shards. Labels are the sorted class names. Unreadable files are
 reported by path and skipped, or stop the build with ``on_error='fail'``.
 """

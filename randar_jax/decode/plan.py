@@ -8,7 +8,7 @@ previous one, re-fed at their training slots, followed by the next queries:
     [x_q, P_{q+1}, x_{q+1}, ..., P_{q+n-1}, x_{q+n-1}, P_{q'}, ..., P_{q'+n'-1}]   written from slot 2q + 2
 
 so the queries of one forward sit side by side and the next forward overwrites them with the training layout
-(``randar.md`` section 9). The number sampled per forward follows the cosine schedule
+(``docs/randar.md`` section 9). The number sampled per forward follows the cosine schedule
 (:func:`query_counts`), which depends only on (N, steps, m), so the whole plan is NumPy, computed once, and
 becomes static data for the compiled loop. Forwards are padded to a few widths ("buckets"); pad entries
 come after the real ones, so the causal-by-slot mask hides them and the next forward overwrites them.

@@ -1,11 +1,11 @@
 """RAR decoding: one token per step through the shared compiled engine (raster order by default).
 
-    out = generate(model, labels, jax.random.key(0))              # per-size defaults (rar.md 7.2)
+    out = generate(model, labels, jax.random.key(0))              # per-size defaults (docs/rar.md 7.2)
     out = generate(model, labels, key, guidance=Guidance.from_rar(16.0, 2.75), sampling=Sampling.make(1.0))
     out = generate(model, labels, key, order="random")             # for models trained on random orders only
     out.tokens                                                     # (B, N) raster-order codes
 
-The plan is RAR's (``rar.md`` 7.1): a 2-slot prefill [cls, cond] (writes cache slots 0-1, samples token 0 from
+The plan is RAR's (``docs/rar.md`` 7.1): a 2-slot prefill [cls, cond] (writes cache slots 0-1, samples token 0 from
 the cond slot), then N - 1 single-slot forwards: forward t feeds token t - 1 at slot t + 1 and samples token t.
 The last token is sampled but never fed, so the cache holds N + 1 slots (rounded up to a multiple of 8).
 Every slot's inputs (pos / target-aware embeddings, time row, conditioning) come from ``RAR.slot_inputs``,

@@ -1,4 +1,4 @@
-"""The classifier-free-guidance scale search (RandAR ``tools/search_cfg_weights.py``, spec randar.md section 13):
+"""The classifier-free-guidance scale search (RandAR ``tools/search_cfg_weights.py``, docs/randar.md section 13):
 sample ``num_samples`` images per scale, score each scale against the reference, then optionally a larger run at
 the best scale. Resumable and multi-host.
 

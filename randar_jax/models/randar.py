@@ -1,6 +1,6 @@
 """RandAR: a decoder-only transformer that generates VQ image tokens in any order (Pang et al., CVPR 2025).
 
-Faithful to ``RandAR/model/randar_gpt.py`` (see ``shared/spec/randar.md``): LLaMA pre-norm blocks (RMSNorm,
+Faithful to ``RandAR/model/randar_gpt.py`` (see ``docs/randar.md``): LLaMA pre-norm blocks (RMSNorm,
 SwiGLU, no biases), 2D RoPE on q/k, a class token whose RoPE rows are zero, and *position-instruction tokens*:
 one shared vector rotated per head by the RoPE of the cell to generate next. The training sequence is
 

@@ -1,6 +1,6 @@
 """RAR: randomized autoregressive visual generation (Yu et al. 2024), a ViT-style generator with adaLN-Zero.
 
-Faithful to ``1d-tokenizer: modeling/rar.py`` (see ``shared/spec/rar.md``). One vocabulary holds the image
+Faithful to ``1d-tokenizer: modeling/rar.py`` (see ``docs/rar.md``). One vocabulary holds the image
 codes (0..V-1), a mask token (V, unused), the classes (c -> V + 1 + c) and the null class (V + 1 + C). The
 sequence for a generation order o (a permutation of the N raster cells) is
 

@@ -1,5 +1,5 @@
 """LlamaGen's VQ-16 image tokenizer (``LlamaGen: tokenizer/tokenizer_image/vq_model.py``, RandAR's
-``RandAR/model/tokenizer.py``; spec ``randar.md`` section 12.1): 16384 L2-normalised codes of dim 8, inputs in
+``RandAR/model/tokenizer.py``; ``docs/randar.md`` section 12.1): 16384 L2-normalised codes of dim 8, inputs in
 [-1, 1], a 16x16 grid for 256x256 images.
 
     tok = VQLlamaGen(LlamaGenVQConfig.released(), rngs=nnx.Rngs(0))    # or checkpoint.load_model(dir)

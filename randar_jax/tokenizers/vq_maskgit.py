@@ -1,5 +1,5 @@
 """The MaskGIT VQGAN image tokenizer (``RandAR/model/maskgit_tokenizer.py`` = ``1d-tokenizer:
-modeling/modules/maskgit_vqgan.py``, a port of google-research/maskgit's Flax model; spec ``randar.md`` 12.2):
+modeling/modules/maskgit_vqgan.py``, a port of google-research/maskgit's Flax model; ``docs/randar.md`` 12.2):
 1024 codes of dim 256, inputs in [0, 1], a 16x16 grid for 256x256 images. Used by RandAR's MaskGIT variants
 and by RAR.
 

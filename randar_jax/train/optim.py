@@ -5,13 +5,13 @@
     params, opt_state, stats = update(cfg, tx, params, opt_state, grads, step, total_steps)
 
 The learning rate is a function of the global iteration ``step`` that the train state keeps, not of the
-optimizer's internal count: RandAR's skip rule (randar.md §7) drops an update, leaving the parameters *and* the
+optimizer's internal count: RandAR's skip rule (docs/randar.md §7) drops an update, leaving the parameters *and* the
 Adam moments and count untouched, while the schedule still advances. ``update`` therefore applies
 ``-lr(step) * (adam + wd * p)`` itself (torch AdamW: ``p -= lr * wd * p + lr * adam``, identical).
 
 RandAR: betas (0.9, 0.95), wd 0.05 on ndim >= 2, cosine to 5% of the peak after 50k warm-up steps, skip when the
 sum of per-tensor gradient norms (after clipping to global norm 1) is >= 10 after iteration 100.
-RAR (rar.md §6.3): betas (0.9, 0.96), wd 0.03 with its name-rule mask, cosine to an absolute 1e-5, no skip rule.
+RAR (docs/rar.md §6.3): betas (0.9, 0.96), wd 0.03 with its name-rule mask, cosine to an absolute 1e-5, no skip rule.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ SCHEDULES = ("cosine", "linear", "constant")
 
 @dataclasses.dataclass(frozen=True)
 class OptimConfig(FrozenConfig):
-  """Defaults: RandAR (randar.md §7). ``OptimConfig.from_dict(config.optim)``: strict (unknown keys refused)."""
+  """Defaults: RandAR (docs/randar.md §7). ``OptimConfig.from_dict(config.optim)``: strict (unknown keys refused)."""
 
   LABEL = "optim"
   lr: float = 4e-4  # peak learning rate

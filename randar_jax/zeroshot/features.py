@@ -1,4 +1,4 @@
-"""Bidirectional feature encoding with a causal RandAR (``randar.md`` section 11).
+"""Bidirectional feature encoding with a causal RandAR (``docs/randar.md`` section 11).
 
 Feed an image's (instruction, token) pairs, then the same pairs again: in the second copy every token attends
 to the whole first copy, so its hidden state has seen the full image. Features are read at the second copy's

@@ -1,7 +1,7 @@
 """Generation around known tokens: the mechanism behind inpainting, outpainting and editing.
 
 Known cells go first in the generation order and are teacher-forced; the unknown cells follow in random order
-and are decoded with the normal parallel schedule (``randar.md`` section 11). Known sets may differ in size
+and are decoded with the normal parallel schedule (``docs/randar.md`` section 11). Known sets may differ in size
 per sample: the smallest set is prefilled in one forward for everyone, and each sample's extra known tokens
 are *forced* (fed as if sampled) in the first decode steps, so one compiled program serves the whole batch.
 
