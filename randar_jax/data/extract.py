@@ -12,7 +12,7 @@ Inputs (``open_images``): ``tfds:NAME`` (``tfds.data_source``, needs an array_re
 of the sorted class name, as RandAR's ImageNet tar loader) or a tar of ``class/image`` members or of per-class tars
 (ImageNet's train.tar layout). Items are numbered in sorted (class, file) order; the number is stored as ``index``.
 
-Augmentations (docs/randar.md section 8): ``adm`` = ADM centre crop, stored [original, horizontal flip] (RandAR's released
+Augmentations (docs/randar.md §8): ``adm`` = ADM centre crop, stored [original, horizontal flip] (RandAR's released
 checkpoints); ``ten-crop`` = ADM centre crop to 1.1x, then torchvision TenCrop (LlamaGen; RAR's released data).
 Crops are decoded by a thread pool while the previous batch is being encoded by one jitted function (fixed batch,
 so it compiles once). Process p of P writes shards k with k % P == p; finished shards are skipped on a re-run.
