@@ -30,6 +30,7 @@ import sys
 import time
 
 from randar_jax import families
+from randar_jax.utils import profiling
 
 
 def _convert(args: argparse.Namespace) -> None:
@@ -177,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--batch-size", type=int, default=32)
   p.add_argument("--dtype", choices=["float32", "bfloat16"], help="compute dtype (default: the checkpoint's)")
   p.add_argument("--tokenizer", help="tokenizer checkpoint directory: also write images")
+  p.add_argument("--profile", metavar="DIR", help="write a jax.profiler trace of the command to DIR (TensorBoard)")
   p.set_defaults(run=_sample)
 
   commands.add_parser("train", help="train from a recipe (randar_jax/configs) or config file; --help for flags")
@@ -195,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
   if args.command == "convert" and not args.check and not args.out:
     parser.error("convert needs an output directory (or --check)")
   try:
-    args.run(args)
+    with profiling.trace(getattr(args, "profile", None)):  # commands with --profile DIR (sample)
+      args.run(args)
   except (ValueError, FileNotFoundError) as e:  # clear one-line errors for bad input; bugs keep their traceback
     print(f"randar-jax {args.command}: error: {e}", file=sys.stderr)
     return 2

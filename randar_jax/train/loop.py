@@ -30,6 +30,7 @@ from randar_jax.train.checkpointing import CONFIG, RUN_CONFIG, Checkpointer
 from randar_jax.train.optim import OptimConfig, describe
 from randar_jax.train.samples import sample_grid
 from randar_jax.train.train import Trainer
+from randar_jax.utils import profiling
 
 # Run-config keys that must not change when a workdir resumes (they change the data stream or the math), and
 # model-config keys that may (compute settings, not architecture).
@@ -150,12 +151,14 @@ def train(
   stop_at: int | None = None,
   preempt_at: int | None = None,
   progress: bool = True,
+  profile_steps: tuple[int, int] | None = None,
 ) -> list[dict[str, Any]]:
   """Trains to ``config.total_steps`` in ``workdir`` (resuming if possible). Returns the rows logged this call.
 
   ``stop_at``: stop (with a checkpoint) after that step although the schedule spans total_steps; a later call
   continues (e.g. one cluster job per time slot). ``preempt_at``: after that step, once pending checkpoints are
-  committed, the process SIGKILLs itself (a preemption drill for resume tests).
+  committed, the process SIGKILLs itself (a preemption drill for resume tests). ``profile_steps``: (first, last)
+  steps traced into ``workdir/profile`` (utils/profiling.py).
   """
   workdir = os.path.abspath(workdir)
   trainer, loader, ckpt, state, resumed = setup(config, workdir)
@@ -185,8 +188,10 @@ def train(
     tokenizer = tokenizers.load(config.tokenizer, mesh=sharding.build_mesh(devices=jax.local_devices()))
   rows, pending, timer, timed = [], [], None, 0
   end = config.total_steps if stop_at is None else min(stop_at, config.total_steps)
+  profiler = profiling.StepProfiler(profile_steps, os.path.join(workdir, "profile"))
   try:
     for step in range(start, end):
+      profiler(step, state)
       state, step_metrics = trainer.train_step(state, next(loader))
       pending.append(step_metrics)
       done = step + 1
@@ -209,6 +214,7 @@ def train(
         ckpt.wait()
         os.kill(os.getpid(), signal.SIGKILL)
   finally:
+    profiler.close(state)
     ckpt.close()
     writer.plot()
     writer.close()

@@ -20,6 +20,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from randar_jax import config_io
+from randar_jax.utils import profiling
 
 _CONFIG = config_flags.DEFINE_config_file(
   "config", None, "recipe or config file[:args], e.g. randar:variant=L or my_config.py", lock_config=True
@@ -44,6 +45,9 @@ _PREEMPT_AT = flags.DEFINE_integer(
   "preempt_at", None, "preemption drill: SIGKILL this process after that step (once pending checkpoints are written)"
 )
 _NO_PROGRESS = flags.DEFINE_bool("no_progress", False, "no progress bar (logs only)")
+_PROFILE_STEPS = flags.DEFINE_string(
+  "profile_steps", None, "FIRST,LAST: jax.profiler trace of those steps into WORKDIR/profile (TensorBoard profile tab)"
+)
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -72,6 +76,13 @@ def initialize_distributed(jax) -> None:
 def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
+  try:  # bad flag values: one line before any work
+    profile_steps = profiling.parse_steps(_PROFILE_STEPS.value)
+    if profile_steps and profile_steps[1] > _CONFIG.value.total_steps:
+      raise ValueError(f"--profile_steps {_PROFILE_STEPS.value} ends after total_steps {_CONFIG.value.total_steps}")
+  except ValueError as e:
+    print(f"randar-jax train: error: {e}", file=sys.stderr)
+    sys.exit(2)
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # Orbax logs every file operation at INFO
   import jax
@@ -85,7 +96,12 @@ def main(argv) -> None:
   from randar_jax.train.loop import train
 
   train(
-    _CONFIG.value, _WORKDIR.value, stop_at=_STOP_AT.value, preempt_at=_PREEMPT_AT.value, progress=not _NO_PROGRESS.value
+    _CONFIG.value,
+    _WORKDIR.value,
+    stop_at=_STOP_AT.value,
+    preempt_at=_PREEMPT_AT.value,
+    progress=not _NO_PROGRESS.value,
+    profile_steps=profile_steps,
   )
 
 
