@@ -47,7 +47,7 @@ RESUME_STEPS = 8  # the SIGKILL run: checkpoints at 3 and 6, killed after 5
 
 
 def tiny_config(family="randar", **extra):
-  config = load_config(f"{REPO}/configs/{family}.py:runlocal")
+  config = load_config(f"{family}:runlocal")
   for key, value in {**OVERRIDES, **extra}.items():
     *parents, leaf = key.split(".")
     node = config
