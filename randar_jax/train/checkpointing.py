@@ -1,4 +1,4 @@
-"""Training checkpoints: one Orbax CheckpointManager per workdir, saving everything a resume needs.
+"""Training checkpoints: one Orbax CheckpointManager per workdir, saving everything a resume needs, verified.
 
     ckpt = Checkpointer(workdir, keep=3, keep_every=50_000)
     ckpt.save(step, state, loader, model_config_dict, run_config_dict)    # async; returns at once
@@ -14,13 +14,21 @@ Layout (``checkpoint.load_model(workdir)`` loads a training workdir, since 'para
     WORKDIR/<step>/data/          Grain iterator state, one JSON per process
     WORKDIR/<step>/config/        the model config (JSON, with 'family')
     WORKDIR/<step>/run_config/    the whole run config (JSON)
+    WORKDIR/<step>/digest/        a checksum of every array of params / opt_state / ema (JSON)
+    WORKDIR/damaged/<step>/       steps that failed to restore or verify, moved aside (never deleted)
 
 Saves are asynchronous (the next train steps overlap the write) and atomic: Orbax writes into a temporary
 directory and renames it when complete, so a run killed mid-save leaves only complete steps. The last ``keep``
-steps survive, plus every multiple of ``keep_every`` (RandAR keeps 50k, 100k, ...). Restoring takes the newest
-step; if it cannot be read (a truncated or damaged file), a warning names it and the previous step is used.
-Restoring onto another mesh reshards (the target shardings come from the trainer); the data iterator needs
-the same process count. Silent bit flips inside array data are not detected (TensorStore keeps no checksums).
+steps survive, plus every multiple of ``keep_every`` (RandAR keeps 50k, 100k, ...). Restoring onto another mesh
+reshards (the target shardings come from the trainer); the data iterator needs the same process count.
+
+Integrity. Orbax / TensorStore keep no checksums of array data, so a flipped byte in a chunk restores silently.
+Each save therefore records :func:`digest` of its arrays (computed on the devices from the state being saved, in
+the same atomic commit), and a restore recomputes it from the restored arrays and compares, leaf by leaf; it also
+requires finite parameters. A save of non-finite parameters is refused (:class:`NonFiniteError`): every step on
+disk holds finite values, so rotation (which drops only the oldest) never removes the newest good one. Restoring
+takes the newest step; one that cannot be read or verified is moved to ``WORKDIR/damaged/<step>`` with a warning
+naming the step and the reason, and the previous step is used; the run then writes that step again.
 """
 
 from __future__ import annotations
@@ -30,17 +38,67 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 
 from randar_jax import checkpoint
 from randar_jax.train.train import Trainer, TrainState
 
 PARAMS, CONFIG = checkpoint.PARAMS, checkpoint.CONFIG
-OPT, EMA, DATA, RUN_CONFIG = "opt_state", "ema", "data", "run_config"
+OPT, EMA, DATA, RUN_CONFIG, DIGEST = "opt_state", "ema", "data", "run_config", "digest"
+DAMAGED = "damaged"
+DIGEST_FORMAT = "randar_jax.digest/1"
 
 
 class CheckpointError(RuntimeError):
-  """No checkpoint in a workdir could be restored."""
+  """A checkpoint cannot be restored or verified (or none in a workdir can)."""
+
+
+class NonFiniteError(RuntimeError):
+  """Training produced non-finite values (the run stops rather than train on or save them)."""
+
+
+def _leaf_digest(x: jax.Array) -> jax.Array:
+  """Two 32-bit position-weighted sums of the bits of ``x`` -> uint32 (2,). Integer sums wrap and associate, so
+  the result does not depend on the sharding or the reduction order; any single changed word changes the first."""
+  bits = x.view(jnp.dtype(f"uint{8 * x.dtype.itemsize}")) if x.dtype.itemsize in (1, 2, 4) else None
+  if bits is None:
+    raise TypeError(f"no digest for dtype {x.dtype}")
+  bits = bits.astype(jnp.uint32)
+  idx = jnp.zeros(x.shape, jnp.uint32)
+  for d, n in enumerate(x.shape):  # flat position without a reshape (no resharding of the operand)
+    idx = idx * jnp.uint32(n) + jax.lax.broadcasted_iota(jnp.uint32, x.shape, d)
+  first = jnp.sum(bits * (2 * idx + 1), dtype=jnp.uint32)
+  rotated = (bits << 13) | (bits >> 19)
+  second = jnp.sum((rotated ^ (idx * jnp.uint32(0x9E3779B9))) * jnp.uint32(0x85EBCA6B), dtype=jnp.uint32)
+  return jnp.stack([first, second])
+
+
+@jax.jit
+def _digest_and_finite(tree: Any) -> tuple[Any, jax.Array]:
+  leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.floating)]
+  finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])) if leaves else jnp.bool_(True)
+  return jax.tree.map(_leaf_digest, tree), finite
+
+
+def _host(x: jax.Array) -> np.ndarray:
+  return np.asarray(x.addressable_data(0)) if isinstance(x, jax.Array) else np.asarray(x)  # replicated results
+
+
+def digest(tree: Any) -> tuple[dict[str, str], bool]:
+  """({'/'-joined leaf path: 16 hex digits}, all floating leaves finite) of a pytree of (sharded) arrays."""
+  sums, finite = _digest_and_finite(tree)
+  flat = jax.tree_util.tree_flatten_with_path(sums)[0]
+  named = {
+    "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path): "".join(
+      f"{int(v):08x}" for v in _host(leaf)
+    )
+    for path, leaf in flat
+  }
+  return named, bool(_host(finite))
 
 
 class Checkpointer:
@@ -68,6 +126,16 @@ class Checkpointer:
     """Starts an async save of ``state`` (after ``step`` iterations) and the loader position; returns at once."""
     if "family" not in model_config:
       raise ValueError("the model config must name its 'family'")
+    digests, finite = {}, True
+    for name, tree in self._arrays(state).items():
+      digests[name], ok = digest(tree)
+      finite &= ok or name == OPT  # Adam moments follow the parameters; the parameters decide
+    if not finite:
+      good = [s for s in self.steps() if s < step]
+      raise NonFiniteError(
+        f"the parameters after step {step} are not finite: no checkpoint written "
+        f"(the last good one is {f'step {good[-1]}' if good else 'none'} in {self.directory})"
+      )
     items = {
       PARAMS: ocp.args.StandardSave(state.params),
       OPT: ocp.args.StandardSave({"tx": state.opt_state, "step": state.step, "skipped": state.skipped}),
@@ -77,10 +145,20 @@ class Checkpointer:
     }
     if state.ema is not None:
       items[EMA] = ocp.args.StandardSave(state.ema)
+    items[DIGEST] = ocp.args.JsonSave({"format": DIGEST_FORMAT, "items": digests})
     self.manager.save(step, args=ocp.args.Composite(**items), force=True)
 
+  @staticmethod
+  def _arrays(state: TrainState) -> dict[str, Any]:
+    """The digested items: what ``save`` writes with StandardSave."""
+    arrays = {PARAMS: state.params, OPT: {"tx": state.opt_state, "step": state.step, "skipped": state.skipped}}
+    if state.ema is not None:
+      arrays[EMA] = state.ema
+    return arrays
+
   def restore(self, step: int, trainer: Trainer, loader) -> TrainState:
-    """Restores ``step`` onto the trainer's mesh and shardings; rewinds ``loader`` to the saved position."""
+    """Restores and verifies ``step`` onto the trainer's mesh and shardings; rewinds ``loader`` to the saved
+    position. CheckpointError when the arrays differ from the recorded digest or the parameters are not finite."""
     target = trainer.abstract
     items = {
       PARAMS: ocp.args.StandardRestore(target.params),
@@ -89,36 +167,87 @@ class Checkpointer:
     }
     if target.ema is not None:
       items[EMA] = ocp.args.StandardRestore(target.ema)
+    recorded = (epath.Path(self.directory) / str(step) / DIGEST).exists()
+    if recorded:
+      items[DIGEST] = ocp.args.JsonRestore()
     restored = self.manager.restore(step, args=ocp.args.Composite(**items))
     opt = restored[OPT]
     if int(opt["step"]) != step:
       raise CheckpointError(f"checkpoint {step} in {self.directory} holds the state of step {int(opt['step'])}")
-    return TrainState(
+    state = TrainState(
       opt["step"], restored[PARAMS], opt["tx"], opt["skipped"], restored[EMA] if target.ema is not None else None
     )
+    if not recorded:
+      warnings.warn(
+        f"checkpoint {step} in {self.directory} has no digest (written by an older version): unverified", stacklevel=2
+      )
+    self._verify(step, state, restored[DIGEST]["items"] if recorded else None)
+    return state
+
+  def _verify(self, step: int, state: TrainState, recorded: Mapping[str, Mapping[str, str]] | None) -> None:
+    for name, tree in self._arrays(state).items():
+      got, finite = digest(tree)
+      if name == PARAMS and not finite:
+        raise CheckpointError(f"non-finite parameters in checkpoint {step}")
+      if recorded is None:
+        continue
+      expected = recorded.get(name, {})
+      bad = sorted(k for k in set(got) | set(expected) if got.get(k) != expected.get(k))
+      if bad:
+        raise CheckpointError(f"{name}/{bad[0]} differs from its recorded digest ({len(bad)} array(s) differ)")
 
   def restore_latest(self, trainer: Trainer, loader) -> TrainState | None:
-    """The newest readable checkpoint (None if there is none); warns about each unreadable newer one."""
-    steps = self.steps()
+    """The newest checkpoint that restores and verifies (None in a fresh workdir). Each newer one that fails is
+    moved to WORKDIR/damaged/<step> with a warning; CheckpointError (one line) when none is left."""
     failures = []
-    for step in reversed(steps):
+    for step in reversed(self.steps()):
       try:
         return self.restore(step, trainer, loader)
-      except Exception as e:  # noqa: BLE001 - any unreadable checkpoint falls back to the previous one
-        failures.append(f"step {step}: {type(e).__name__}: {_first_line(e)}")
+      except Exception as e:  # noqa: BLE001 - any unreadable or unverified checkpoint falls back to the previous one
+        reason = f"{type(e).__name__}: {_first_line(e)}"
+        moved = self.set_aside(step)
+        failures.append(f"step {step} ({reason})")
         warnings.warn(
-          f"checkpoint {step} in {self.directory} cannot be restored ({failures[-1]}); "
+          f"checkpoint {step} in {self.directory} is damaged ({reason}); moved to {moved}; "
           f"falling back to the previous checkpoint",
           RuntimeWarning,
           stacklevel=2,
         )
-    if failures:
+    damaged = self.damaged_steps()
+    if failures or damaged:
+      what = "; ".join(failures) if failures else f"steps {damaged} were set aside earlier"
       raise CheckpointError(
-        f"no checkpoint in {self.directory} could be restored:\n  "
-        + "\n  ".join(failures)
-        + "\nmove the damaged step directories away (or start a new --workdir)"
+        f"no good checkpoint in {self.directory}: {what}; the damaged steps are in {self.damaged_dir} "
+        f"(nothing deleted): start a new --workdir, or move a step back once repaired"
       )
     return None
+
+  @property
+  def damaged_dir(self) -> str:
+    return os.path.join(self.directory, DAMAGED)
+
+  def damaged_steps(self) -> list[str]:
+    path = epath.Path(self.damaged_dir)
+    return sorted((p.name for p in path.iterdir()), key=lambda n: (len(n), n)) if path.exists() else []
+
+  def set_aside(self, step: int) -> str:
+    """Moves step ``step`` to WORKDIR/damaged/<step> (<step>.1, ... if taken); returns the new path."""
+    self.manager.wait_until_finished()
+    root = epath.Path(self.damaged_dir)
+    target = root / str(step)
+    if jax.process_index() == 0:
+      root.mkdir(parents=True, exist_ok=True)
+      n = 0
+      while target.exists():
+        n += 1
+        target = root / f"{step}.{n}"
+      (epath.Path(self.directory) / str(step)).rename(target)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+
+      multihost_utils.sync_global_devices(f"randar_jax_set_aside_{step}")
+    self.manager.reload()
+    return os.fspath(target)
 
   def read_json(self, step: int, item: str) -> dict:
     return dict(self.manager.restore(step, args=ocp.args.Composite(**{item: ocp.args.JsonRestore()}))[item])
