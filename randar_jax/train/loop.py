@@ -212,6 +212,7 @@ def train(
         fetched, pending, streak = fetched + new, [], _nonfinite_streak(streak, new)
         if streak >= trainer.optim.max_nonfinite:
           writer.write(done, fetched)
+          ckpt.wait()
           raise NonFiniteError(_nonfinite_message(done, streak, fetched[-1], ckpt))
       if log:
         seconds = (time.perf_counter() - timer) * len(fetched) / timed if timed > 0 else None

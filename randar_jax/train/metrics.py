@@ -116,7 +116,8 @@ class MetricWriter:
     """Drops lines logged after ``start_step`` (a previous run got further than its last checkpoint)."""
     if not os.path.exists(self.path):
       return
-    kept = [line for line in open(self.path) if line.strip() and json.loads(line)["step"] <= start_step]
+    with open(self.path) as f:
+      kept = [line for line in f if line.strip() and json.loads(line)["step"] <= start_step]
     with open(self.path + ".tmp", "w") as f:
       f.writelines(kept)
     os.replace(self.path + ".tmp", self.path)
@@ -169,7 +170,8 @@ class MetricWriter:
     """WORKDIR/loss.png: loss (and accuracy, lr) against step from metrics.jsonl."""
     if not self.enabled or not os.path.exists(self.path):
       return None
-    rows = [json.loads(line) for line in open(self.path) if line.strip()]
+    with open(self.path) as f:
+      rows = [json.loads(line) for line in f if line.strip()]
     if not rows:
       return None
     from matplotlib.figure import Figure  # not pyplot: no global backend switch (a notebook keeps its inline one)
