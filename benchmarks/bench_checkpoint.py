@@ -69,7 +69,9 @@ def main() -> None:
     ckpt.close()
     loader.close()
     shutil.rmtree(directory, ignore_errors=True)
-  med = {k: statistics.median(v[1:]) for k, v in dict(save=saves, digest=digests, restore=restores, verify=verifies).items()}
+  med = {
+    k: statistics.median(v[1:]) for k, v in dict(save=saves, digest=digests, restore=restores, verify=verifies).items()
+  }
   report(
     {
       "bench": "checkpoint",

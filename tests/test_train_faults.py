@@ -191,6 +191,7 @@ def out_of_vocab_codes(tmp_path_factory):
       {"sample.every": 5, "sample.kwargs": {"num_steps": 88}},
       "config.sample.kwargs .*num_steps must be in \\[1, 16\\]",
     ),
+    ({"sample.every": 5, "tokenizer": "pixels:17"}, "config.tokenizer 'pixels:17' has 17 codes; .* is 64"),
     ({"optim.lrr": 1.0}, "config.optim: unknown optim config keys \\['lrr'\\]"),
   ],
 )
@@ -245,12 +246,12 @@ def test_damaged_shards_are_named_and_written_again(tmp_path, capsys):
   assert write_source(tmp_path, source, shard_size=4) == []  # finished shards verify: nothing to redo
   shard = tmp_path / records.shard_name(1, 2)
   intact = shard.read_bytes()
-  shard.write_bytes(intact[: len(intact) // 2])
-  with pytest.raises(records.RecordError, match=f"{records.shard_name(1, 2)} record 2"):
-    records.CodeShards(tmp_path)[6]
   flipped = bytearray(intact)
   flipped[len(flipped) // 2] ^= 0xFF
   for damaged in (intact[: len(intact) // 2], bytes(flipped)):  # truncated, then same-size corruption
     shard.write_bytes(damaged)
+    with pytest.raises(records.RecordError, match=records.shard_name(1, 2)):
+      src = records.CodeShards(tmp_path)
+      [src[i] for i in range(len(src))]
     assert write_source(tmp_path, source, shard_size=4) == [str(shard)]
     assert records.shard_name(1, 2) in capsys.readouterr().err and shard.read_bytes() == intact

@@ -109,6 +109,16 @@ def shard_problem(path: str) -> str | None:
   return None
 
 
+def _unreadable(path: str) -> bool:
+  from array_record.python import array_record_module
+
+  try:
+    array_record_module.ArrayRecordReader(path).close()
+    return False
+  except Exception:  # noqa: BLE001
+    return True
+
+
 def read_meta(directory: str | os.PathLike) -> dict[str, Any]:
   path = os.path.join(directory, META)
   if not os.path.isfile(path):
@@ -202,7 +212,16 @@ class CodeShards:
     stray = set(glob.glob(os.path.join(self.directory, "*.array_record"))) - set(paths)
     if stray:
       raise ValueError(f"{self.directory}: shards {sorted(stray)[:3]} do not belong to this extraction")
-    self._source = grain.sources.ArrayRecordDataSource(paths)
+    try:
+      self._source = grain.sources.ArrayRecordDataSource(paths)
+    except Exception as e:  # noqa: BLE001 - the reader names no file: find the damaged shard
+      bad = next((p for p in paths if _unreadable(p)), None)
+      if bad is None:
+        raise
+      raise RecordError(
+        f"{self.directory}: shard {os.path.basename(bad)} cannot be read ({type(e).__name__}: {e}); re-run the "
+        f"command that wrote it (extract / import-codes) to write it again"
+      ) from e
     self._names = [os.path.basename(p) for p in paths]
     counts = []
     for p in paths:

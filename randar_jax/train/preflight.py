@@ -3,6 +3,7 @@ anything is compiled, loaded or written.
 
     model_config, optim_config, mesh = check_config(config)     # fields, batch, mesh, sample / eval hooks
     check_source(source, model_config, 'codes/...')             # vocabulary, grid, classes; spot-checked records
+    check_tokenizer('pixels:17', model_config)                  # the sample grids' tokenizer fits the model
     check_workdir(workdir, trainer.abstract)                    # writable, room for two checkpoints
     suggest('optim.lrr', known_keys)                            # "did you mean 'optim.lr'?" for override typos
 """
@@ -87,9 +88,31 @@ def check_config(config: ml_collections.ConfigDict) -> tuple[Any, OptimConfig, j
       )
     except (ValueError, TypeError) as e:
       raise SetupError(f"config.sample.kwargs do not fit the model: {one_line(e)}") from None
+  if config.sample.every and config.get("tokenizer"):
+    check_tokenizer(config.tokenizer, model_config)
   if config.eval.every and config.eval.batches <= 0:
     raise SetupError(f"config.eval.batches must be positive when eval.every is set, got {config.eval.batches}")
   return model_config, optim_config, mesh
+
+
+def check_tokenizer(spec: str, model_config) -> None:
+  """The sample grids' tokenizer decodes the model's codes: same vocabulary (read without loading weights)."""
+  try:
+    if spec.startswith("pixels:"):
+      vocab = int(spec.split(":", 1)[1])
+    else:
+      from flax import nnx
+
+      from randar_jax import checkpoint
+
+      cfg = families.config_from_dict(checkpoint.read_config(spec))
+      vocab = nnx.eval_shape(lambda: families.build(cfg, 0)).vocab_size
+  except Exception as e:  # noqa: BLE001 - missing, unreadable or not a tokenizer: the user's to fix
+    raise SetupError(f"config.tokenizer {spec!r}: {one_line(e)}") from None
+  if vocab != model_config.vocab_size:
+    raise SetupError(
+      f"config.tokenizer {spec!r} has {vocab} codes; the model's vocabulary is {model_config.vocab_size}"
+    )
 
 
 def check_source(source, model_config, spec: str) -> None:
