@@ -29,9 +29,9 @@ STEPS = 10  # checkpoints at 3, 6, 9 and 10; keep 3 -> 6, 9, 10 remain
 @pytest.fixture(scope="module", autouse=True)
 def compile_cache(tmp_path_factory):
   """Each train() call builds a new Trainer (a new jitted step): a persistent cache turns recompiles into loads."""
-  previous = jax.config.jax_compilation_cache_dir
-  jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("jax_cache")))
-  yield
+  previous, path = jax.config.jax_compilation_cache_dir, str(tmp_path_factory.mktemp("jax_cache"))
+  jax.config.update("jax_compilation_cache_dir", path)
+  yield {"JAX_COMPILATION_CACHE_DIR": path}  # the launcher subprocesses load the same programs
   jax.config.update("jax_compilation_cache_dir", previous)
 
 
@@ -66,7 +66,7 @@ def losses(workdir):
 def test_digest_sees_one_changed_word_and_ignores_the_sharding():
   x = jnp.arange(64 * 8, dtype=jnp.float32).reshape(64, 8) / 7
   tree = {"a": x, "b": {"c": jnp.int32(3)}}
-  base, finite = checkpointing.digest(tree)
+  base, finite = checkpointing.digest(tree, check_finite=True)
   assert finite and set(base) == {"a", "b/c"}
   mesh = sharding.build_mesh({"data": 4, "fsdp": 2, "tensor": 1})
   sharded = jax.device_put(x, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data", "fsdp")))
@@ -75,7 +75,7 @@ def test_digest_sees_one_changed_word_and_ignores_the_sharding():
     bits = np.asarray(x).view(np.uint32).copy()
     bits.flat[i] ^= 1
     assert checkpointing.digest({**tree, "a": jnp.asarray(bits.view(np.float32))})[0]["a"] != base["a"]
-  assert checkpointing.digest({**tree, "a": x.at[3, 3].set(jnp.nan)})[1] is False
+  assert checkpointing.digest({**tree, "a": x.at[3, 3].set(jnp.nan)}, check_finite=True)[1] is False
 
 
 # ---- damaged checkpoints ---------------------------------------------------------------------------------------
@@ -121,8 +121,8 @@ def test_every_checkpoint_damaged_is_one_clear_error(reference, tmp_path):
     train(workdir)
 
 
-def test_kill_during_a_save_resumes_exactly(reference, tmp_path):
-  killed = run_launcher(tmp_path, "--preempt_at=6", "--preempt_mid_save", *cli_flags())
+def test_kill_during_a_save_resumes_exactly(reference, compile_cache, tmp_path):
+  killed = run_launcher(tmp_path, "--preempt_at=6", "--preempt_mid_save", *cli_flags(), env_extra=compile_cache)
   out = killed.communicate(timeout=240)[0]
   assert killed.returncode == -signal.SIGKILL, out
   assert Checkpointer(tmp_path).steps()[0] == 3  # 6 was being written: committed or not, never half there
@@ -223,15 +223,15 @@ def test_workdir_without_room_for_two_checkpoints(monkeypatch, tmp_path):
 
 
 def test_launcher_errors_are_one_line_with_exit_code_2(tmp_path):
-  proc = run_launcher(tmp_path / "run", "--config.optim.lrr=1", *cli_flags())
-  out = proc.communicate(timeout=120)[0]
-  assert proc.returncode == 2, out
-  assert (
-    out.strip()
-    .splitlines()[-1]
-    .startswith("train.py: error: --config.optim.lrr: no such config field (did you mean 'optim.lr'")
-  )
-  assert "Traceback" not in out and not (tmp_path / "run").exists()
+  """An override typo (caught while absl parses the flags) and a bad setup (preflight, inside train)."""
+  typo = run_launcher(tmp_path / "typo", *cli_flags(), "--config.optim.lrr=1")
+  setup = run_launcher(tmp_path / "setup", *cli_flags(batch_size=-4))
+  outputs = [p.communicate(timeout=180)[0] for p in (typo, setup)]
+  assert [p.returncode for p in (typo, setup)] == [2, 2], outputs
+  last = [out.strip().splitlines()[-1] for out in outputs]
+  assert last[0].startswith("train.py: error: --config.optim.lrr: no such config field (did you mean 'optim.lr'")
+  assert last[1] == "train.py: error: config.batch_size must be a positive integer, got -4"
+  assert not any("Traceback" in out for out in outputs) and not os.listdir(tmp_path)
 
 
 # ---- data integrity --------------------------------------------------------------------------------------------

@@ -41,7 +41,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
@@ -63,23 +62,26 @@ class NonFiniteError(RuntimeError):
   """Training produced non-finite values (the run stops rather than train on or save them)."""
 
 
-def _leaf_sums(x: jax.Array | np.ndarray) -> np.ndarray:
+def _leaf_sums(x: jax.Array | np.ndarray, check_finite: bool = False) -> np.ndarray:
   """(sum of w, sum over rows of (sum of the row's w) * (2 r + 1)) mod 2**32 over the words w of ``x`` (rows along
   the last axis, r: the global flat index of the row's first element) -> uint32 (2,), from this process's shards.
 
   Integer sums wrap and associate, so the result does not depend on the sharding (a shard holding part of a row
   adds its part with the same weight), the process count or the summation order; any single changed word changes
   the second sum (an odd weight times a nonzero difference below 2**32). One pass over each shard on the host with
-  NumPy (~3 GB/s per CPU core; XLA:CPU's integer reductions manage ~0.5)."""
+  NumPy (~4 GB/s per CPU core; XLA:CPU's integer reductions manage ~0.5). A third entry counts the shards with
+  NaN / inf values (with ``check_finite``, for floating arrays)."""
   shards = (
     [(s.index, s.data) for s in x.addressable_shards if s.replica_id == 0] if isinstance(x, jax.Array) else [((), x)]
   )
   shape = tuple(x.shape) or (1,)
   strides = [math.prod(shape[d + 1 :]) for d in range(len(shape))]
-  total = weighted = np.uint64(0)
+  total = weighted = bad = np.uint64(0)
   for index, data in shards:
     a = np.asarray(data)
     a = a.reshape(1) if a.ndim == 0 else a
+    if check_finite and np.issubdtype(a.dtype, np.inexact) and not np.isfinite(a).all():
+      bad += np.uint64(1)
     starts = [(sl.start or 0) if isinstance(sl, slice) else 0 for sl in index] + [0] * (a.ndim - len(index))
     rows = a.view(f"u{a.dtype.itemsize}").sum(axis=-1, dtype=np.uint32).astype(np.uint64)  # a.shape[:-1]
     first = np.zeros(a.shape[:-1], np.uint64)  # flat index of each row's first element (in the global array)
@@ -90,30 +92,22 @@ def _leaf_sums(x: jax.Array | np.ndarray) -> np.ndarray:
       total = total + np.sum(rows, dtype=np.uint64)
       weighted = weighted + np.sum(rows * (2 * first + 1), dtype=np.uint64)
   with np.errstate(over="ignore"):
-    return (np.array([total, weighted], np.uint64) % np.uint64(2**32)).astype(np.uint32)
+    return (np.array([total, weighted, bad], np.uint64) % np.uint64(2**32)).astype(np.uint32)
 
 
-@jax.jit
-def _all_finite(tree: Any) -> jax.Array:
-  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.floating)]
-  return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
-
-
-def digest(tree: Any) -> tuple[dict[str, str], bool]:
-  """({'/'-joined leaf path: 16 hex digits}, all floating leaves finite) of a pytree of (sharded) arrays. Every
-  process must call it (the per-process sums are combined with an allgather when there are several)."""
+def digest(tree: Any, check_finite: bool = False) -> tuple[dict[str, str], bool]:
+  """({'/'-joined leaf path: 16 hex digits}, all floating leaves finite (True unless ``check_finite``)) of a
+  pytree of (sharded) arrays. Every process must call it (several processes combine their sums by allgather)."""
   flat = jax.tree_util.tree_flatten_with_path(tree)[0]
-  finite = _all_finite([leaf for _, leaf in flat])
-  with concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 1) as pool:  # NumPy sums release the GIL
-    sums = np.stack(list(pool.map(lambda item: _leaf_sums(item[1]), flat))) if flat else np.zeros((0, 2), np.uint32)
+  with concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 1) as pool:  # NumPy's reductions release the GIL
+    sums = [*pool.map(lambda item: _leaf_sums(item[1], check_finite), flat)]
+  sums = np.stack(sums) if sums else np.zeros((0, 3), np.uint32)
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils
 
     sums = np.asarray(multihost_utils.process_allgather(sums)).astype(np.uint64).sum(axis=0) % 2**32
   names = ["/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in p) for p, _ in flat]
-  return {n: "".join(f"{int(v):08x}" for v in row) for n, row in zip(names, sums)}, bool(
-    np.asarray(finite.addressable_data(0))
-  )
+  return {n: f"{int(row[0]):08x}{int(row[1]):08x}" for n, row in zip(names, sums)}, not sums[:, 2].any()
 
 
 class Checkpointer:
@@ -143,8 +137,8 @@ class Checkpointer:
       raise ValueError("the model config must name its 'family'")
     digests, finite = {}, True
     for name, tree in self._arrays(state).items():
-      digests[name], ok = digest(tree)
-      finite &= ok or name == OPT  # Adam moments follow the parameters; the parameters decide
+      digests[name], ok = digest(tree, check_finite=name != OPT)  # the parameters (and EMA) decide
+      finite &= ok
     if not finite:
       good = [s for s in self.steps() if s < step]
       raise NonFiniteError(
@@ -201,7 +195,7 @@ class Checkpointer:
 
   def _verify(self, step: int, state: TrainState, recorded: Mapping[str, Mapping[str, str]] | None) -> None:
     for name, tree in self._arrays(state).items():
-      got, finite = digest(tree)
+      got, finite = digest(tree, check_finite=name == PARAMS)
       if name == PARAMS and not finite:
         raise CheckpointError(f"non-finite parameters in checkpoint {step}")
       if recorded is None:
