@@ -116,7 +116,7 @@ def check_resumable(ckpt: Checkpointer, model_config: Mapping, run_config: Mappi
     if k.startswith(FROZEN_KEYS) and stored_run.get(k) != current.get(k)
   ]
   if diffs:
-    raise ValueError(
+    raise preflight.SetupError(
       f"{ckpt.directory} holds a run with a different setup ({'; '.join(sorted(diffs))}); "
       f"use a new --workdir, or the original config to resume"
     )
