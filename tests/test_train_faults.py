@@ -14,11 +14,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_train import cli_flags, run_launcher, tiny_config
+from test_train import cli_flags, run_launcher, tiny_config, toy_problem
 
 from randar_jax import sharding
 from randar_jax.data.records import ArraySource, write_source
-from randar_jax.train import checkpointing, loop, preflight
+from randar_jax.train import checkpointing, loop, optim, preflight
 from randar_jax.train.checkpointing import Checkpointer, CheckpointError, NonFiniteError
 from randar_jax.train.metrics import read_metrics
 from randar_jax.train.preflight import SetupError
@@ -131,6 +131,23 @@ def test_kill_during_a_save_resumes_exactly(reference, compile_cache, tmp_path):
 
 
 # ---- non-finite steps ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("skip_threshold", [None, 10.0])
+def test_nonfinite_update_is_skipped_whatever_the_skip_rule(skip_threshold):
+  """NaN passes ``norm_sum >= threshold`` (False) and the rule is off before skip_after or without a threshold:
+  a non-finite loss or gradient must still leave parameters and Adam state untouched."""
+  params, grads, mask = toy_problem()
+  cfg = optim.OptimConfig(lr=0.1, warmup_steps=0, skip_threshold=skip_threshold, skip_after=100)
+  tx = optim.transform(cfg, mask)
+  state = tx.init(params)
+  nan_grads = jax.tree.map(lambda g: g.at[(0,) * g.ndim].set(jnp.nan), grads)
+  for g, loss in [(nan_grads, 1.0), (grads, jnp.inf)]:
+    new, new_state, stats = optim.update(cfg, tx, params, state, g, jnp.int32(5), 1000, jnp.float32(loss))
+    assert bool(stats["nonfinite"]) and bool(stats["skipped"])
+    jax.tree.map(np.testing.assert_array_equal, (new, new_state), (params, state))
+  _, _, stats = optim.update(cfg, tx, params, state, grads, jnp.int32(5), 1000, jnp.float32(1.0))
+  assert not bool(stats["nonfinite"]) and not bool(stats["skipped"])
 
 
 class PoisonedLoader(loop.Loader):
