@@ -194,16 +194,17 @@ class Checkpointer:
     return state
 
   def _verify(self, step: int, state: TrainState, recorded: Mapping[str, Mapping[str, str]] | None) -> None:
+    """The recorded digests first (the precise reason), then finite parameters (also for unrecorded steps)."""
+    finite = True
     for name, tree in self._arrays(state).items():
-      got, finite = digest(tree, check_finite=name == PARAMS)
-      if name == PARAMS and not finite:
-        raise CheckpointError(f"non-finite parameters in checkpoint {step}")
-      if recorded is None:
-        continue
-      expected = recorded.get(name, {})
+      got, ok = digest(tree, check_finite=name == PARAMS)
+      finite &= ok
+      expected = got if recorded is None else recorded.get(name, {})
       bad = sorted(k for k in set(got) | set(expected) if got.get(k) != expected.get(k))
       if bad:
         raise CheckpointError(f"{name}/{bad[0]} differs from its recorded digest ({len(bad)} array(s) differ)")
+    if not finite:
+      raise CheckpointError(f"non-finite parameters in checkpoint {step}")
 
   def restore_latest(self, trainer: Trainer, loader) -> TrainState | None:
     """The newest checkpoint that restores and verifies (None in a fresh workdir). Each newer one that fails is
