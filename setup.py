@@ -1,7 +1,7 @@
 """randar_jax: RandAR, RAR and LlamaGen in JAX / Flax NNX.
 
-  pip install .                      # into any environment: compatible ranges, an installed jax / numpy is kept
-  pip install -r requirements.txt -e .   # the exact, tested lock (what the README commands and CI use)
+pip install .                      # into any environment: compatible ranges, an installed jax / numpy is kept
+pip install -r requirements.txt -e .   # the exact, tested lock (what the README commands and CI use)
 """
 
 import pathlib

@@ -15,7 +15,8 @@ of the sorted class name, as RandAR's ImageNet tar loader) or a tar of ``class/i
 Augmentations (docs/randar.md §8): ``adm`` = ADM centre crop, stored [original, horizontal flip] (RandAR's released
 checkpoints); ``ten-crop`` = ADM centre crop to 1.1x, then torchvision TenCrop (LlamaGen; RAR's released data).
 Crops are decoded by a thread pool while the previous batch is being encoded by one jitted function (fixed batch,
-so it compiles once). Process p of P writes shards k with k % P == p; finished shards are skipped on a re-run.
+so it compiles once). Process p of P writes shards k with k % P == p; finished shards that match their sidecar
+(record count, SHA-256) are skipped on a re-run, damaged ones written again.
 A corrupt image is reported by its path and skipped (``on_error='skip'``, listed in the shard's report and printed)
 or stops the run (``'fail'``).
 """

@@ -8,21 +8,26 @@ Layout of a codes directory:
 
     codes.json                               what was extracted: grid, vocab_size, num_aug, dtype, shards, source...
     codes-00003-of-00128.array_record        one record per image (group_size 1: cheap random access)
-    codes-00003-of-00128.json                that shard's report: records written, inputs skipped (with reasons)
+    codes-00003-of-00128.json                that shard's sidecar: records written, sha256 of the shard file,
+                                             inputs skipped (with reasons)
 
 A record is a 28-byte little-endian header (magic ``RJC1``, dtype code, num_aug, h, w, label, source index) followed
 by the codes, int16 when the vocabulary fits (LlamaGen's 16384 does), else int32, raster order per augmentation.
 Shards are global slices of the input (shard k = items [k*S, (k+1)*S)), so any process count writes the same files.
 Each shard is written under a temporary name and renamed when complete: a shard file that exists is finished, and
-a re-run skips it; a crash leaves at most a ``.tmp`` file that the next run overwrites.
+a re-run skips it once it matches its sidecar (record count and checksum), and writes it again otherwise (a
+truncated or bit-flipped shard); a crash leaves at most a ``.tmp`` file that the next run overwrites. Read errors
+name the shard and the record (:class:`RecordError`).
 """
 
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import os
 import struct
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -68,6 +73,50 @@ def _write_json(path: str, value: Any) -> None:
   with open(tmp, "w") as f:
     json.dump(value, f, indent=1)
   os.replace(tmp, path)
+
+
+class RecordError(ValueError):
+  """A record that cannot be read, named by its shard file and its index in that shard."""
+
+
+def file_sha256(path: str) -> str:
+  with open(path, "rb") as f:
+    return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def sidecar_path(shard_path: str) -> str:
+  return shard_path[: -len(".array_record")] + ".json"
+
+
+def shard_problem(path: str) -> str | None:
+  """Why a finished shard does not match its sidecar (record count, checksum), or None when it does."""
+  from array_record.python import array_record_module
+
+  try:
+    sidecar = json.load(open(sidecar_path(path)))
+  except (OSError, ValueError) as e:
+    return f"unreadable sidecar ({type(e).__name__})"
+  if "sha256" in sidecar and file_sha256(path) != sidecar["sha256"]:
+    return "checksum differs from its sidecar"
+  try:
+    reader = array_record_module.ArrayRecordReader(path)
+    count = reader.num_records()
+    reader.close()
+  except Exception as e:  # noqa: BLE001 - any reader failure is a damaged file
+    return f"unreadable ({type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''})"
+  if count != sidecar.get("records"):
+    return f"{count} records, its sidecar says {sidecar.get('records')}"
+  return None
+
+
+def _unreadable(path: str) -> bool:
+  from array_record.python import array_record_module
+
+  try:
+    array_record_module.ArrayRecordReader(path).close()
+    return False
+  except Exception:  # noqa: BLE001
+    return True
 
 
 def read_meta(directory: str | os.PathLike) -> dict[str, Any]:
@@ -123,7 +172,10 @@ def write_shards(
   for k in range(process_index, len(ranges), process_count):
     path = os.path.join(directory, shard_name(k, len(ranges)))
     if os.path.exists(path):
-      continue
+      problem = shard_problem(path)
+      if problem is None:
+        continue
+      print(f"{path}: {problem}; writing it again", file=sys.stderr, flush=True)
     tmp = f"{path}.tmp"
     writer = array_record_module.ArrayRecordWriter(tmp, "group_size:1")
     try:
@@ -134,7 +186,8 @@ def write_shards(
         count += 1
     finally:
       writer.close()
-    _write_json(path[: -len(".array_record")] + ".json", {**report, "records": count, "items": list(ranges[k])})
+    sidecar = {**report, "records": count, "items": list(ranges[k]), "sha256": file_sha256(tmp)}
+    _write_json(sidecar_path(path), sidecar)
     os.replace(tmp, path)  # last: the shard counts as finished only once complete
     written.append(path)
   return written
@@ -159,7 +212,25 @@ class CodeShards:
     stray = set(glob.glob(os.path.join(self.directory, "*.array_record"))) - set(paths)
     if stray:
       raise ValueError(f"{self.directory}: shards {sorted(stray)[:3]} do not belong to this extraction")
-    self._source = grain.sources.ArrayRecordDataSource(paths)
+    try:
+      self._source = grain.sources.ArrayRecordDataSource(paths)
+    except Exception as e:  # noqa: BLE001 - the reader names no file: find the damaged shard
+      bad = next((p for p in paths if _unreadable(p)), None)
+      if bad is None:
+        raise
+      raise RecordError(
+        f"{self.directory}: shard {os.path.basename(bad)} cannot be read ({type(e).__name__}: {e}); re-run the "
+        f"command that wrote it (extract / import-codes) to write it again"
+      ) from e
+    self._names = [os.path.basename(p) for p in paths]
+    counts = []
+    for p in paths:
+      try:
+        counts.append(int(json.load(open(sidecar_path(p)))["records"]))
+      except (OSError, ValueError, KeyError):
+        counts = None
+        break
+    self._starts = None if counts is None else np.cumsum([0, *counts])
     self.grid = tuple(self.meta["grid"])
     self.vocab_size = int(self.meta["vocab_size"])
     self.num_aug = int(self.meta["num_aug"])
@@ -168,7 +239,17 @@ class CodeShards:
     return len(self._source)
 
   def __getitem__(self, i: int) -> dict[str, Any]:
-    return decode_record(self._source[i])
+    try:
+      return decode_record(self._source[i])
+    except Exception as e:  # noqa: BLE001 - name the file and record; the cause stays chained
+      raise RecordError(f"{self.directory}: cannot read {self.locate(i)}: {type(e).__name__}: {e}") from e
+
+  def locate(self, i: int) -> str:
+    """'codes-00003-of-00128.array_record record 17' for global record ``i`` (from the shards' sidecars)."""
+    if self._starts is None or not 0 <= i < self._starts[-1]:
+      return f"record {i}"
+    k = int(np.searchsorted(self._starts, i, side="right")) - 1
+    return f"{self._names[k]} record {i - int(self._starts[k])}"
 
   def __repr__(self) -> str:
     return f"CodeShards({self.directory!r}, {len(self)} records, grid {self.grid}, {self.num_aug} aug)"

@@ -21,13 +21,14 @@ import jax
 import ml_collections
 import numpy as np
 
-from randar_jax import checkpoint, families, sharding
+from randar_jax import checkpoint, sharding
 from randar_jax.data.orders import OrderPolicy
 from randar_jax.data.pipeline import Loader, PipelineConfig, open_source
 from randar_jax.data.synthetic import SyntheticCodes
 from randar_jax.train import metrics as metrics_lib
-from randar_jax.train.checkpointing import CONFIG, RUN_CONFIG, Checkpointer
-from randar_jax.train.optim import OptimConfig, describe
+from randar_jax.train import preflight
+from randar_jax.train.checkpointing import CONFIG, RUN_CONFIG, Checkpointer, NonFiniteError
+from randar_jax.train.optim import describe
 from randar_jax.train.samples import sample_grid
 from randar_jax.train.train import Trainer
 from randar_jax.utils import profiling
@@ -116,32 +117,38 @@ def check_resumable(ckpt: Checkpointer, model_config: Mapping, run_config: Mappi
     if k.startswith(FROZEN_KEYS) and stored_run.get(k) != current.get(k)
   ]
   if diffs:
-    raise ValueError(
+    raise preflight.SetupError(
       f"{ckpt.directory} holds a run with a different setup ({'; '.join(sorted(diffs))}); "
       f"use a new --workdir, or the original config to resume"
     )
 
 
 def setup(config: ml_collections.ConfigDict, workdir: str) -> tuple[Trainer, Loader, Checkpointer, Any, bool]:
-  """(trainer, loader, checkpointer, state, resumed): the newest readable checkpoint of ``workdir`` or a fresh
-  state, after checking that the workdir holds this run."""
-  model_config = families.config_from_dict(config.model.to_dict())
-  optim_config = OptimConfig.from_dict(config.optim)
-  if config.sample.every:  # the sample hook's settings must fit the model before step 1, not at its first call
-    families.of(model_config).decode_settings(model_config, steps=config.sample.kwargs.get("num_steps"))
-  mesh = sharding.build_mesh(dict(config.mesh))
-  shards = mesh.shape["data"] * mesh.shape["fsdp"] * optim_config.grad_accum
-  if config.batch_size % shards:
-    raise ValueError(
-      f"batch_size {config.batch_size} must divide into {mesh.shape['data']} x {mesh.shape['fsdp']} "
-      f"batch shards x {optim_config.grad_accum} micro-batches"
-    )
+  """(trainer, loader, checkpointer, state, resumed): the newest verified checkpoint of ``workdir`` or a fresh
+  state, after the preflight checks (:mod:`randar_jax.train.preflight`: SetupError, nothing written) and checking
+  that the workdir holds this run."""
+  model_config, optim_config, mesh = preflight.check_config(config)
   trainer = Trainer.create(model_config, optim_config, config.total_steps, mesh, config.seed)
-  loader = Loader(make_source(config.data, model_config), pipeline_config(config), mesh)
+  source = _source(config.data, model_config)
+  preflight.check_source(source, model_config, config.data.source)
+  if config.eval.every:
+    preflight.check_source(
+      _source(config.data, model_config, config.eval.split), model_config, f"{config.data.source}:{config.eval.split}"
+    )
+  preflight.check_workdir(workdir, trainer.abstract)
+  loader = Loader(source, pipeline_config(config), mesh)
   ckpt = Checkpointer(workdir, keep=config.keep_checkpoints, keep_every=config.get("keep_every"))
   check_resumable(ckpt, model_config.to_dict(), config.to_dict())
   state = ckpt.restore_latest(trainer, loader)
   return trainer, loader, ckpt, (trainer.init() if state is None else state), state is not None
+
+
+def _source(data, model_config, split: str | None = None):
+  """make_source with its failures (missing, unreadable, wrong grid) as one-line SetupErrors."""
+  try:
+    return make_source(data, model_config, split)
+  except (OSError, ValueError, KeyError) as e:
+    raise preflight.SetupError(f"data source {data.source!r}: {preflight.one_line(e)}") from None
 
 
 def train(
@@ -150,6 +157,7 @@ def train(
   *,
   stop_at: int | None = None,
   preempt_at: int | None = None,
+  preempt_mid_save: bool = False,
   progress: bool = True,
   profile_steps: tuple[int, int] | None = None,
 ) -> list[dict[str, Any]]:
@@ -157,8 +165,10 @@ def train(
 
   ``stop_at``: stop (with a checkpoint) after that step although the schedule spans total_steps; a later call
   continues (e.g. one cluster job per time slot). ``preempt_at``: after that step, once pending checkpoints are
-  committed, the process SIGKILLs itself (a preemption drill for resume tests). ``profile_steps``: (first, last)
-  steps traced into ``workdir/profile`` (utils/profiling.py).
+  committed, the process SIGKILLs itself (a preemption drill for resume tests); with ``preempt_mid_save`` it does
+  so right after that step's checkpoint starts writing, before it commits. ``profile_steps``: (first, last) steps
+  traced into ``workdir/profile`` (utils/profiling.py). Raises preflight.SetupError (bad setup, before anything is
+  written), CheckpointError (no good checkpoint) or NonFiniteError (optim.max_nonfinite consecutive non-finite steps).
   """
   workdir = os.path.abspath(workdir)
   trainer, loader, ckpt, state, resumed = setup(config, workdir)
@@ -186,9 +196,10 @@ def train(
     from randar_jax import tokenizers
 
     tokenizer = tokenizers.load(config.tokenizer, mesh=sharding.build_mesh(devices=jax.local_devices()))
-  rows, pending, timer, timed = [], [], None, 0
+  rows, pending, fetched, timer, timed, streak = [], [], [], None, 0, 0
   end = config.total_steps if stop_at is None else min(stop_at, config.total_steps)
   profiler = profiling.StepProfiler(profile_steps, os.path.join(workdir, "profile"))
+  check_every = min(config.log_every, trainer.optim.max_nonfinite)  # the non-finite streak is seen in time
   try:
     for step in range(start, end):
       profiler(step, state)
@@ -199,11 +210,18 @@ def train(
         jax.block_until_ready(step_metrics)
         timer, timed = time.perf_counter(), -1
       timed += 1
-      if done % config.log_every == 0 or done == end:
-        records = jax.device_get(pending)  # the interval's metrics in one transfer
-        seconds = (time.perf_counter() - timer) * len(records) / timed if timed > 0 else None
-        rows.append(writer.write(done, records, seconds, flops_step, peak * jax.device_count() if peak else None))
-        pending, timer, timed = [], time.perf_counter(), 0
+      log = done % config.log_every == 0 or done == end
+      if log or len(pending) >= check_every:
+        new = jax.device_get(pending)  # these steps' metrics in one transfer
+        fetched, pending, streak = fetched + new, [], _nonfinite_streak(streak, new)
+        if streak >= trainer.optim.max_nonfinite:
+          writer.write(done, fetched)
+          ckpt.wait()
+          raise NonFiniteError(_nonfinite_message(done, streak, fetched[-1], ckpt))
+      if log:
+        seconds = (time.perf_counter() - timer) * len(fetched) / timed if timed > 0 else None
+        rows.append(writer.write(done, fetched, seconds, flops_step, peak * jax.device_count() if peak else None))
+        fetched, timer, timed = [], time.perf_counter(), 0
       if done % config.ckpt_every == 0 or done == end:
         ckpt.save(done, state, loader, model_config.to_dict(), config.to_dict())
       if config.eval.every and done % config.eval.every == 0:
@@ -211,7 +229,8 @@ def train(
       if config.sample.every and (done % config.sample.every == 0 or done == config.total_steps):
         _samples(trainer, state, done, workdir, config, tokenizer, writer)
       if preempt_at is not None and done == preempt_at:
-        ckpt.wait()
+        if not preempt_mid_save:
+          ckpt.wait()
         os.kill(os.getpid(), signal.SIGKILL)
   finally:
     profiler.close(state)
@@ -220,6 +239,23 @@ def train(
     writer.close()
     loader.close()
   return rows
+
+
+def _nonfinite_streak(streak: int, records) -> int:
+  """Consecutive non-finite steps at the end of ``records``, continuing a streak of ``streak``."""
+  for r in records:
+    streak = streak + 1 if bool(r["nonfinite"]) else 0
+  return streak
+
+
+def _nonfinite_message(step: int, streak: int, last: Mapping[str, Any], ckpt: Checkpointer) -> str:
+  steps = [s for s in ckpt.steps() if s <= step]
+  return (
+    f"{streak} consecutive non-finite steps ({step - streak + 1} to {step}: loss {float(last['loss'])}, grad norm "
+    f"{float(last['grad_norm'])}); updates were skipped, the last checkpoint is "
+    f"{f'step {steps[-1]}' if steps else 'none'}. Likely causes: token ids outside the model's vocabulary or "
+    f"damaged data, a learning rate too high (optim.lr, optim.warmup_steps), float16 overflow (model.dtype)"
+  )
 
 
 def _samples(trainer, state, step, workdir, config, tokenizer, writer) -> None:

@@ -44,6 +44,9 @@ _STOP_AT = flags.DEFINE_integer(
 _PREEMPT_AT = flags.DEFINE_integer(
   "preempt_at", None, "preemption drill: SIGKILL this process after that step (once pending checkpoints are written)"
 )
+_PREEMPT_MID_SAVE = flags.DEFINE_bool(
+  "preempt_mid_save", False, "with --preempt_at at a checkpoint step: SIGKILL while that checkpoint is being written"
+)
 _NO_PROGRESS = flags.DEFINE_bool("no_progress", False, "no progress bar (logs only)")
 _PROFILE_STEPS = flags.DEFINE_string(
   "profile_steps", None, "FIRST,LAST: jax.profiler trace of those steps into WORKDIR/profile (TensorBoard profile tab)"
@@ -81,8 +84,7 @@ def main(argv) -> None:
     if profile_steps and profile_steps[1] > _CONFIG.value.total_steps:
       raise ValueError(f"--profile_steps {_PROFILE_STEPS.value} ends after total_steps {_CONFIG.value.total_steps}")
   except ValueError as e:
-    print(f"randar-jax train: error: {e}", file=sys.stderr)
-    sys.exit(2)
+    fail(str(e))
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # Orbax logs every file operation at INFO
   import jax
@@ -93,16 +95,63 @@ def main(argv) -> None:
     jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU multi-process collectives
   initialize_distributed(jax)
 
+  from randar_jax.train.checkpointing import CheckpointError, NonFiniteError
   from randar_jax.train.loop import train
+  from randar_jax.train.preflight import SetupError
 
-  train(
-    _CONFIG.value,
-    _WORKDIR.value,
-    stop_at=_STOP_AT.value,
-    preempt_at=_PREEMPT_AT.value,
-    progress=not _NO_PROGRESS.value,
-    profile_steps=profile_steps,
-  )
+  try:
+    train(
+      _CONFIG.value,
+      _WORKDIR.value,
+      stop_at=_STOP_AT.value,
+      preempt_at=_PREEMPT_AT.value,
+      preempt_mid_save=_PREEMPT_MID_SAVE.value,
+      progress=not _NO_PROGRESS.value,
+      profile_steps=profile_steps,
+    )
+  except (SetupError, CheckpointError, NonFiniteError) as e:  # the user's to fix: one line; bugs keep a traceback
+    fail(str(e))
+
+
+def fail(message: str) -> None:
+  print(f"{PROG}: error: {message}", file=sys.stderr, flush=True)
+  sys.exit(2)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's parsing, with its errors (unknown or mistyped --config.x overrides, missing flags) as one line,
+  naming the nearest config fields."""
+  try:
+    return flags.FLAGS(argv)
+  except (flags.Error, AttributeError, KeyError) as e:  # ml_collections: AttributeError for an unknown field
+    message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    unknown = [a.split("=", 1)[0][len("--config.") :] for a in argv if a.startswith("--config.")]
+    config = flags.FLAGS["config"].value if flags.FLAGS["config"].present else None
+    if config is None:  # parsing stopped at an override: load the file alone to name the fields it has
+      config = _config_alone(argv)
+    if config is not None:
+      from randar_jax.train.preflight import flat_keys, suggest
+
+      known = flat_keys(config)
+      bad = [k for k in unknown if k not in known]
+      if bad:
+        message = f"--config.{bad[0]}: no such config field{suggest(bad[0], known)}"
+    fail(message)
+
+
+def _config_alone(argv: list[str]):
+  spec = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+  if spec is None:
+    return None
+  try:
+    from randar_jax.config_io import load_config
+
+    return load_config(spec)
+  except Exception:  # noqa: BLE001 - the original parse error is reported instead
+    return None
+
+
+PROG = "randar-jax train"
 
 
 def resolve_config_flag(argv: list[str]) -> list[str]:
@@ -119,8 +168,7 @@ def resolve_config_flag(argv: list[str]) -> list[str]:
     try:
       argv[i] = prefix + config_io.config_path(argv[i][len(prefix) :])
     except FileNotFoundError as e:
-      print(f"randar-jax train: error: {e}", file=sys.stderr)
-      sys.exit(2)
+      fail(str(e))
   return argv
 
 
@@ -128,7 +176,7 @@ def run(argv: list[str] | None = None) -> None:
   """Parses ``argv`` (default: sys.argv; argv[0] is the program name) and trains. ml_collections reads config
   overrides (``--config.x=1``) from sys.argv, hence it is set here."""
   sys.argv = resolve_config_flag(sys.argv if argv is None else argv)
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ and the analytic FLOP count behind the MFU estimate.
     writer.close()
 
 Files: ``WORKDIR/metrics.jsonl`` (one JSON object per logged step: step, loss, accuracy, grad_norm,
-grad_norm_sum, lr, skipped (this interval), skipped_total, tokens_per_s, mfu, time), ``WORKDIR/tb/``
+grad_norm_sum, lr, skipped (this interval), nonfinite (of them, with a NaN / inf loss or gradient norm),
+skipped_total, tokens_per_s, mfu, time), ``WORKDIR/tb/``
 (TensorBoard events written by tensorboardX, no TensorFlow needed: ``tensorboard --logdir WORKDIR/tb``) and
 ``WORKDIR/loss.png``. On resume from step k, logged steps after k are dropped from the JSON lines and TensorBoard
 (``purge_step``), so the logs read as one uninterrupted run.
@@ -68,10 +69,12 @@ def train_flops_per_example(cfg, num_params: int | None = None) -> tuple[float, 
 
 
 def summarize(records: Sequence[Mapping[str, Any]]) -> dict[str, float]:
-  """Means over an interval of per-step metrics; the last lr and skipped_total; skipped summed."""
-  out = {k: float(np.mean([r[k] for r in records])) for k in records[0] if k not in ("lr", "skipped_total", "skipped")}
+  """Means over an interval of per-step metrics; the last lr and skipped_total; skipped and nonfinite summed."""
+  counts = [k for k in ("skipped", "nonfinite") if k in records[0]]
+  out = {k: float(np.mean([r[k] for r in records])) for k in records[0] if k not in ("lr", "skipped_total", *counts)}
   out["lr"] = float(records[-1]["lr"])
-  out["skipped"] = int(sum(int(r["skipped"]) for r in records))
+  for k in counts:
+    out[k] = int(sum(int(r[k]) for r in records))
   out["skipped_total"] = int(records[-1]["skipped_total"])
   return out
 
@@ -113,7 +116,8 @@ class MetricWriter:
     """Drops lines logged after ``start_step`` (a previous run got further than its last checkpoint)."""
     if not os.path.exists(self.path):
       return
-    kept = [line for line in open(self.path) if line.strip() and json.loads(line)["step"] <= start_step]
+    with open(self.path) as f:
+      kept = [line for line in f if line.strip() and json.loads(line)["step"] <= start_step]
     with open(self.path + ".tmp", "w") as f:
       f.writelines(kept)
     os.replace(self.path + ".tmp", self.path)
@@ -135,7 +139,12 @@ class MetricWriter:
         row["mfu"] = steps_per_s * flops_per_step / peak
     row["time"] = time.time()
     self.bar.update(len(records))
-    self.bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}", refresh=False)
+    postfix = {"loss": f"{row['loss']:.4f}", "lr": f"{row['lr']:.2e}"}
+    if row.get("skipped_total"):
+      postfix["skipped"] = row["skipped_total"]
+    if row.get("nonfinite"):
+      postfix["nonfinite"] = row["nonfinite"]
+    self.bar.set_postfix(postfix, refresh=False)
     if self.enabled:
       with open(self.path, "a") as f:
         f.write(json.dumps(row) + "\n")
@@ -161,7 +170,8 @@ class MetricWriter:
     """WORKDIR/loss.png: loss (and accuracy, lr) against step from metrics.jsonl."""
     if not self.enabled or not os.path.exists(self.path):
       return None
-    rows = [json.loads(line) for line in open(self.path) if line.strip()]
+    with open(self.path) as f:
+      rows = [json.loads(line) for line in f if line.strip()]
     if not rows:
       return None
     from matplotlib.figure import Figure  # not pyplot: no global backend switch (a notebook keeps its inline one)

@@ -51,12 +51,13 @@ class OptimConfig(FrozenConfig):
   grad_accum: int = 1  # micro-batches per step (the global batch is split, not enlarged)
   ema_decay: float = 0.0  # > 0: keep an EMA of the parameters
   mu_dtype: str | None = None  # e.g. 'bfloat16' for Adam's first moment
+  max_nonfinite: int = 20  # stop the run after this many consecutive non-finite (skipped) steps
 
   def __post_init__(self):
     if self.schedule not in SCHEDULES:
       raise ValueError(f"unknown schedule {self.schedule!r}; choose from {SCHEDULES}")
-    if self.warmup_steps < 0 or self.grad_accum < 1 or not 0.0 <= self.ema_decay < 1.0:
-      raise ValueError(f"need warmup_steps >= 0, grad_accum >= 1, 0 <= ema_decay < 1; got {self}")
+    if self.warmup_steps < 0 or self.grad_accum < 1 or not 0.0 <= self.ema_decay < 1.0 or self.max_nonfinite < 1:
+      raise ValueError(f"need warmup_steps >= 0, grad_accum >= 1, 0 <= ema_decay < 1, max_nonfinite >= 1; got {self}")
 
 
 def learning_rate(cfg: OptimConfig, total_steps: int) -> Callable[[Any], jax.Array]:
@@ -126,17 +127,23 @@ def update(
   grads: Any,
   step: jax.Array,
   total_steps: int,
+  loss: jax.Array | None = None,
 ) -> tuple[Any, Any, dict[str, jax.Array]]:
   """One optimizer iteration ``step`` (0-based): clip, skip rule, AdamW with lr(step).
 
   Returns (params, opt_state, stats) with stats 'lr', 'grad_norm' (global, before clipping), 'grad_norm_sum'
-  (the skip statistic, after clipping) and 'skipped' (bool). A skipped update returns the inputs unchanged.
+  (the skip statistic, after clipping), 'nonfinite' (bool: the loss or a gradient norm is NaN / inf) and
+  'skipped' (bool). A skipped update returns the inputs unchanged. A non-finite step is always skipped, whatever
+  the skip rule says (``norm_sum >= threshold`` is False for NaN, so the rule alone would let it through).
   """
   grads, norm = clip(grads, cfg.clip_norm)
   norm_sum = tensor_norm_sum(grads, cfg.fused_tensors)
-  skip = jnp.asarray(False)
+  nonfinite = ~(jnp.isfinite(norm) & jnp.isfinite(norm_sum))
+  if loss is not None:
+    nonfinite = nonfinite | ~jnp.isfinite(loss)
+  skip = nonfinite
   if cfg.skip_threshold is not None:
-    skip = (step >= cfg.skip_after) & (norm_sum >= cfg.skip_threshold)
+    skip = skip | ((step >= cfg.skip_after) & (norm_sum >= cfg.skip_threshold))
   lr = learning_rate(cfg, total_steps)(step)
   direction, new_opt_state = tx.update(grads, opt_state, params)
   new_params = jax.tree.map(lambda p, u: (p - lr * u).astype(p.dtype), params, direction)
@@ -144,7 +151,7 @@ def update(
   def keep(old, new):
     return jax.tree.map(lambda o, n: jnp.where(skip, o, n), old, new)
 
-  stats = {"lr": lr, "grad_norm": norm, "grad_norm_sum": norm_sum, "skipped": skip}
+  stats = {"lr": lr, "grad_norm": norm, "grad_norm_sum": norm_sum, "skipped": skip, "nonfinite": nonfinite}
   return keep(params, new_params), keep(opt_state, new_opt_state), stats
 
 
@@ -155,7 +162,8 @@ def ema_update(ema: Any, params: Any, decay: float, skipped: jax.Array) -> Any:
 
 def describe(cfg: OptimConfig, total_steps: int) -> str:
   floor = cfg.end_lr if cfg.end_lr is not None else cfg.end_lr_ratio * cfg.lr
-  skip = f"skip if norm sum >= {cfg.skip_threshold} after {cfg.skip_after}" if cfg.skip_threshold else "no skip"
+  skip = f"skip if norm sum >= {cfg.skip_threshold} after {cfg.skip_after}" if cfg.skip_threshold else "no skip rule"
+  skip += f" (non-finite steps skipped; stop after {cfg.max_nonfinite} in a row)"
   return (
     f"AdamW({cfg.b1}, {cfg.b2}) wd {cfg.weight_decay}, lr {cfg.lr:g} warm-up {cfg.warmup_steps} then "
     f"{cfg.schedule} to {floor:g} at {total_steps}, clip {cfg.clip_norm}, {skip}"

@@ -141,7 +141,7 @@ class Trainer:
     key = jax.random.fold_in(jax.random.key(self.seed), state.step)
     loss, accuracy, grads = self._grads(state.params, batch, key)
     params, opt_state, stats = optim.update(
-      self.optim, self.tx, state.params, state.opt_state, grads, state.step, self.total_steps
+      self.optim, self.tx, state.params, state.opt_state, grads, state.step, self.total_steps, loss
     )
     ema = state.ema
     if ema is not None:
