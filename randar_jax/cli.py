@@ -150,7 +150,7 @@ def _sample(args: argparse.Namespace) -> None:
 
   from randar_jax import checkpoint, tokenizers
   from randar_jax.decode import batched
-  from randar_jax.utils import images
+  from randar_jax.utils import files, images
 
   # Validate everything that can be checked before loading weights or compiling.
   config = generator_config(args.checkpoint)
@@ -159,6 +159,7 @@ def _sample(args: argparse.Namespace) -> None:
   settings = decode_settings(args, config)
   labels = batched.parse_labels(args.classes, args.num_per_class, config.num_classes, args.num_samples, args.seed)
   check_positive(batch_size=args.batch_size)
+  files.check_output_dir(args.out)
   check_sample_memory(config, settings, args.batch_size, check_tokenizer(args.tokenizer, config))
   tokenizer = tokenizers.load(args.tokenizer) if args.tokenizer else None
   model = checkpoint.load_model(args.checkpoint, **({"dtype": args.dtype} if args.dtype else {}))
@@ -175,10 +176,15 @@ def _sample(args: argparse.Namespace) -> None:
   print(f"wrote {os.path.join(args.out, 'grid.png')} and samples.npz (ADM format, {pictures.shape})")
 
 
+class _Parser(argparse.ArgumentParser):
+  """argparse with its errors (a flag's type, choices, a missing argument) as the one line every error is."""
+
+  def error(self, message: str):
+    self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def main(argv: list[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(
-    prog="randar-jax", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-  )
+  parser = _Parser(prog="randar-jax", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   commands = parser.add_subparsers(dest="command", required=True)
 
   p = commands.add_parser("convert", help="PyTorch weights -> Orbax checkpoint (strict)")
@@ -222,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
 
   args = parser.parse_args(argv)
   if args.command == "convert" and not args.check and not args.out:
-    parser.error("convert needs an output directory (or --check)")
+    parser.exit(2, "randar-jax convert: error: convert needs an output directory (or --check)\n")
   try:
     args.run(args)
   except Exception as e:  # clear one-line errors for bad input and the environment; bugs keep their traceback

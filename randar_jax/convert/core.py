@@ -237,8 +237,8 @@ def convert(
     declared, needed = math.prod(source.shape(key)), sum(math.prod(s) for s in shapes)
     if declared != needed:  # checked on the declared shape, before the tensor's bytes are read
       raise ConversionError(
-        f"{key}: the file declares shape {tuple(source.shape(key))} ({declared:,} values) but the model needs "
-        f"{needed:,} for {[tuple(s) for s in shapes]} -- does the config match this checkpoint?"
+        f"{key}: declared shape {tuple(source.shape(key))} ({declared:,} values) does not match the model's "
+        f"{[tuple(s) for s in shapes]} ({needed:,} values) -- does the config match this checkpoint?"
       )
     try:
       arrays = rule.transform(np.asarray(source.get(key), dtype=np.float32), shapes)

@@ -225,7 +225,8 @@ class TorchSource:
     if entry.file_size != size or entry.compress_type != zipfile.ZIP_STORED:
       raise ConversionError(
         f"{self.path}: tensor {key!r} declares a storage of {size:,} bytes but the archive holds "
-        f"{entry.file_size:,}{'' if entry.compress_type == zipfile.ZIP_STORED else ' (compressed)'} (corrupt file?)"
+        f"{entry.file_size:,}{'' if entry.compress_type == zipfile.ZIP_STORED else ' (compressed)'} "
+        f"(truncated or corrupt file?)"
       )
 
   def _storage_bytes(self, storage: _Storage, size: int) -> bytes:

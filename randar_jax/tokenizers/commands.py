@@ -14,11 +14,11 @@ def _tokenize(args: argparse.Namespace) -> None:
   import numpy as np
 
   from randar_jax import tokenizers
-  from randar_jax.tokenizers.preprocess import crop_image, load_image
+  from randar_jax.tokenizers.preprocess import crop_image, load_image, to_channels
   from randar_jax.utils import files, memory
 
   def load(paths):
-    images = [crop_image(load_image(p), size, args.crop) for p in paths]
+    images = [to_channels(crop_image(load_image(p), size, args.crop), info.channels) for p in paths]
     if len({i.shape for i in images}) > 1:
       raise ValueError(f"images differ in size ({sorted({i.shape for i in images})}); use --crop adm or resize")
     return np.stack(images)
@@ -35,7 +35,7 @@ def _tokenize(args: argparse.Namespace) -> None:
     raise ValueError(
       f"--image-size {size} must be a positive multiple of the tokenizer's downsampling factor {info.downsample}"
     )
-  sides = [image_side(p) for p in args.images]
+  sides = [np.asarray(load_image(p)).shape[:2] for p in args.images]  # decoded once: a truncated file fails here
   if args.crop == "none":
     height, width = max(s[0] for s in sides), max(s[1] for s in sides)
   else:
@@ -54,14 +54,6 @@ def _tokenize(args: argparse.Namespace) -> None:
   with files.atomic_path(args.out) as tmp, open(tmp, "wb") as f:
     np.save(f, codes)
   print(f"wrote {args.out}: codes {codes.shape} {codes.dtype} in [0, {tok.vocab_size}) for {len(args.images)} image(s)")
-
-
-def image_side(path: str) -> tuple[int, int]:
-  """(height, width) from an image file's header (nothing decoded): a missing or non-image file fails here, before
-  any work, with one line naming it."""
-  from randar_jax.utils.images import open_image_header
-
-  return open_image_header(path)
 
 
 def _detokenize(args: argparse.Namespace) -> None:

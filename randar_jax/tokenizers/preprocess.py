@@ -82,6 +82,10 @@ def read_images(paths: Sequence[str | os.PathLike], size: int, crop: str = "adm"
   :func:`crop_image`); one channel is the mean of R, G and B (the grey-level tokenizer)."""
   images = []
   for path in paths:
-    image = crop_image(load_image(path), size, crop)
-    images.append(image if channels == 3 else image.mean(axis=-1, keepdims=True).astype(np.uint8))
+    images.append(to_channels(crop_image(load_image(path), size, crop), channels))
   return np.stack(images)
+
+
+def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
+  """uint8 RGB (H, W, 3) -> (H, W, channels): one channel is the mean of R, G and B (the grey-level tokenizer)."""
+  return image if channels == 3 else image.mean(axis=-1, keepdims=True).astype(np.uint8)

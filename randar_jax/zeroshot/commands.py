@@ -84,6 +84,8 @@ def _region(spec: str | None, path: str | None, shape: tuple[int, int], what: st
     top, left, bottom, right = _box(spec, shape[0], box_flag)
     region = np.zeros(shape, bool)
     region[top:bottom, left:right] = True
+    if what == "keep" and region.all():
+      raise ValueError(f"{box_flag} {spec} keeps the whole image: there is nothing to outpaint")
     return region
   from PIL import Image
 
@@ -172,10 +174,11 @@ def _inpaint(args: argparse.Namespace) -> None:
     memory.generator_bytes(config, batch=batch, tokens=config.num_tokens, guided=guided), f"editing {batch} image(s)"
   )
 
+  images = read_images(args.images, size, args.crop, tok.channels)  # a truncated file fails before the weights load
+
   from randar_jax.zeroshot import editing
 
   model, tok = _load(args)
-  images = read_images(args.images, size, args.crop, tok.channels)
   labels = np.full(len(images), args.class_id)
   key = jax.random.key(args.seed)
   if args.command == "outpaint" and args.extend:
@@ -238,9 +241,9 @@ def _features(args: argparse.Namespace) -> None:
   from randar_jax.utils.files import atomic_path
   from randar_jax.zeroshot.features import bidirectional_features, pca_rgb
 
-  _, _, size, _ = _check(args)
-  model, tok = _load(args)
+  _, tok, size, _ = _check(args)
   images = read_images(args.images, size, args.crop, tok.channels)
+  model, tok = _load(args)
   tokens = np.asarray(tok.encode(images)).reshape(len(images), -1)
   feats = np.asarray(bidirectional_features(model, tokens, layers=args.layer))
   os.makedirs(args.out, exist_ok=True)
