@@ -35,8 +35,6 @@ def _check_common(args: argparse.Namespace) -> None:
     raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
   if (args.inception is None) == (args.features is None):
     raise ValueError("give the Inception weights (--inception CKPT or the pytorch-fid .pth) or --features NAME:ARG")
-  if args.inception is not None and not os.path.exists(args.inception):
-    raise FileNotFoundError(f"no Inception checkpoint at --inception {args.inception}")
   if not os.path.exists(args.ref):
     raise FileNotFoundError(f"no reference at --ref {args.ref}")
   if getattr(args, "save_ref", None) and not os.path.isfile(args.save_ref):
