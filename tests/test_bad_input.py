@@ -115,12 +115,17 @@ def _sample(w: Workspace, out: str, *extra: str) -> list[str]:
   return ["sample", w.model, "--out", out, "--classes", "1", *extra]
 
 
-def _zs(cmd: str, w: Workspace, out: str, *extra: str, image: str = "img.png") -> list[str]:
-  return [cmd, w.p(image), "--model", w.model, "--tokenizer", w.vq, "--out", out, "--class", "1", *extra]
+def _zs(cmd: str, w: Workspace, out: str, *extra: str, image: str = "img.png", model=None, tok=None) -> list[str]:
+  model, tok = model or w.model, tok or w.vq
+  return [cmd, w.p(image), "--model", model, "--tokenizer", tok, "--out", out, "--class", "1", *extra]
 
 
 def _box(w: Workspace) -> str:
   return f"0,0,{w.size // 2},{w.size // 2}"
+
+
+def _xp(w: Workspace, out: str, classes: str, *extra: str) -> list[str]:
+  return ["extrapolate", "--model", w.model, "--tokenizer", w.vq, "--out", out, "--classes", classes, *extra]
 
 
 def _tok(w: Workspace, out: str, *extra: str, image: str = "img.png") -> list[str]:
@@ -231,58 +236,19 @@ CASES: list[Case] = [
   ("inpaint/cfg-malformed", lambda w, o: _zs("inpaint", w, o, "--box", _box(w), "--cfg", "x"), "'x'", True),
   (
     "inpaint/rar-model",
-    lambda w, o: [
-      "inpaint",
-      w.p("img.png"),
-      "--model",
-      w.rar,
-      "--tokenizer",
-      w.vq,
-      "--out",
-      o,
-      "--class",
-      "1",
-      "--box",
-      _box(w),
-    ],
+    lambda w, o: _zs("inpaint", w, o, "--box", _box(w), model=w.rar, tok=w.vq),
     "'randar'",
     True,
   ),
   (
     "inpaint/tokenizer-as-model",
-    lambda w, o: [
-      "inpaint",
-      w.p("img.png"),
-      "--model",
-      w.vq,
-      "--tokenizer",
-      w.vq,
-      "--out",
-      o,
-      "--class",
-      "1",
-      "--box",
-      _box(w),
-    ],
+    lambda w, o: _zs("inpaint", w, o, "--box", _box(w), model=w.vq, tok=w.vq),
     "--tokenizer",
     True,
   ),
   (
     "inpaint/tokenizer-vocab",
-    lambda w, o: [
-      "inpaint",
-      w.p("img.png"),
-      "--model",
-      w.model,
-      "--tokenizer",
-      "pixels:17",
-      "--out",
-      o,
-      "--class",
-      "1",
-      "--box",
-      _box(w),
-    ],
+    lambda w, o: _zs("inpaint", w, o, "--box", _box(w), model=w.model, tok="pixels:17"),
     "17 codes",
     True,
   ),
@@ -302,55 +268,19 @@ CASES: list[Case] = [
   ),
   (
     "extrapolate/factor",
-    lambda w, o: [
-      "extrapolate",
-      "--model",
-      w.model,
-      "--tokenizer",
-      w.vq,
-      "--out",
-      o,
-      "--classes",
-      "1",
-      "--factor",
-      "1",
-    ],
+    lambda w, o: _xp(w, o, "1", "--factor", "1"),
     "--factor",
     True,
   ),
   (
     "extrapolate/factor-huge",
-    lambda w, o: [
-      "extrapolate",
-      "--model",
-      w.model,
-      "--tokenizer",
-      w.vq,
-      "--out",
-      o,
-      "--classes",
-      "1",
-      "--factor",
-      "2000",
-    ],
+    lambda w, o: _xp(w, o, "1", "--factor", "2000"),
     "needs ~",
     True,
   ),
   (
     "extrapolate/spatial",
-    lambda w, o: [
-      "extrapolate",
-      "--model",
-      w.model,
-      "--tokenizer",
-      w.vq,
-      "--out",
-      o,
-      "--classes",
-      "1",
-      "--spatial",
-      "a",
-    ],
+    lambda w, o: _xp(w, o, "1", "--spatial", "a"),
     "--spatial",
     True,
   ),
