@@ -110,13 +110,23 @@ def check_positive(**flags: int | None) -> None:
       raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
 
 
+def parse_cfg(spec: str | None, flag: str = "--cfg"):
+  """A guidance flag as a Guidance (or None for 'none'), the flag named in the error."""
+  from randar_jax.decode.sampling import Guidance
+
+  try:
+    return Guidance.parse(spec)
+  except ValueError as e:
+    raise ValueError(f"{flag}: {e}") from None
+
+
 def decode_settings(args: argparse.Namespace, config):
   """The family's default DecodeSettings for ``config`` with the sample flags that were given (--steps, --cfg,
   --cfg-interval, --temperature, --top-k, --top-p, --order), checked before any weights are loaded."""
   return families.of(config).decode_settings(
     config,
     steps=args.steps,
-    cfg="default" if args.cfg is None else args.cfg,
+    cfg="default" if args.cfg is None else parse_cfg(args.cfg),
     cfg_interval=args.cfg_interval,
     temperature=args.temperature,
     top_k=args.top_k,

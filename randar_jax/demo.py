@@ -240,14 +240,14 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def _command(args: argparse.Namespace) -> None:
-  from randar_jax.decode.sampling import Guidance
+  from randar_jax.cli import parse_cfg
   from randar_jax.utils import files
 
   for flag, value in (("--steps", args.steps), ("--per-class", args.per_class)):
     if value is not None and value < 1:
       raise ValueError(f"{flag} must be >= 1, got {value}")
   if args.cfg is not None:
-    Guidance.parse(args.cfg)  # a malformed or non-finite scale fails here, not after training
+    parse_cfg(args.cfg)  # a malformed or non-finite scale fails here, not after training
   files.check_output_dir(args.out)
   metrics = run(
     args.out, order=args.order, total_steps=args.steps, per_class=args.per_class, guidance=args.cfg, seed=args.seed

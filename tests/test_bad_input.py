@@ -188,7 +188,7 @@ CASES: list[Case] = [
     "--num-samples",
     True,
   ),
-  ("sample/cfg-nan", lambda w, o: _sample(w, o, "--cfg", "nan"), "nan", True),
+  ("sample/cfg-nan", lambda w, o: _sample(w, o, "--cfg", "nan"), "--cfg", True),
   ("sample/cfg-interval-inf", lambda w, o: _sample(w, o, "--cfg", "3", "--cfg-interval", "inf"), "cfg_interval", True),
   ("sample/temperature-nan", lambda w, o: _sample(w, o, "--temperature", "nan"), "temperature", True),
   ("sample/top-p", lambda w, o: _sample(w, o, "--top-p", "2"), "top_p", True),
@@ -233,7 +233,7 @@ CASES: list[Case] = [
     "temperature",
     True,
   ),
-  ("inpaint/cfg-malformed", lambda w, o: _zs("inpaint", w, o, "--box", _box(w), "--cfg", "x"), "'x'", True),
+  ("inpaint/cfg-malformed", lambda w, o: _zs("inpaint", w, o, "--box", _box(w), "--cfg", "x"), "--cfg", True),
   (
     "inpaint/rar-model",
     lambda w, o: _zs("inpaint", w, o, "--box", _box(w), model=w.rar, tok=w.vq),
@@ -440,7 +440,7 @@ CASES: list[Case] = [
   # demo
   ("demo/steps", lambda w, o: ["demo", "--out", o, "--steps", "0"], "--steps", True),
   ("demo/per-class", lambda w, o: ["demo", "--out", o, "--per-class", "-1"], "--per-class", True),
-  ("demo/cfg-nan", lambda w, o: ["demo", "--out", o, "--cfg", "nan"], "nan", True),
+  ("demo/cfg-nan", lambda w, o: ["demo", "--out", o, "--cfg", "nan"], "--cfg", True),
   ("demo/out-is-file", lambda w, o: ["demo", "--out", w.p("afile")], "afile", True),
   ("demo/order", lambda w, o: ["demo", "--out", o, "--order", "spiral"], "--order", True),
 ]

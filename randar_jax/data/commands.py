@@ -50,6 +50,9 @@ def _extract(args: argparse.Namespace) -> None:
   _check_flags(args, "image_size", "batch_size", "shard_size", "workers")
   _process_slice(args)
   info = tokenizers.info(args.tokenizer)
+  args.image_size = args.image_size or info.image_size
+  if args.image_size is None:
+    raise ValueError(f"--tokenizer {args.tokenizer} has no native image size: give --image-size")
   if args.image_size % info.downsample:
     raise ValueError(
       f"--image-size {args.image_size} is not a multiple of the tokenizer's downsampling factor {info.downsample}"
@@ -128,7 +131,7 @@ def register(commands) -> None:
     choices=["adm", "ten-crop"],
     help="adm: centre crop + flip (RandAR's released models); ten-crop: LlamaGen/RAR",
   )
-  p.add_argument("--image-size", type=int, default=256)
+  p.add_argument("--image-size", type=int, help="side after cropping (default: the tokenizer's native size)")
   p.add_argument("--batch-size", type=int, default=64, help="images per encoder call")
   p.add_argument("--shard-size", type=int, default=1000, help="images per output shard")
   p.add_argument("--split", default="train", help="TFDS split")

@@ -39,7 +39,8 @@ def _host_available() -> int:
 
 
 def _gb(n: float) -> str:
-  return f"{n / 2**30:.3g}"
+  gb = n / 2**30
+  return f"{gb:,.0f}" if gb >= 10 else f"{gb:.2g}"
 
 
 def check_fits(needed: float, what: str, *, batch: int | None = None, flag: str = "--batch-size") -> None:

@@ -20,7 +20,7 @@ import os
 import numpy as np
 
 from randar_jax import families
-from randar_jax.decode.sampling import Guidance, Sampling
+from randar_jax.decode.sampling import Sampling
 
 EDIT_STEPS = 32  # forwards for the regenerated tokens of an edit (a region, not a whole image)
 
@@ -138,8 +138,10 @@ def _panels(out: str, paths, images, masks, results, suffix: str) -> None:
 def _guidance_kwargs(args, config) -> dict:
   """num_steps, guidance and sampling from the flags; unset ones take the family's defaults (its guidance and
   sampling; the steps default is the command's own, for the tokens it generates)."""
+  from randar_jax.cli import parse_cfg
+
   settings = families.of(config).default_settings(config)
-  guidance = settings.guidance if args.cfg is None else Guidance.parse(args.cfg)
+  guidance = settings.guidance if args.cfg is None else parse_cfg(args.cfg)
   base = settings.sampling
   sampling = Sampling.make(
     base.temperature if args.temperature is None else args.temperature,
