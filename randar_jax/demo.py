@@ -240,12 +240,10 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def _command(args: argparse.Namespace) -> None:
-  from randar_jax.cli import parse_cfg
+  from randar_jax.cli import check_positive, parse_cfg
   from randar_jax.utils import files
 
-  for flag, value in (("--steps", args.steps), ("--per-class", args.per_class)):
-    if value is not None and value < 1:
-      raise ValueError(f"{flag} must be >= 1, got {value}")
+  check_positive(steps=args.steps, per_class=args.per_class)
   if args.cfg is not None:
     parse_cfg(args.cfg)  # a malformed or non-finite scale fails here, not after training
   files.check_output_dir(args.out)

@@ -128,6 +128,10 @@ def _xp(w: Workspace, out: str, classes: str, *extra: str) -> list[str]:
   return ["extrapolate", "--model", w.model, "--tokenizer", w.vq, "--out", out, "--classes", classes, *extra]
 
 
+def _feat(w: Workspace, out: str, *extra: str, image: str = "img.png") -> list[str]:
+  return ["features", w.p(image), "--model", w.model, "--tokenizer", w.vq, "--out", out, *extra]
+
+
 def _tok(w: Workspace, out: str, *extra: str, image: str = "img.png") -> list[str]:
   return ["tokenize", w.p(image), "--tokenizer", w.vq, "--out", out + ".npy", *extra]
 
@@ -221,6 +225,13 @@ CASES: list[Case] = [
   ),
   ("inpaint/image-bomb", lambda w, o: _zs("inpaint", w, o, "--box", _box(w), image="bomb.png"), "bomb.png", True),
   (
+    "edit/image-truncated",
+    lambda w, o: _zs("edit", w, o, "--box", _box(w), image="truncated.png"),
+    "truncated.png",
+    True,
+  ),
+  ("features/image-truncated", lambda w, o: _feat(w, o, image="truncated.png"), "truncated.png", True),
+  (
     "inpaint/class-range",
     lambda w, o: _zs("inpaint", w, o, "--box", _box(w), "--class", str(w.classes)),
     "--class",
@@ -290,29 +301,8 @@ CASES: list[Case] = [
     "--classes",
     True,
   ),
-  (
-    "features/layer",
-    lambda w, o: [
-      "features",
-      w.p("img.png"),
-      "--model",
-      w.model,
-      "--tokenizer",
-      w.vq,
-      "--out",
-      o,
-      "--layer",
-      str(w.layers),
-    ],
-    "--layer",
-    True,
-  ),
-  (
-    "features/image-unreadable",
-    lambda w, o: ["features", w.p("notimage.png"), "--model", w.model, "--tokenizer", w.vq, "--out", o],
-    "notimage.png",
-    True,
-  ),
+  ("features/layer", lambda w, o: _feat(w, o, "--layer", str(w.layers)), "--layer", True),
+  ("features/image-unreadable", lambda w, o: _feat(w, o, image="notimage.png"), "notimage.png", True),
   # tokenize / detokenize
   ("tokenize/image-missing", lambda w, o: _tok(w, o, image="nope.png"), "nope.png", True),
   ("tokenize/image-not-image", lambda w, o: _tok(w, o, image="notimage.png"), "notimage.png", True),

@@ -29,12 +29,10 @@ def _process_slice(args: argparse.Namespace) -> dict:
 
 def _check_flags(args: argparse.Namespace, *names: str) -> None:
   """Each named integer flag (``batch_size`` -> --batch-size) must be >= 1; the output a folder that can be made."""
+  from randar_jax.cli import check_positive
   from randar_jax.utils import files
 
-  for name in names:
-    value = getattr(args, name)
-    if value is not None and value < 1:
-      raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+  check_positive(**{name: getattr(args, name) for name in names})
   files.check_output_dir(args.out, "OUT_DIR")
 
 

@@ -29,10 +29,10 @@ def _extractor(args: argparse.Namespace):
 
 def _check_common(args: argparse.Namespace) -> None:
   """The flags eval and cfg-search share, checked before any network is loaded."""
+  from randar_jax import cli
   from randar_jax.utils import files
 
-  if args.batch_size < 1:
-    raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+  cli.check_positive(batch_size=args.batch_size)
   if (args.inception is None) == (args.features is None):
     raise ValueError("give the Inception weights (--inception CKPT or the pytorch-fid .pth) or --features NAME:ARG")
   if not os.path.exists(args.ref):

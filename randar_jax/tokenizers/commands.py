@@ -14,6 +14,7 @@ def _tokenize(args: argparse.Namespace) -> None:
   import numpy as np
 
   from randar_jax import tokenizers
+  from randar_jax.cli import check_positive
   from randar_jax.tokenizers.preprocess import crop_image, load_image, to_channels
   from randar_jax.utils import files, memory
 
@@ -24,8 +25,7 @@ def _tokenize(args: argparse.Namespace) -> None:
     return np.stack(images)
 
   # Checks up front: flags, the tokenizer's config (not its weights), every file's header, the memory a batch needs.
-  if args.batch_size < 1:
-    raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+  check_positive(batch_size=args.batch_size)
   files.check_output_file(args.out, ".npy")
   info = tokenizers.info(args.tokenizer)
   size = args.image_size or info.image_size
@@ -61,11 +61,11 @@ def _detokenize(args: argparse.Namespace) -> None:
   from PIL import Image
 
   from randar_jax import tokenizers
+  from randar_jax.cli import check_positive
   from randar_jax.tokenizers.base import check_codes
   from randar_jax.utils import files, memory
 
-  if args.batch_size < 1:
-    raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+  check_positive(batch_size=args.batch_size)
   files.check_output_dir(args.out)
   if not os.path.isfile(args.codes):
     raise FileNotFoundError(f"no such codes file: {args.codes}")

@@ -37,7 +37,7 @@ def _check(args, images: bool = True):
   """Everything checkable before loading weights or compiling: the model (a RandAR generator, read from its
   config), the tokenizer (its vocabulary), the image files (headers), the flags. Returns (config, tokenizer info,
   image side in pixels, sampling kwargs or None)."""
-  from randar_jax.cli import check_tokenizer, generator_config
+  from randar_jax.cli import check_positive, check_tokenizer, generator_config
   from randar_jax.utils import files
   from randar_jax.utils.images import open_image_header
 
@@ -50,9 +50,7 @@ def _check(args, images: bool = True):
   class_id = getattr(args, "class_id", None)
   if class_id is not None and not 0 <= class_id < config.num_classes:
     raise ValueError(f"--class must be in [0, {config.num_classes}) for this model, got {class_id}")
-  steps = getattr(args, "steps", None)
-  if steps is not None and steps < 1:
-    raise ValueError(f"--steps must be >= 1, got {steps}")
+  check_positive(steps=getattr(args, "steps", None))
   layer = getattr(args, "layer", None)
   if layer is not None and not 0 <= layer < config.n_layer:
     raise ValueError(f"--layer must be a block index in [0, {config.n_layer}) for this model, got {layer}")
