@@ -34,16 +34,30 @@ from randar_jax.utils import profiling
 
 
 def _convert(args: argparse.Namespace) -> None:
-  from randar_jax import checkpoint
-  from randar_jax.convert import config_from_spec, convert_params
+  import dataclasses
 
+  from randar_jax import checkpoint
+  from randar_jax.convert import check_output, config_from_spec, convert_params, save_checkpoint
+
+  if not os.path.isfile(args.weights):
+    raise FileNotFoundError(f"no such weights file: {args.weights}")
+  if not args.check:
+    check_output(args.out, overwrite=args.overwrite)  # before minutes of reading
+  if args.image_size is not None and args.image_size < 1:
+    raise ValueError(f"--image-size must be a positive number of pixels, got {args.image_size}")
   config = config_from_spec(args.config) if args.config else None
   start = time.time()
   params, config = convert_params(args.weights, config, check_only=args.check)
+  if args.image_size is not None:
+    if families.of(config).kind != "tokenizer":
+      raise ValueError(f"--image-size is for tokenizers; {args.weights} holds a {config.FAMILY!r} generator")
+    if args.image_size % config.downsample:
+      raise ValueError(f"--image-size {args.image_size} is not a multiple of the downsampling {config.downsample}")
+    config = dataclasses.replace(config, image_size=args.image_size)
   if args.check:
     print(f"{args.weights}: every key and shape fits {config}")
     return
-  out = checkpoint.save_params(args.out, params, config.to_dict())
+  out = save_checkpoint(args.out, params, config, overwrite=args.overwrite)
   print(f"wrote {out}: {checkpoint.param_count(params):,} parameters of {config} in {time.time() - start:.1f} s")
 
 
@@ -66,13 +80,69 @@ def _info(args: argparse.Namespace) -> None:
   print(json.dumps(checkpoint.read_config(args.checkpoint), indent=1))
 
 
+def generator_config(path: str, flag: str = "checkpoint", family: str | None = None):
+  """The config of the generator checkpoint at ``path``, read without loading weights; one clear line when it
+  holds a tokenizer (or another model kind) or, with ``family``, another family than the command needs."""
+  from randar_jax import checkpoint
+
+  config = families.config_from_dict(checkpoint.read_config(path))
+  spec = families.of(config)
+  if spec.kind != "generator":
+    hint = " (pass it as --tokenizer)" if spec.kind == "tokenizer" else ""
+    raise ValueError(f"{flag} {path} holds a {spec.name!r} {spec.kind}, not an image generator{hint}")
+  if family is not None and spec.name != family:
+    raise ValueError(f"{flag} {path} holds a {spec.name!r} model; this command needs a {family!r} one")
+  return config
+
+
+def check_tokenizer(spec: str | None, config, flag: str = "--tokenizer"):
+  """The TokenizerInfo of ``spec`` after checking it against the generator ``config`` (vocabulary), or None."""
+  from randar_jax import tokenizers
+
+  if spec is None:
+    return None
+  tok = tokenizers.info(spec)
+  tokenizers.check_fits_model(tok, config, flag)
+  return tok
+
+
+def check_sample_memory(config, settings, batch_size: int, tok=None) -> None:
+  """Refuses a batch whose KV cache / logits (and decoded images) would not fit on the device."""
+  from randar_jax.utils import memory
+
+  need = memory.generator_bytes(
+    config, batch=batch_size, tokens=config.num_tokens, guided=settings.guidance is not None
+  )
+  if tok is not None:
+    side = config.grid_size * tok.downsample
+    need = max(need, memory.tokenizer_bytes(tok, batch=batch_size, height=side, width=side))
+  memory.check_fits(need, f"sampling a batch of {batch_size}", batch=batch_size)
+
+
+def check_positive(**flags: int | None) -> None:
+  """--name must be >= 1 for each given (not None) flag value."""
+  for name, value in flags.items():
+    if value is not None and value < 1:
+      raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+
+
+def parse_cfg(spec: str | None, flag: str = "--cfg"):
+  """A guidance flag as a Guidance (or None for 'none'), the flag named in the error."""
+  from randar_jax.decode.sampling import Guidance
+
+  try:
+    return Guidance.parse(spec)
+  except ValueError as e:
+    raise ValueError(f"{flag}: {e}") from None
+
+
 def decode_settings(args: argparse.Namespace, config):
   """The family's default DecodeSettings for ``config`` with the sample flags that were given (--steps, --cfg,
   --cfg-interval, --temperature, --top-k, --top-p, --order), checked before any weights are loaded."""
   return families.of(config).decode_settings(
     config,
     steps=args.steps,
-    cfg="default" if args.cfg is None else args.cfg,
+    cfg="default" if args.cfg is None else parse_cfg(args.cfg),
     cfg_interval=args.cfg_interval,
     temperature=args.temperature,
     top_k=args.top_k,
@@ -106,16 +176,17 @@ def _sample(args: argparse.Namespace) -> None:
 
   from randar_jax import checkpoint, tokenizers
   from randar_jax.decode import batched
-  from randar_jax.utils import images
+  from randar_jax.utils import files, images
 
   # Validate everything that can be checked before loading weights or compiling.
-  config = families.config_from_dict(checkpoint.read_config(args.checkpoint))
+  config = generator_config(args.checkpoint)
   if args.model and args.model != config.FAMILY:
     raise ValueError(f"{args.checkpoint} holds a {config.FAMILY!r} model, not {args.model!r} (drop --model or fix it)")
   settings = decode_settings(args, config)
   labels = batched.parse_labels(args.classes, args.num_per_class, config.num_classes, args.num_samples, args.seed)
-  if args.batch_size < 1:
-    raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+  check_positive(batch_size=args.batch_size)
+  files.check_output_dir(args.out)
+  check_sample_memory(config, settings, args.batch_size, check_tokenizer(args.tokenizer, config))
   tokenizer = tokenizers.load(args.tokenizer) if args.tokenizer else None
   model = checkpoint.load_model(args.checkpoint, **({"dtype": args.dtype} if args.dtype else {}))
   tokens, orders = batched.sample_labels(model, labels, batch_size=args.batch_size, seed=args.seed, **settings.kwargs())
@@ -131,16 +202,22 @@ def _sample(args: argparse.Namespace) -> None:
   print(f"wrote {os.path.join(args.out, 'grid.png')} and samples.npz (ADM format, {pictures.shape})")
 
 
+class _Parser(argparse.ArgumentParser):
+  """argparse with its errors (a flag's type, choices, a missing argument) as the one line every error is."""
+
+  def error(self, message: str):
+    self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def main(argv: list[str] | None = None) -> int:
+  console = argv is None  # the console command (not a call from Python)
   argv = sys.argv[1:] if argv is None else list(argv)
   if argv[:1] == ["train"]:  # absl + ml_collections flags (--config.x.y=...): handed over whole
     from randar_jax.train import main as train_main
 
     train_main.run(["randar-jax train", *argv[1:]])
     return 0
-  parser = argparse.ArgumentParser(
-    prog="randar-jax", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-  )
+  parser = _Parser(prog="randar-jax", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   commands = parser.add_subparsers(dest="command", required=True)
 
   p = commands.add_parser("convert", help="PyTorch weights -> Orbax checkpoint (strict)")
@@ -152,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     "[:key=value,...]; inferred from the tensor shapes when omitted",
   )
   p.add_argument("--check", action="store_true", help="only validate keys and shapes, write nothing")
+  p.add_argument("--overwrite", action="store_true", help="replace an existing converted checkpoint (atomically)")
+  p.add_argument("--image-size", type=int, help="tokenizers: the native image side to record (default 256)")
   p.set_defaults(run=_convert)
 
   p = commands.add_parser("pull", help="released weights by name: download (Hugging Face cache), convert once")
@@ -195,14 +274,40 @@ def main(argv: list[str] | None = None) -> int:
 
   args = parser.parse_args(argv)
   if args.command == "convert" and not args.check and not args.out:
-    parser.error("convert needs an output directory (or --check)")
+    parser.exit(2, "randar-jax convert: error: convert needs an output directory (or --check)\n")
   try:
     with profiling.trace(getattr(args, "profile", None)):  # commands with --profile DIR (sample)
       args.run(args)
-  except (ValueError, FileNotFoundError) as e:  # clear one-line errors for bad input; bugs keep their traceback
-    print(f"randar-jax {args.command}: error: {e}", file=sys.stderr)
+  except Exception as e:  # clear one-line errors for bad input and the environment; bugs keep their traceback
+    message = user_error(e)
+    if message is None:
+      raise
+    print(f"randar-jax {args.command}: error: {message}", file=sys.stderr)
+    if console:  # no library thread (Orbax's) may keep a failed process alive
+      sys.stdout.flush()
+      sys.stderr.flush()
+      os._exit(2)
     return 2
   return 0
+
+
+def user_error(e: BaseException) -> str | None:
+  """The one line to show for a user or environment error (bad input, file system, out of memory); None for a
+  bug, which keeps its traceback."""
+  if isinstance(e, (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError)) and not isinstance(
+    e, UnicodeError
+  ):
+    text = str(e)
+  elif isinstance(e, OSError):  # permission, read-only or full file system: say what and where
+    what = e.strerror or str(e)
+    text = f"{what}: {e.filename}" if e.filename else what
+  elif isinstance(e, MemoryError):
+    text = "out of host memory; try a smaller --batch-size"
+  elif "RESOURCE_EXHAUSTED" in str(e) or "Out of memory" in str(e):  # XLA's allocation failures
+    text = f"out of device memory ({str(e).splitlines()[0][:200]}); try a smaller --batch-size"
+  else:
+    return None
+  return " ".join(text.split())  # one line
 
 
 if __name__ == "__main__":

@@ -240,6 +240,13 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def _command(args: argparse.Namespace) -> None:
+  from randar_jax.cli import check_positive, parse_cfg
+  from randar_jax.utils import files
+
+  check_positive(steps=args.steps, per_class=args.per_class)
+  if args.cfg is not None:
+    parse_cfg(args.cfg)  # a malformed or non-finite scale fails here, not after training
+  files.check_output_dir(args.out)
   metrics = run(
     args.out, order=args.order, total_steps=args.steps, per_class=args.per_class, guidance=args.cfg, seed=args.seed
   )

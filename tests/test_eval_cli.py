@@ -109,7 +109,8 @@ def test_cfg_search_runs_resumes_after_interruption_and_plots(workspace, tmp_pat
   final = json.loads((out / "final_cfg_5.0000.json").read_text())
   assert final["scale"] == 5.0 and final["num_samples"] == 12
   written = samples.open_images(out / "samples_cfg_5.0000.npz")
-  assert len(written) == 12 and written.shape == workspace[2].shape[1:]
+  # the ADM format is RGB: the grey reference's level repeated in three channels (as `sample` writes it)
+  assert len(written) == 12 and written.shape == (*workspace[2].shape[1:3], 3)
   assert json.loads((out / "summary.json").read_text())["final"] == final
   calls[:] = []
   assert cli.main(args) == 0 and calls == []  # everything done: nothing recomputed

@@ -21,6 +21,7 @@ from typing import Any
 from randar_jax import checkpoint, config_io, families
 from randar_jax.convert.core import ConversionError, TensorSource, convert
 from randar_jax.convert.sources import open_source
+from randar_jax.utils import files
 
 
 def detect_family(source: TensorSource) -> families.Family:
@@ -76,12 +77,57 @@ def convert_params(
   return params, config
 
 
+TRAINING_ITEMS = ("opt_state", "run_config", "data", "ema")  # what a training workdir's steps hold besides params
+
+
+def check_output(out: str | os.PathLike, *, overwrite: bool = False) -> None:
+  """Refuses, before any conversion work, an output that cannot become a converted checkpoint: a file, an unwritable
+  place, a training workdir (its newest training step would shadow the converted one), a folder holding something
+  else, or an existing checkpoint without ``overwrite``."""
+  path = os.path.abspath(os.fspath(out))
+  if os.path.lexists(path) and not os.path.isdir(path):
+    raise ValueError(f"output {out} is a file, not a checkpoint directory; choose a new directory")
+  if os.path.isdir(path) and os.listdir(path):
+    entries = sorted(os.listdir(path))
+    steps = [e for e in entries if e.isdigit() and os.path.isdir(os.path.join(path, e))]
+    training = sorted({i for s in steps for i in os.listdir(os.path.join(path, s)) if i in TRAINING_ITEMS})
+    if training:
+      raise ValueError(
+        f"output {out} holds a training run (its steps have {', '.join(training)}); readers load its newest "
+        f"step, so a converted checkpoint there would never be used: choose another directory"
+      )
+    if len(steps) != len(entries):
+      others = [e for e in entries if e not in steps][:3]
+      raise ValueError(f"output {out} is a folder holding other files ({', '.join(others)}); choose a new directory")
+    if not overwrite:
+      raise ValueError(f"output {out} already holds a checkpoint; pass --overwrite to replace it")
+  files.check_output_dir(path, "output")
+
+
+def save_checkpoint(out: str | os.PathLike, params, config, *, overwrite: bool = False) -> str:
+  """Writes a converted checkpoint whole or not at all: under a temporary name, renamed when complete (an existing
+  one is replaced only then, with ``overwrite``)."""
+  check_output(out, overwrite=overwrite)
+  with files.atomic_path(out) as tmp:
+    checkpoint.save_params(tmp, params, config.to_dict())
+  return os.path.abspath(os.fspath(out))
+
+
 def convert_checkpoint(
-  path: str | os.PathLike, out_dir: str | os.PathLike, config=None, *, progress: bool = True
+  path: str | os.PathLike, out_dir: str | os.PathLike, config=None, *, progress: bool = True, overwrite: bool = False
 ) -> str:
   """Converts a PyTorch checkpoint into an Orbax checkpoint directory that ``checkpoint.load_model`` reads."""
+  check_output(out_dir, overwrite=overwrite)
   params, config = convert_params(path, config, progress=progress)
-  return checkpoint.save_params(out_dir, params, config.to_dict())
+  return save_checkpoint(out_dir, params, config, overwrite=overwrite)
 
 
-__all__ = ["ConversionError", "config_from_spec", "convert_checkpoint", "convert_params", "detect_family"]
+__all__ = [
+  "ConversionError",
+  "check_output",
+  "config_from_spec",
+  "convert_checkpoint",
+  "convert_params",
+  "detect_family",
+  "save_checkpoint",
+]

@@ -234,6 +234,12 @@ def convert(
     if source.dtype(key) not in _FLOAT_DTYPES:
       raise ConversionError(f"{key}: expected a floating-point tensor, found dtype {source.dtype(key)}")
     shapes = [targets[p][1:] if layer is not None else targets[p] for p in rule.targets]
+    declared, needed = math.prod(source.shape(key)), sum(math.prod(s) for s in shapes)
+    if declared != needed:  # checked on the declared shape, before the tensor's bytes are read
+      raise ConversionError(
+        f"{key}: declared shape {tuple(source.shape(key))} ({declared:,} values) does not match the model's "
+        f"{[tuple(s) for s in shapes]} ({needed:,} values) -- does the config match this checkpoint?"
+      )
     try:
       arrays = rule.transform(np.asarray(source.get(key), dtype=np.float32), shapes)
     except ConversionError as e:

@@ -139,6 +139,11 @@ class _RestrictedUnpickler(pickle.Unpickler):
     return storage
 
 
+def _extent(t: _Tensor) -> int:
+  """Elements of its storage a tensor view spans from the start: offset + 1 + the last element's index."""
+  return t.offset + (1 + sum((n - 1) * s for n, s in zip(t.shape, t.stride)) if math.prod(t.shape) else 0)
+
+
 class TorchSource:
   """A ``torch.save`` checkpoint (zip or legacy format) as a :class:`~randar_jax.convert.core.TensorSource`.
 
@@ -158,6 +163,8 @@ class TorchSource:
         raise
       raise ConversionError(f"{self.path} is not a readable torch checkpoint (truncated or corrupt?): {e}") from None
     self._tensors = self._state_dict(obj)
+    for key, tensor in self._tensors.items():  # every record checked before any tensor's bytes are read
+      self._check_record(key, tensor)
 
   def _open_zip(self):
     self._zip = zipfile.ZipFile(self.path)
@@ -198,9 +205,34 @@ class TorchSource:
         raise ConversionError(f"{self.path} is truncated: its storages end past the end of the file")
     return obj
 
+  def _check_record(self, key: str, t: _Tensor) -> None:
+    """The tensor lies inside its storage, and (zip format) the storage is in the archive with exactly the declared
+    number of bytes, stored uncompressed; so a record claiming a huge storage fails here, nothing read."""
+    if t.offset < 0 or len(t.stride) != len(t.shape) or any(s < 0 for s in t.stride) or any(n < 0 for n in t.shape):
+      raise ConversionError(f"{self.path}: tensor {key!r} has a malformed record {t.shape} / stride {t.stride}")
+    if _extent(t) > t.storage.numel:
+      raise ConversionError(
+        f"{self.path}: tensor {key!r} {t.shape} / stride {t.stride} at offset {t.offset} "
+        f"reaches outside its storage of {t.storage.numel} elements"
+      )
+    if self._zip is None:
+      return
+    try:
+      entry = self._zip.getinfo(f"{self._prefix}data/{t.storage.key}")
+    except KeyError:
+      raise ConversionError(f"{self.path}: the storage of tensor {key!r} is missing from the archive") from None
+    size = t.storage.numel * t.storage.dtype.itemsize
+    if entry.file_size != size or entry.compress_type != zipfile.ZIP_STORED:
+      raise ConversionError(
+        f"{self.path}: tensor {key!r} declares a storage of {size:,} bytes but the archive holds "
+        f"{entry.file_size:,}{'' if entry.compress_type == zipfile.ZIP_STORED else ' (compressed)'} "
+        f"(truncated or corrupt file?)"
+      )
+
   def _storage_bytes(self, storage: _Storage, size: int) -> bytes:
     if self._zip is not None:
-      return self._zip.read(f"{self._prefix}data/{storage.key}")
+      with self._zip.open(f"{self._prefix}data/{storage.key}") as f:
+        return f.read(size)
     with open(self.path, "rb") as f:
       f.seek(self._offsets[storage.key])
       return f.read(size)
@@ -234,18 +266,13 @@ class TorchSource:
     """The tensor as a NumPy array (a copy), after checking that it lies inside its storage."""
     t = self._tensors[key]
     dtype = t.storage.dtype.newbyteorder("<" if self._little else ">")
+    end = _extent(t)  # only the elements up to the view's last one are read (checked against the storage at open)
     try:
-      raw = self._storage_bytes(t.storage, t.storage.numel * dtype.itemsize)
+      raw = self._storage_bytes(t.storage, end * dtype.itemsize)
     except (KeyError, zipfile.BadZipFile, EOFError) as e:
       raise ConversionError(f"{self.path}: cannot read tensor {key!r} (truncated or corrupt file?): {e}") from None
-    if len(raw) < t.storage.numel * dtype.itemsize:
+    if len(raw) < end * dtype.itemsize:
       raise ConversionError(f"{self.path}: storage of {key!r} is truncated")
-    flat = np.frombuffer(raw, dtype, count=t.storage.numel)
-    end = t.offset + (1 + sum((n - 1) * s for n, s in zip(t.shape, t.stride)) if math.prod(t.shape) else 0)
-    if t.offset < 0 or len(t.stride) != len(t.shape) or any(s < 0 for s in t.stride) or end > t.storage.numel:
-      raise ConversionError(
-        f"{self.path}: tensor {key!r} {t.shape} / stride {t.stride} at offset {t.offset} "
-        f"reaches outside its storage of {t.storage.numel} elements"
-      )
+    flat = np.frombuffer(raw, dtype, count=end)
     view = np.lib.stride_tricks.as_strided(flat[t.offset :], t.shape, [s * dtype.itemsize for s in t.stride])
     return np.array(view, dtype=dtype.newbyteorder("="))

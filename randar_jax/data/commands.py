@@ -20,10 +20,20 @@ def _add_process_flags(p: argparse.ArgumentParser) -> None:
 def _process_slice(args: argparse.Namespace) -> dict:
   import jax
 
-  return {
-    "process_index": jax.process_index() if args.process_index is None else args.process_index,
-    "process_count": jax.process_count() if args.process_count is None else args.process_count,
-  }
+  index = jax.process_index() if args.process_index is None else args.process_index
+  count = jax.process_count() if args.process_count is None else args.process_count
+  if count < 1 or not 0 <= index < count:
+    raise ValueError(f"--process-index must be in [0, --process-count) with --process-count >= 1, got {index}, {count}")
+  return {"process_index": index, "process_count": count}
+
+
+def _check_flags(args: argparse.Namespace, *names: str) -> None:
+  """Each named integer flag (``batch_size`` -> --batch-size) must be >= 1; the output a folder that can be made."""
+  from randar_jax.cli import check_positive
+  from randar_jax.utils import files
+
+  check_positive(**{name: getattr(args, name) for name in names})
+  files.check_output_dir(args.out, "OUT_DIR")
 
 
 def _extract(args: argparse.Namespace) -> None:
@@ -34,6 +44,21 @@ def _extract(args: argparse.Namespace) -> None:
   from randar_jax import sharding, tokenizers
   from randar_jax.data import extract
 
+  # Checks up front: flags, the tokenizer's config (not its weights) and the image size it can take.
+  _check_flags(args, "image_size", "batch_size", "shard_size", "workers")
+  _process_slice(args)
+  info = tokenizers.info(args.tokenizer)
+  args.image_size = args.image_size or info.image_size
+  if args.image_size is None:
+    raise ValueError(f"--tokenizer {args.tokenizer} has no native image size: give --image-size")
+  if args.image_size % info.downsample:
+    raise ValueError(
+      f"--image-size {args.image_size} is not a multiple of the tokenizer's downsampling factor {info.downsample}"
+    )
+  if not args.images.startswith("tfds:") and not os.path.exists(args.images):
+    raise FileNotFoundError(
+      f"no images at {args.images} (a class-folder tree, .tar, TFDS build directory or tfds:NAME)"
+    )
   images = extract.open_images(args.images, split=args.split, data_dir=args.data_dir)
   # Local devices only: each process encodes its own images, independently of the others.
   tokenizer = tokenizers.load(args.tokenizer, mesh=sharding.build_mesh(devices=jax.local_devices()))
@@ -59,8 +84,14 @@ def _extract(args: argparse.Namespace) -> None:
 
 
 def _import_codes(args: argparse.Namespace) -> None:
+  import os
+
   from randar_jax.data import extract
 
+  _check_flags(args, "vocab_size", "shard_size")
+  _process_slice(args)
+  if not os.path.isdir(args.codes):
+    raise FileNotFoundError(f"no codes folder at {args.codes} (RandAR's {{label}}/{{index}}.npy layout)")
   written = extract.import_randar_codes(
     args.codes,
     args.out,
@@ -98,7 +129,7 @@ def register(commands) -> None:
     choices=["adm", "ten-crop"],
     help="adm: centre crop + flip (RandAR's released models); ten-crop: LlamaGen/RAR",
   )
-  p.add_argument("--image-size", type=int, default=256)
+  p.add_argument("--image-size", type=int, help="side after cropping (default: the tokenizer's native size)")
   p.add_argument("--batch-size", type=int, default=64, help="images per encoder call")
   p.add_argument("--shard-size", type=int, default=1000, help="images per output shard")
   p.add_argument("--split", default="train", help="TFDS split")

@@ -21,14 +21,22 @@ def parse_labels(
   classes: str | None, num_per_class: int | None, num_classes: int, count: int | None = None, seed: int = 0
 ) -> np.ndarray:
   """'1,2,3' (or '0-9') -> those ids (each ``num_per_class`` times); or ``count`` uniformly random ids."""
-  if classes:
+  for flag, value in (("--num-per-class", num_per_class), ("--num-samples", count)):
+    if value is not None and value < 1:
+      raise ValueError(f"{flag} must be a positive number of samples, got {value}")
+  if classes is not None:
     ids = []
     for part in classes.split(","):
-      lo, _, hi = part.partition("-")
+      lo, dash, hi = part.strip().partition("-")
       try:
-        ids += list(range(int(lo), int(hi) + 1)) if hi else [int(lo)]
+        first, last = int(lo), int(hi) if dash else int(lo)
       except ValueError:
-        raise ValueError(f"malformed class list {classes!r}: use e.g. '1,5,9' or '0-9'") from None
+        raise ValueError(f"malformed --classes {classes!r} at {part!r}: use e.g. '1,5,9' or '0-9'") from None
+      if last < first:
+        raise ValueError(f"--classes range {part!r} is empty: write it low-high, e.g. '{last}-{first}'")
+      if first < 0 or last >= num_classes:  # before a huge range is built
+        raise ValueError(f"class ids must be in [0, {num_classes}) for this model (--classes), got {part!r}")
+      ids += list(range(first, last + 1))
     labels = np.repeat(np.asarray(ids), num_per_class or 1)
   elif num_per_class:
     labels = np.repeat(np.arange(num_classes), num_per_class)
@@ -38,7 +46,9 @@ def parse_labels(
     raise ValueError("give class ids (--classes), --num-per-class or a number of samples")
   bad = labels[(labels < 0) | (labels >= num_classes)]
   if bad.size:
-    raise ValueError(f"class ids must be in [0, {num_classes}), got {sorted(set(bad.tolist()))[:5]}")
+    raise ValueError(
+      f"class ids must be in [0, {num_classes}) for this model (--classes), got {sorted(set(bad.tolist()))[:5]}"
+    )
   return labels.astype(np.int32)
 
 

@@ -44,6 +44,7 @@ from randar_jax.decode.sampling import Guidance, Sampling
 from randar_jax.eval import extractors, metrics
 from randar_jax.eval.evaluate import Statistics, compare, gather_rows
 from randar_jax.eval.samples import AdmNpzWriter
+from randar_jax.utils import images as image_utils
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,13 +84,20 @@ def parse_scales(spec: str) -> tuple[float, ...]:
   try:
     if ":" in spec:
       start, stop, step = (float(v) for v in spec.split(":"))
-      if step <= 0 or stop < start:
+      if not all(np.isfinite([start, stop, step])) or step <= 0 or stop < start or (stop - start) / step > 10_000:
         raise ValueError
       count = int(np.floor((stop - start) / step + 1e-6)) + 1
-      return tuple(round(start + i * step, 6) for i in range(count))
-    return tuple(float(v) for v in spec.split(","))
+      scales = tuple(round(start + i * step, 6) for i in range(count))
+    else:
+      scales = tuple(float(v) for v in spec.split(","))
+    if not all(np.isfinite(scales)) or min(scales) < 0:
+      raise ValueError
+    return scales
   except ValueError:
-    raise ValueError(f"malformed scales {spec!r}: use START:STOP:STEP (e.g. 2.0:8.0:0.2) or a list '2,3,4'") from None
+    raise ValueError(
+      f"malformed --scales {spec!r}: use finite scales >= 0 as START:STOP:STEP (e.g. 2.0:8.0:0.2, at most "
+      f"10,000 of them) or a list '2,3,4'"
+    ) from None
 
 
 def guidance(schedule: str, scale: float) -> Guidance:
@@ -170,8 +178,8 @@ def sample_statistics(
     )
   side = model.config.grid_size * tokenizer.downsample
   feats, logits = [], []
-  with (
-    AdmNpzWriter(save, len(share), (side, side, tokenizer.channels), labels=share) if save else contextlib.nullcontext()
+  with (  # the ADM format is RGB: grey images are written with their level repeated
+    AdmNpzWriter(save, len(share), (side, side, 3), labels=share) if save else contextlib.nullcontext()
   ) as writer:
     for f, lg in extractors.extract(
       extractor, _decoded(tokenizer, tokens, search.batch_size, writer, progress), search.batch_size
@@ -199,7 +207,7 @@ def _decoded(tokenizer, tokens: np.ndarray, batch_size: int, writer: AdmNpzWrite
       chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch_size - n, axis=0)])
     images = tokenizer.decode(chunk)[:n]
     if writer is not None:
-      writer.write(np.asarray(images))
+      writer.write(image_utils.as_rgb(np.asarray(images)))
     yield images
 
 

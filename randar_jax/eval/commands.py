@@ -27,12 +27,28 @@ def _extractor(args: argparse.Namespace):
   return extractors.load(args.features or args.inception, preprocessing=args.preprocess)
 
 
+def _check_common(args: argparse.Namespace) -> None:
+  """The flags eval and cfg-search share, checked before any network is loaded."""
+  from randar_jax import cli
+  from randar_jax.utils import files
+
+  cli.check_positive(batch_size=args.batch_size)
+  if (args.inception is None) == (args.features is None):
+    raise ValueError("give the Inception weights (--inception CKPT or the pytorch-fid .pth) or --features NAME:ARG")
+  if not os.path.exists(args.ref):
+    raise FileNotFoundError(f"no reference at --ref {args.ref}")
+  if getattr(args, "save_ref", None) and not os.path.isfile(args.save_ref):
+    files.check_output_file(args.save_ref, ".npz", "--save-ref")
+
+
 def _eval(args: argparse.Namespace) -> None:
   from randar_jax.eval import evaluate, samples
+  from randar_jax.utils import files
 
+  _check_common(args)
+  if args.out:
+    files.check_output_file(args.out, flag="--out")
   images = samples.open_images(args.samples)  # validate the inputs before loading any network
-  if not os.path.exists(args.ref):
-    raise FileNotFoundError(f"no reference at {args.ref}")
   net = _extractor(args)
   reference = evaluate.reference_statistics(
     args.ref, net, batch_size=args.batch_size, need_features=not args.no_pr, cache=args.save_ref
@@ -48,7 +64,7 @@ def _eval(args: argparse.Namespace) -> None:
   text = json.dumps(result, indent=1)
   if args.out:
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
+    with files.atomic_path(args.out) as tmp, open(tmp, "w") as f:
       f.write(text + "\n")
   print(text)
 
@@ -56,10 +72,14 @@ def _eval(args: argparse.Namespace) -> None:
 def _cfg_search(args: argparse.Namespace) -> None:
   import jax
 
-  from randar_jax import checkpoint, families, sharding, tokenizers
+  from randar_jax import checkpoint, cli, families, sharding, tokenizers
   from randar_jax.eval import cfg_search, evaluate
+  from randar_jax.utils import files, memory
 
-  config = families.config_from_dict(checkpoint.read_config(args.model))  # fail fast on a wrong directory
+  _check_common(args)
+  files.check_output_dir(args.out)
+  config = cli.generator_config(args.model, "--model")  # fail fast on a wrong directory
+  tok = cli.check_tokenizer(args.tokenizer, config)
   # the family's sampling recipe, with the flags given (the guidance schedule's scale is what the search varies)
   settings = families.of(config).decode_settings(
     config, steps=args.steps, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p
@@ -78,8 +98,12 @@ def _cfg_search(args: argparse.Namespace) -> None:
     top_p=settings.sampling.top_p,
     save_samples=args.save_samples,
   )
-  if not os.path.exists(args.ref):
-    raise FileNotFoundError(f"no reference at {args.ref}")
+  side = config.grid_size * tok.downsample
+  need = max(
+    memory.generator_bytes(config, batch=search.batch_size, tokens=config.num_tokens, guided=True),
+    memory.tokenizer_bytes(tok, batch=search.batch_size, height=side, width=side),
+  )
+  memory.check_fits(need, f"sampling batches of {search.batch_size}", batch=search.batch_size)
   mesh = sharding.build_mesh(devices=jax.local_devices())  # each process samples on its own devices
   tokenizer = tokenizers.load(args.tokenizer, mesh=mesh)
   net = _extractor(args)

@@ -15,6 +15,7 @@ crop, ten-crop) in :mod:`.preprocess`.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol
@@ -42,21 +43,64 @@ class Tokenizer(Protocol):
     ...
 
 
-def load(directory: str | os.PathLike, *, mesh: jax.sharding.Mesh | None = None) -> Tokenizer:
-  """The tokenizer stored in a checkpoint directory (or ``'pixels:LEVELS'`` for the grey-level tokenizer);
-  a clear error if the directory holds another kind of model."""
-  if os.fspath(directory).startswith("pixels:"):
+@dataclasses.dataclass(frozen=True)
+class TokenizerInfo:
+  """What a tokenizer checkpoint promises, read from its config without loading weights (for checks up front)."""
+
+  name: str  # the flag value: a directory or 'pixels:N'
+  vocab_size: int
+  downsample: int
+  channels: int
+  image_size: int | None  # native (training) image side; None: any (the pixel tokenizer)
+  hidden: int = 0  # channels of the network's full-resolution activations (0: no network), for memory estimates
+
+
+def _pixel_levels(spec: str) -> int:
+  try:
+    return int(spec.split(":", 1)[1])
+  except ValueError:
+    raise ValueError(f"malformed tokenizer {spec!r}: use pixels:LEVELS with an integer, e.g. pixels:17") from None
+
+
+def info(directory: str | os.PathLike) -> TokenizerInfo:
+  """The :class:`TokenizerInfo` of a tokenizer checkpoint (or ``'pixels:LEVELS'``); a clear error if the directory
+  holds another kind of model. Reads only the config."""
+  name = os.fspath(directory)
+  if name.startswith("pixels:"):
     from randar_jax.tokenizers.pixels import PixelTokenizer
 
-    return PixelTokenizer(levels=int(os.fspath(directory).split(":", 1)[1]))
-  spec = families.of(families.config_from_dict(checkpoint.read_config(directory)))
+    tok = PixelTokenizer(levels=_pixel_levels(name))
+    return TokenizerInfo(name, tok.vocab_size, tok.downsample, tok.channels, None)
+  config = families.config_from_dict(checkpoint.read_config(directory))
+  spec = families.of(config)
   if spec.kind != "tokenizer":
     raise ValueError(
       f"{directory} holds a {spec.name!r} checkpoint, not an image tokenizer "
       f"({', '.join(families.names('tokenizer'))}); "
       f"convert one with `randar-jax convert vq_ds16_c2i.pt DIR` (or the MaskGIT .bin)"
     )
-  return checkpoint.load_model(directory, family=spec.name, mesh=mesh)
+  hidden = getattr(config, "ch", None) or getattr(config, "hidden_channels", 0)
+  return TokenizerInfo(name, config.vocab_size, config.downsample, config.image_channels, config.image_size, hidden)
+
+
+def check_fits_model(tok: TokenizerInfo, config, flag: str = "--tokenizer") -> None:
+  """A generator ``config`` and a tokenizer agree on the vocabulary (otherwise decoded images are meaningless)."""
+  if tok.vocab_size != config.vocab_size:
+    raise ValueError(
+      f"{flag} {tok.name} has {tok.vocab_size} codes but the model was trained on {config.vocab_size}: "
+      f"use the tokenizer the model was trained with"
+    )
+
+
+def load(directory: str | os.PathLike, *, mesh: jax.sharding.Mesh | None = None) -> Tokenizer:
+  """The tokenizer stored in a checkpoint directory (or ``'pixels:LEVELS'`` for the grey-level tokenizer);
+  a clear error if the directory holds another kind of model."""
+  if os.fspath(directory).startswith("pixels:"):
+    from randar_jax.tokenizers.pixels import PixelTokenizer
+
+    return PixelTokenizer(levels=_pixel_levels(os.fspath(directory)))
+  info(directory)  # refuses another kind of model with a clear message
+  return checkpoint.load_model(directory, family=checkpoint.read_config(directory)["family"], mesh=mesh)
 
 
 def batches(

@@ -24,10 +24,15 @@ from PIL import Image
 
 
 def load_image(path: str | os.PathLike | io.BytesIO) -> Image.Image:
-  """Reads an image file (path or binary file object) fully, so a truncated file fails here, as PIL RGB."""
-  with Image.open(path) as image:
-    image.load()
-    return image.convert("RGB")
+  """Reads an image file (path or binary file object) fully, so a truncated file fails here, as PIL RGB (any mode:
+  see :func:`randar_jax.utils.images.to_rgb`)."""
+  from randar_jax.utils.images import open_image, to_rgb
+
+  if not isinstance(path, (str, os.PathLike)):
+    with Image.open(path) as image:
+      image.load()
+      return to_rgb(image)
+  return open_image(path)
 
 
 def center_crop_arr(pil_image: Image.Image, image_size: int) -> np.ndarray:
@@ -77,8 +82,10 @@ def read_images(paths: Sequence[str | os.PathLike], size: int, crop: str = "adm"
   :func:`crop_image`); one channel is the mean of R, G and B (the grey-level tokenizer)."""
   images = []
   for path in paths:
-    if not os.path.isfile(path):
-      raise FileNotFoundError(f"no such image: {path}")
-    image = crop_image(load_image(path), size, crop)
-    images.append(image if channels == 3 else image.mean(axis=-1, keepdims=True).astype(np.uint8))
+    images.append(to_channels(crop_image(load_image(path), size, crop), channels))
   return np.stack(images)
+
+
+def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
+  """uint8 RGB (H, W, 3) -> (H, W, channels): one channel is the mean of R, G and B (the grey-level tokenizer)."""
+  return image if channels == 3 else image.mean(axis=-1, keepdims=True).astype(np.uint8)

@@ -47,6 +47,7 @@ class LlamaGenVQConfig(TokenizerConfig):
   z_channels: int = 256
   num_res_blocks: int = 2
   image_channels: int = 3
+  image_size: int = 256  # native (training) image side: `randar-jax tokenize` resizes to it by default
 
   def __post_init__(self):
     if len(self.encoder_ch_mult) != len(self.decoder_ch_mult):
@@ -54,6 +55,10 @@ class LlamaGenVQConfig(TokenizerConfig):
         f"encoder_ch_mult {self.encoder_ch_mult} and decoder_ch_mult {self.decoder_ch_mult} "
         f"need the same number of levels (down- and upsampling must match)"
       )
+
+  @property
+  def vocab_size(self) -> int:
+    return self.codebook_size
 
   @property
   def downsample(self) -> int:

@@ -44,6 +44,7 @@ class MaskGITVQConfig(TokenizerConfig):
   num_embeddings: int = 1024
   embedding_dim: int = 256
   image_channels: int = 3
+  image_size: int = 256  # native (training) image side: `randar-jax tokenize` resizes to it by default
 
   def __post_init__(self):
     if self.z_channels != self.embedding_dim:
@@ -51,6 +52,10 @@ class MaskGITVQConfig(TokenizerConfig):
         f"MaskGIT quantises the encoder output directly: z_channels ({self.z_channels}) must equal "
         f"embedding_dim ({self.embedding_dim})"
       )
+
+  @property
+  def vocab_size(self) -> int:
+    return self.num_embeddings
 
   @property
   def downsample(self) -> int:

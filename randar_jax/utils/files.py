@@ -47,3 +47,27 @@ def remove(path: str | os.PathLike) -> None:
     shutil.rmtree(path)
   elif os.path.lexists(path):
     os.remove(path)
+
+
+def check_output_file(path: str | os.PathLike, suffix: str = "", flag: str = "--out") -> None:
+  """Checks up front that ``path`` can become an output file: the right suffix, not a folder, its folder writable."""
+  path = os.fspath(path)
+  if suffix and not path.endswith(suffix):
+    raise ValueError(f"{flag} {path} must end in {suffix}")
+  if os.path.isdir(path):
+    raise ValueError(f"{flag} {path} is a directory, not a {suffix or 'file'}")
+  check_output_dir(os.path.dirname(os.path.abspath(path)), flag)
+
+
+def check_output_dir(path: str | os.PathLike, flag: str = "--out") -> None:
+  """Checks up front that ``path`` is, or can be created as, a writable folder (no file in the way)."""
+  path = os.path.abspath(os.fspath(path))
+  if os.path.lexists(path) and not os.path.isdir(path):
+    raise ValueError(f"{flag} {path} is a file, not a directory")
+  parent = path
+  while not os.path.exists(parent):
+    parent = os.path.dirname(parent)
+  if not os.path.isdir(parent):
+    raise ValueError(f"cannot create {flag} {path}: {parent} is a file")
+  if not os.access(parent, os.W_OK | os.X_OK):
+    raise ValueError(f"cannot write {flag} {path}: {parent} is not writable")

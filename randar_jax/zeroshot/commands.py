@@ -20,7 +20,7 @@ import os
 import numpy as np
 
 from randar_jax import families
-from randar_jax.decode.sampling import Guidance, Sampling
+from randar_jax.decode.sampling import Sampling
 
 EDIT_STEPS = 32  # forwards for the regenerated tokens of an edit (a region, not a whole image)
 
@@ -33,22 +33,90 @@ def _load(args):
   return model, tok
 
 
+def _check(args, images: bool = True):
+  """Everything checkable before loading weights or compiling: the model (a RandAR generator, read from its
+  config), the tokenizer (its vocabulary), the image files (headers), the flags. Returns (config, tokenizer info,
+  image side in pixels, sampling kwargs or None)."""
+  from randar_jax.cli import check_positive, check_tokenizer, generator_config
+  from randar_jax.utils import files
+  from randar_jax.utils.images import open_image_header
+
+  config = generator_config(args.model, "--model", family="randar")
+  tok = check_tokenizer(args.tokenizer, config)
+  files.check_output_dir(args.out)
+  if images:
+    for path in args.images:
+      open_image_header(path)
+  class_id = getattr(args, "class_id", None)
+  if class_id is not None and not 0 <= class_id < config.num_classes:
+    raise ValueError(f"--class must be in [0, {config.num_classes}) for this model, got {class_id}")
+  check_positive(steps=getattr(args, "steps", None))
+  layer = getattr(args, "layer", None)
+  if layer is not None and not 0 <= layer < config.n_layer:
+    raise ValueError(f"--layer must be a block index in [0, {config.n_layer}) for this model, got {layer}")
+  kwargs = _guidance_kwargs(args, config) if hasattr(args, "cfg") else None
+  return config, tok, config.grid_size * tok.downsample, kwargs
+
+
+def _box(spec: str, size: int, flag: str) -> tuple[int, int, int, int]:
+  """``top,left,bottom,right`` in pixels of the size x size image the command works on (after --crop)."""
+  try:
+    top, left, bottom, right = (int(v) for v in spec.split(","))
+  except ValueError:
+    raise ValueError(f"malformed box {flag} {spec!r}: use top,left,bottom,right in pixels") from None
+  if not (0 <= top < bottom <= size and 0 <= left < right <= size):
+    raise ValueError(
+      f"{flag} {spec} must lie inside the {size}x{size} image the model works on (after --crop; "
+      f"0 <= top < bottom <= {size}, 0 <= left < right <= {size})"
+    )
+  return top, left, bottom, right
+
+
 def _region(spec: str | None, path: str | None, shape: tuple[int, int], what: str) -> np.ndarray:
-  """A boolean (H, W) region from ``--box t,l,b,r`` or a mask image."""
+  """A boolean (H, W) region from ``--box t,l,b,r`` or a mask image (non-black = selected, resized with nearest
+  neighbours); it must select something and not everything."""
+  box_flag, mask_flag = ("--box", "--mask") if what == "mask" else (f"--{what}-box", f"--{what}")
   if (spec is None) == (path is None):
-    raise ValueError(f"give exactly one of --{what}-box / --{what} (a mask image)".replace("--mask-box", "--box"))
+    raise ValueError(f"give exactly one of {box_flag} / {mask_flag} (a mask image)")
   if spec is not None:
-    try:
-      top, left, bottom, right = (int(v) for v in spec.split(","))
-    except ValueError:
-      raise ValueError(f"malformed box {spec!r}: use top,left,bottom,right in pixels") from None
+    top, left, bottom, right = _box(spec, shape[0], box_flag)
     region = np.zeros(shape, bool)
-    region[max(top, 0) : bottom, max(left, 0) : right] = True
+    region[top:bottom, left:right] = True
+    if what == "keep" and region.all():
+      raise ValueError(f"{box_flag} {spec} keeps the whole image: there is nothing to outpaint")
     return region
   from PIL import Image
 
-  mask = Image.open(path).convert("L").resize(shape[::-1], Image.NEAREST)
-  return np.asarray(mask) > 0
+  from randar_jax.utils.images import open_image
+
+  mask = np.asarray(open_image(path, "mask").resize(shape[::-1], Image.NEAREST)).max(axis=-1) > 0
+  if not mask.any():
+    raise ValueError(f"{mask_flag} {path} is black everywhere: it selects nothing")
+  if what == "keep" and mask.all():
+    raise ValueError(f"{mask_flag} {path} keeps the whole image: there is nothing to outpaint")
+  return mask
+
+
+SIDES = ("left", "right", "top", "bottom")
+
+
+def _extend(spec: str) -> dict[str, int]:
+  """``right=16`` or ``left=4,top=4`` -> {side: tokens}."""
+  sides = {}
+  for part in spec.split(","):
+    side, _, value = part.partition("=")
+    side = side.strip()
+    try:
+      sides[side] = int(value)
+    except ValueError:
+      raise ValueError(f"malformed --extend {spec!r}: use SIDE=TOKENS, e.g. right=16 or left=4,top=4") from None
+    if side not in SIDES:
+      raise ValueError(f"--extend side {side!r} is not one of {', '.join(SIDES)}")
+    if sides[side] < 0:
+      raise ValueError(f"--extend {side}={sides[side]}: the number of tokens must be >= 0")
+  if not any(sides.values()):
+    raise ValueError(f"--extend {spec!r} grows no side: give at least one side a positive number of tokens")
+  return sides
 
 
 def _panels(out: str, paths, images, masks, results, suffix: str) -> None:
@@ -65,11 +133,13 @@ def _panels(out: str, paths, images, masks, results, suffix: str) -> None:
   print(f"wrote {len(results)} panels to {out}")
 
 
-def _guidance_kwargs(args, model) -> dict:
+def _guidance_kwargs(args, config) -> dict:
   """num_steps, guidance and sampling from the flags; unset ones take the family's defaults (its guidance and
   sampling; the steps default is the command's own, for the tokens it generates)."""
-  settings = families.of(model.config).default_settings(model.config)
-  guidance = settings.guidance if args.cfg is None else Guidance.parse(args.cfg)
+  from randar_jax.cli import parse_cfg
+
+  settings = families.of(config).default_settings(config)
+  guidance = settings.guidance if args.cfg is None else parse_cfg(args.cfg)
   base = settings.sampling
   sampling = Sampling.make(
     base.temperature if args.temperature is None else args.temperature,
@@ -83,48 +153,81 @@ def _inpaint(args: argparse.Namespace) -> None:
   import jax
 
   from randar_jax.tokenizers.preprocess import read_images
+  from randar_jax.utils import memory
+
+  config, tok, size, kwargs = _check(args)
+  batch, guided = len(args.images), kwargs["guidance"] is not None
+  if args.command == "outpaint" and args.extend:
+    if args.keep or args.keep_box:
+      raise ValueError("give either --extend or a region to keep (--keep / --keep-box), not both")
+    sides = _extend(args.extend)
+    rows = config.grid_size + sides.get("top", 0) + sides.get("bottom", 0)
+    cols = config.grid_size + sides.get("left", 0) + sides.get("right", 0)
+    need = memory.generator_bytes(config, batch=batch, tokens=rows * cols, guided=guided)
+    need += memory.tokenizer_bytes(tok, batch=batch, height=rows * tok.downsample, width=cols * tok.downsample)
+    memory.check_fits(need, f"--extend {args.extend} ({rows}x{cols} tokens for {batch} image(s))")
+  elif args.command == "outpaint":
+    keep = _region(args.keep_box, args.keep, (size, size), "keep")
+  else:
+    mask = _region(args.box, args.mask, (size, size), "mask")
+  memory.check_fits(
+    memory.generator_bytes(config, batch=batch, tokens=config.num_tokens, guided=guided), f"editing {batch} image(s)"
+  )
+
+  images = read_images(args.images, size, args.crop, tok.channels)  # a truncated file fails before the weights load
+
   from randar_jax.zeroshot import editing
 
   model, tok = _load(args)
-  size = model.config.grid_size * tok.downsample
-  images = read_images(args.images, size, args.crop, tok.channels)
-  kwargs = _guidance_kwargs(args, model)
   labels = np.full(len(images), args.class_id)
   key = jax.random.key(args.seed)
   if args.command == "outpaint" and args.extend:
-    sides = dict(part.split("=") for part in args.extend.split(","))
-    result = editing.extend(model, tok, images, labels, key, **{k: int(v) for k, v in sides.items()}, **kwargs)
+    result = editing.extend(model, tok, images, labels, key, **sides, **kwargs)
     masks = result.pixel_mask
   elif args.command == "outpaint":
-    keep = _region(args.keep_box, args.keep, (size, size), "keep")
     result = editing.outpaint(model, tok, images, keep, labels, key, **kwargs)
     masks = ~np.broadcast_to(keep, images.shape[:3])
   else:
-    mask = _region(args.box, args.mask, (size, size), "mask")
     result = editing.inpaint(model, tok, images, mask, labels, key, paste=not args.no_paste, **kwargs)
     masks = np.broadcast_to(mask, images.shape[:3])
   _panels(args.out, args.images, images, masks, result.images, args.command)
 
 
 def _extrapolate(args: argparse.Namespace) -> None:
+  import math
+
   import jax
 
   from randar_jax.decode import batched
   from randar_jax.utils import images as image_utils
+  from randar_jax.utils import memory
   from randar_jax.zeroshot.extrapolate import extrapolate
 
+  config, tok, _, kwargs = _check(args, images=False)
+  labels = batched.parse_labels(args.classes, None, config.num_classes)
+  if args.factor < 2:
+    raise ValueError(f"--factor must be an integer >= 2, got {args.factor}")
+  spatial = None
+  if args.spatial:
+    try:
+      spatial = tuple(float(v) for v in args.spatial.split(","))
+    except ValueError:
+      raise ValueError(f"malformed --spatial {args.spatial!r}: use 'S' or 'S0,S1'") from None
+    if len(spatial) > 2 or not all(math.isfinite(v) for v in spatial):
+      raise ValueError(f"--spatial must be one or two finite scales 'S' or 'S0,S1', got {args.spatial!r}")
+  grid = config.grid_size * args.factor
+  need = memory.generator_bytes(config, batch=len(labels), tokens=grid * grid, guided=True)
+  need += memory.tokenizer_bytes(tok, batch=len(labels), height=grid * tok.downsample, width=grid * tok.downsample)
+  memory.check_fits(need, f"--factor {args.factor} ({grid}x{grid} tokens for {len(labels)} image(s))")
   model, tok = _load(args)
-  labels = batched.parse_labels(args.classes, None, model.config.num_classes)
-  spatial = tuple(float(v) for v in args.spatial.split(",")) if args.spatial else None
   out = extrapolate(
     model,
     labels,
     jax.random.key(args.seed),
     factor=args.factor,
     spatial=(spatial * 2)[:2] if spatial else None,
-    **_guidance_kwargs(args, model),
+    **kwargs,
   )
-  grid = model.config.grid_size * args.factor
   pictures = np.asarray(tok.decode(np.asarray(out.tokens).reshape(-1, grid, grid)))
   os.makedirs(args.out, exist_ok=True)
   for i, picture in enumerate(pictures):
@@ -135,15 +238,17 @@ def _extrapolate(args: argparse.Namespace) -> None:
 def _features(args: argparse.Namespace) -> None:
   from randar_jax.tokenizers.preprocess import read_images
   from randar_jax.utils import images as image_utils
+  from randar_jax.utils.files import atomic_path
   from randar_jax.zeroshot.features import bidirectional_features, pca_rgb
 
-  model, tok = _load(args)
-  size = model.config.grid_size * tok.downsample
+  _, tok, size, _ = _check(args)
   images = read_images(args.images, size, args.crop, tok.channels)
+  model, tok = _load(args)
   tokens = np.asarray(tok.encode(images)).reshape(len(images), -1)
   feats = np.asarray(bidirectional_features(model, tokens, layers=args.layer))
   os.makedirs(args.out, exist_ok=True)
-  np.save(os.path.join(args.out, "features.npy"), feats)
+  with atomic_path(os.path.join(args.out, "features.npy")) as tmp, open(tmp, "wb") as f:
+    np.save(f, feats)
   maps = pca_rgb(feats)
   cell = size // model.config.grid_size
   for path, image, rgb in zip(args.images, images, maps):
