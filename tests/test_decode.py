@@ -233,6 +233,22 @@ def test_filters_match_numpy_reference():
   np.testing.assert_allclose(scaled, logits / 2.0, rtol=1e-6)
 
 
+def test_filters_without_sorting_match_sorted_reference():
+  """Top-k then top-p by bisection equal the sort-based rule on a realistic vocabulary; ties at the k-th kept."""
+  logits = np.asarray(jax.random.normal(jax.random.key(1), (8, 4096)) * 4, np.float32)
+  for top_k, top_p in ((0, 0.9), (64, 0.95), (300, 0.5), (7, 1.0)):
+    kept = np.isfinite(np.asarray(filter_logits(jnp.asarray(logits), Sampling.make(1.0, top_k, top_p))))
+    for row, out in zip(logits.astype(np.float64), kept):
+      ranked = np.argsort(-row)
+      keep = np.arange(row.size) < (top_k or row.size)
+      probs = np.where(keep, np.exp(row[ranked] - row.max()), 0.0)
+      probs /= probs.sum()
+      keep &= np.concatenate([[True], np.cumsum(probs)[:-1] <= top_p])
+      np.testing.assert_array_equal(out[ranked], keep, err_msg=f"top_k {top_k}, top_p {top_p}")
+  tied = jnp.asarray([[3.0, 1.0, 2.0, 2.0, 0.0]])
+  np.testing.assert_array_equal(np.isfinite(filter_logits(tied, Sampling.make(top_k=2))), [[1, 0, 1, 1, 0]])
+
+
 def test_guidance_schedules():
   g = Guidance.linear(1.0, 4.0)
   np.testing.assert_allclose([g.scale(t) for t in (0.0, 0.5, 1.0)], [1.0, 2.5, 4.0])
