@@ -55,11 +55,12 @@ def load_average() -> float | None:
 
 @contextlib.contextmanager
 def maybe_profile(directory: str | None):
-  """A ``jax.profiler`` trace of the block into ``directory`` (TensorBoard / Perfetto), or nothing."""
+  """A ``jax.profiler`` trace of the block into ``directory`` (TensorBoard's xplane and a Perfetto JSON), or
+  nothing."""
   if directory is None:
     yield
     return
-  with jax.profiler.trace(directory):
+  with jax.profiler.trace(directory, create_perfetto_trace=True):
     yield
 
 
