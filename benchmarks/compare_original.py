@@ -5,7 +5,7 @@
     python -m benchmarks.bench_decode --batch 1 --original /tmp/original.json     # prints vs_original_88
 
 Same shape as bench_decode's default (12x512, 8 heads, 16x16 grid, V 16384), random weights, CFG 1 -> 4,
-temperature 1, ``--steps`` forwards; one untimed warm-up call, then the median of ``--repeats``. Adds (or
+temperature 1, ``--num-steps`` forwards; one untimed warm-up call, then the median of ``--steps`` calls. Adds (or
 replaces) the ``batch_B`` entry of ``--out`` (the format of benchmarks/original_randar_cpu.json). Needs torch
 and a RandAR checkout (``RandAR/model/randar_gpt.py``); nothing in the tests needs either.
 """
@@ -19,7 +19,7 @@ import statistics
 import sys
 import time
 
-from benchmarks.common import environment, load_average
+from benchmarks.common import add_model_args, environment, load_average
 
 
 def time_original(checkout: str, args: argparse.Namespace) -> float:
@@ -39,14 +39,14 @@ def time_original(checkout: str, args: argparse.Namespace) -> float:
     num_classes=args.classes,
     cls_token_num=1,
     model_type="c2i",
-    num_inference_steps=args.steps,
+    num_inference_steps=args.num_steps,
   ).eval()
   cond = torch.arange(args.batch) % args.classes
   times = []
   with torch.no_grad():
-    for i in range(args.repeats + 1):
+    for i in range(args.steps + 1):
       start = time.perf_counter()
-      model.generate(cond, cfg_scales=(1.0, 4.0), num_inference_steps=args.steps, temperature=1.0)
+      model.generate(cond, cfg_scales=(1.0, 4.0), num_inference_steps=args.num_steps, temperature=1.0)
       if i:  # the first call warms up
         times.append(time.perf_counter() - start)
   return args.batch / statistics.median(times)
@@ -56,15 +56,8 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--randar-checkout", required=True, help="a RandAR git checkout (holding RandAR/model)")
   parser.add_argument("--out", required=True, help="JSON file to add this batch's numbers to")
-  parser.add_argument("--layers", type=int, default=12)
-  parser.add_argument("--dim", type=int, default=512)
-  parser.add_argument("--heads", type=int, default=8)
-  parser.add_argument("--grid", type=int, default=16)
-  parser.add_argument("--vocab", type=int, default=16384)
-  parser.add_argument("--classes", type=int, default=1000)
-  parser.add_argument("--batch", type=int, default=16)
-  parser.add_argument("--steps", type=int, default=88)
-  parser.add_argument("--repeats", type=int, default=3)
+  add_model_args(parser, batch=16)  # --steps: timed calls (after one warm-up)
+  parser.add_argument("--num-steps", type=int, default=88, help="decode forwards (the parallel schedule)")
   args = parser.parse_args()
   try:
     import torch  # noqa: F401, PLC0415
@@ -77,7 +70,7 @@ def main() -> None:
   if os.path.exists(args.out):
     with open(args.out) as f:
       table = json.load(f)
-  entry = {f"images_per_s_{args.steps}": round(rate, 4), "load_average": load_average(), **environment()}
+  entry = {f"images_per_s_{args.num_steps}": round(rate, 4), "load_average": load_average(), **environment()}
   table.setdefault("randar", {})[f"batch_{args.batch}"] = entry
   with open(args.out, "w") as f:
     json.dump(table, f, indent=2)

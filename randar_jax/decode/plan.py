@@ -164,6 +164,12 @@ def _segment(group: list[Forward], width: int, window: int, num_tokens: int) -> 
   )
 
 
+def schedule(num_tokens: int, num_steps: int, known: int, lagging: bool) -> tuple[list[int], list[Forward]]:
+  """Per-forward sample counts and the unpadded forwards (``known`` and ``lagging`` as in :func:`build_plan`)."""
+  counts = query_counts(num_tokens, num_steps, known) if lagging else query_counts(num_tokens - known, num_steps)
+  return counts, forwards(num_tokens, counts, known)
+
+
 def build_plan(
   num_tokens: int,
   num_steps: int,
@@ -186,8 +192,7 @@ def build_plan(
   a static window of the cache (``windows`` steps of cache_slots / windows): early forwards read fewer
   slots. The prefill forward (with ``known`` tokens) is its own segment.
   """
-  counts = query_counts(num_tokens, num_steps, known) if lagging else query_counts(num_tokens - known, num_steps)
-  passes = forwards(num_tokens, counts, known)
+  counts, passes = schedule(num_tokens, num_steps, known, lagging)
   head, body = ([passes[0]], passes[1:]) if known else ([], passes)
   widths = [passes[0].length] if head else []
   if body:
@@ -306,8 +311,7 @@ def fit_plan(
   """The schedule's forwards grouped by :func:`fit_groups`: at most ``slack`` padding (exact widths where the
   lengths vary too much), each segment attending to the cache slots it can reach. See :func:`build_plan` for
   ``known`` and ``lagging``."""
-  counts = query_counts(num_tokens, num_steps, known) if lagging else query_counts(num_tokens - known, num_steps)
-  passes = forwards(num_tokens, counts, known)
+  counts, passes = schedule(num_tokens, num_steps, known, lagging)
   groups = fit_groups(passes, slack, slot_multiple=slot_multiple)
   widths = [max(f.length for f in passes[i:j]) for i, j in groups for _ in range(i, j)]
   ends = [f.start + w for f, w in zip(passes, widths)]
