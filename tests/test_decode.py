@@ -85,6 +85,23 @@ def test_bucketed_plan_for_88_steps():
   assert [seg.window for seg in plan.segments] == sorted(seg.window for seg in plan.segments)
 
 
+def test_fit_plan_pads_at_most_five_percent(fixtures):
+  """The default plan: <= 5 % padding for every fixture schedule, each token sampled once, every chunk inside
+  its segment's attention window, windows non-decreasing."""
+  schedules = [
+    (c["block_size"], c["num_inference_steps"])
+    for c in json.loads(fixture_file(fixtures, "parallel_schedule.json").read_text())["cases"]
+  ]
+  for n, steps in schedules + [(256, 88)]:
+    plan = plan_lib.fit_plan(n, steps)
+    assert plan.slots_fed <= 1.05 * plan.slots_min, (n, steps, plan.slots_fed, plan.slots_min)
+    assert plan.slots_min == sum(f.length for f in plan_lib.forwards(n, list(plan.counts)))
+    sampled = sorted(g for seg in plan.segments for row in seg.out_gen for g in row if g < n)
+    assert sampled == list(range(n)), (n, steps)
+    assert all(s + seg.width <= seg.window <= plan.cache_slots for seg in plan.segments for s in seg.start)
+    assert [seg.window for seg in plan.segments] == sorted(seg.window for seg in plan.segments)
+
+
 def test_one_token_per_step_equals_teacher_forcing(randar_tiny, golden):
   """With one token per forward, every cached-decode logit equals the full forward on the decoded tokens."""
   model, config = randar_tiny
