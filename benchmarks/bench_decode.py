@@ -7,16 +7,26 @@
     python -m benchmarks.bench_decode --model rar                    # CPU default: 12x512, V 1024, powcos:16,2.75
     python -m benchmarks.bench_decode --model rar --layers 24 --dim 1024 --heads 16 --batch 128   # RAR-L (T5: f32)
 
+    python -m benchmarks.bench_decode --plans fit,buckets --no-full    # before/after, interleaved in one run
+    python -m benchmarks.bench_decode --original benchmarks/original_randar_cpu.json   # ratio to the original
+    python -m benchmarks.bench_decode --profile /tmp/trace           # + a jax.profiler trace of one decode
+
 Prints one JSON line: images/s (RandAR: at 256 and 88 steps and the speed-up; RAR: at 256 steps), compile
-time, KV-cache bytes, and the FLOPs each image costs under the plan actually run (padding included; attention
-counted over each segment's cache window, as the masked kernel computes it) with the achieved FLOP/s against
-a measured matmul peak. Images/s exclude the VQ decoder.
+seconds and count, KV-cache bytes, chunk slots fed against the schedule's minimum (slots_fed_88, slots_min_88
+and for 32, 64, 88, 256 steps), the FLOPs each image costs under the plan actually run (padding included;
+attention counted over each segment's cache window, as the masked kernel computes it) and the bytes it moves
+(weights per forward shared by the batch, KV-cache window reads and chunk writes), with the achieved fractions
+of a measured matmul rate and memory bandwidth, and the 1-minute load average (the machine may be shared).
+Timed runs of several plans are interleaved. Images/s exclude the VQ decoder. ``--original`` reads the
+original PyTorch RandAR's images/s measured on the same machine (benchmarks/compare_original.py measures
+them where torch and a RandAR checkout are available) and prints the ratio.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import statistics
 import time
 
@@ -24,25 +34,38 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.common import report
+from benchmarks.common import load_average, matmul_peak, maybe_profile, memory_bandwidth, report
 from randar_jax import checkpoint, families, sharding
 from randar_jax.decode import rar as rar_decode
+from randar_jax.decode.plan import Plan
 from randar_jax.decode.randar import generate, make_plan
 from randar_jax.decode.sampling import Guidance, Sampling
+from randar_jax.models.llama import layer_slot_flops
 from randar_jax.models.randar import RandARConfig
 from randar_jax.models.rar import RARConfig
 from randar_jax.utils.compiles import compile_events
 
 
-def flops_per_image(cfg: RandARConfig, plan, branches: int) -> float:
-  """Matmul FLOPs of one image (all branches) under ``plan``."""
-  d, hd = cfg.dim, cfg.head_dim
-  per_slot_layer = 2 * (d * (cfg.n_head + 2 * cfg.kv_heads) * hd + cfg.n_head * hd * d + 3 * d * cfg.ffn_hidden)
-  attention = 2 * 2 * cfg.n_head * hd  # per slot read: QK^T and PV against the segment's cache window
-  body = sum(seg.width * len(seg.start) * (per_slot_layer + attention * seg.window) for seg in plan.segments)
-  body *= cfg.n_layer
-  head = plan.num_forwards * plan.max_queries * 2 * d * cfg.vocab_size
-  return float(branches * (body + head))
+def flops_per_image(cfg: RandARConfig, plan: Plan, branches: int) -> float:
+  """Matmul FLOPs of one image (all branches) under ``plan``: every fed slot (padding included) through every
+  layer, attention against its segment's cache window (as the masked kernel computes it), and the head at the
+  query rows the plan runs."""
+  attention = 2 * 2 * cfg.n_head * cfg.head_dim  # per (slot, window slot): QK^T and PV
+  body = sum(seg.width * len(seg.start) * (layer_slot_flops(cfg) + attention * seg.window) for seg in plan.segments)
+  head = plan.query_rows * 2 * cfg.dim * cfg.vocab_size
+  return float(branches * (cfg.n_layer * body + head))
+
+
+def bytes_per_image(cfg: RandARConfig, plan: Plan, branches: int, batch: int) -> dict[str, float]:
+  """Bytes one image moves under ``plan``: the weights read once per forward (shared by the batch), the KV
+  cache windows every forward's attention reads and the chunk it writes, per layer and branch. Activations
+  (a few MB per forward) are left out."""
+  item = jnp.dtype(cfg.dtype).itemsize
+  kv_slot = 2 * cfg.kv_heads * cfg.head_dim * item  # one slot's key and value, one layer
+  weights = plan.num_forwards * (cfg.n_layer * layer_slot_flops(cfg) // 2 + cfg.dim * cfg.vocab_size) * item / batch
+  reads = sum(seg.window * len(seg.start) for seg in plan.segments) * kv_slot * cfg.n_layer * branches
+  writes = plan.slots_fed * kv_slot * cfg.n_layer * branches
+  return {"weights": weights, "kv_read": float(reads), "kv_write": float(writes), "total": weights + reads + writes}
 
 
 def rar_flops_per_image(cfg: RARConfig, plan, branches: int) -> float:
@@ -57,51 +80,56 @@ def rar_flops_per_image(cfg: RARConfig, plan, branches: int) -> float:
   return float(branches * (body + head))
 
 
-def matmul_peak(dtype) -> float:
-  """FLOP/s of a large square matmul on this device (a realistic ceiling)."""
-  n = 2048 if jax.default_backend() == "cpu" else 8192
-  a = jnp.ones((n, n), dtype)
-  f = jax.jit(lambda a: a @ a)
-  jax.block_until_ready(f(a))
-  times = []
-  for _ in range(3):
-    start = time.perf_counter()
-    jax.block_until_ready(f(a))
-    times.append(time.perf_counter() - start)
-  return 2 * n**3 / min(times)
+def measure(configs: dict[str, tuple], model, labels, repeats: int, profile: str | None = None) -> dict[str, dict]:
+  """Times each named config ``(generate_fn, plan, kwargs)``: one compiled call each, then ``repeats`` rounds
+  that run the configs in turn (interleaved, so load from other jobs hits them alike). With ``profile``, one
+  more call of the last config runs under a ``jax.profiler`` trace."""
+  results, caches = {}, {}
+  for name, (generate_fn, _, kwargs) in configs.items():
+    with compile_events() as compiles:
+      out = generate_fn(model, labels, jax.random.key(0), **kwargs)
+      jax.block_until_ready(out.tokens)
+    caches[name] = out.cache
+    results[name] = {"compile_s": round(compiles.seconds, 2), "compile_count": compiles.count, "times": []}
+  with compile_events() as recompiles:
+    for i in range(repeats):
+      for name, (generate_fn, _, kwargs) in configs.items():
+        start = time.perf_counter()
+        out = generate_fn(model, labels, jax.random.key(i + 1), cache=caches[name], **kwargs)
+        jax.block_until_ready(out.tokens)
+        results[name]["times"].append(time.perf_counter() - start)
+        caches[name] = out.cache
+  if profile:
+    name, (generate_fn, _, kwargs) = list(configs.items())[-1]
+    with maybe_profile(profile):
+      jax.block_until_ready(generate_fn(model, labels, jax.random.key(99), cache=caches[name], **kwargs).tokens)
+  for name, (_, plan, _) in configs.items():
+    run = statistics.median(results[name].pop("times"))
+    results[name].update(
+      forwards=plan.num_forwards,
+      segments=len(plan.segments),
+      slots_fed=plan.slots_fed,
+      slots_min=plan.slots_min,
+      run_s=round(run, 4),
+      images_per_s=round(len(labels) / run, 3),
+      recompiles=recompiles.count,
+      kv_cache_bytes=int(caches[name].k.nbytes + caches[name].v.nbytes),
+    )
+  return results
 
 
-def measure(generate_fn, model, labels, repeats: int, plan, **kwargs) -> dict:
-  with compile_events() as compiles:
-    out = generate_fn(model, labels, jax.random.key(0), **kwargs)
-    jax.block_until_ready(out.tokens)
-  cache, times = out.cache, []
-  for i in range(repeats):
-    start = time.perf_counter()
-    out = generate_fn(model, labels, jax.random.key(i + 1), cache=cache, **kwargs)
-    jax.block_until_ready(out.tokens)
-    times.append(time.perf_counter() - start)
-    cache = out.cache
-  run = statistics.median(times)
-  return {
-    "steps": plan.num_forwards,
-    "forwards": plan.num_forwards,
-    "slots_fed": plan.slots_fed,
-    "run_s": round(run, 4),
-    "images_per_s": round(len(labels) / run, 3),
-    "compile_s": round(compiles.seconds, 2),
-    "kv_cache_bytes": int(cache.k.nbytes + cache.v.nbytes),
-    "plan": plan,
-  }
-
-
-def efficiency(run: dict, flops: float, batch: int, peak: float) -> dict:
-  return {
+def efficiency(run: dict, flops: float, moved: dict | None, batch: int, peak: float, bandwidth: float) -> dict:
+  """Adds FLOPs and bytes per image and the achieved fractions of the measured matmul rate and bandwidth."""
+  out = {
     **run,
     "gflop_per_image": round(flops / 1e9, 2),
     "achieved_tflop_s": round(flops * batch / run["run_s"] / 1e12, 4),
     "fraction_of_matmul_peak": round(flops * batch / run["run_s"] / peak, 3),
   }
+  if moved is not None:
+    out["mb_per_image"] = {k: round(v / 1e6, 1) for k, v in moved.items()}
+    out["fraction_of_bandwidth"] = round(moved["total"] * batch / run["run_s"] / bandwidth, 3)
+  return out
 
 
 def bench_rar(args, labels) -> dict:
@@ -122,23 +150,38 @@ def bench_rar(args, labels) -> dict:
     layer.kernel[...] = jax.random.normal(jax.random.key(2), layer.kernel.shape) * scale
   guidance = Guidance.parse(args.cfg or "powcos:16,2.75")
   plan = rar_decode.make_plan(cfg.num_tokens)
-  run = measure(
-    rar_decode.generate, model, labels, args.repeats, plan, guidance=guidance, sampling=Sampling.make(temperature=1.0)
-  )
-  peak = matmul_peak(jnp.dtype(args.dtype))
-  run = efficiency(run, rar_flops_per_image(cfg, run.pop("plan"), 1 if guidance is None else 2), args.batch, peak)
+  kwargs = dict(guidance=guidance, sampling=Sampling.make(temperature=1.0))
+  run = measure({"full": (rar_decode.generate, plan, kwargs)}, model, labels, args.repeats, args.profile)["full"]
+  peak, bandwidth = matmul_peak(jnp.dtype(args.dtype)), memory_bandwidth()
+  run = efficiency(run, rar_flops_per_image(cfg, plan, 1 if guidance is None else 2), None, args.batch, peak, bandwidth)
   return {
     "model": "rar",
     f"images_per_s_{cfg.num_tokens}": run["images_per_s"],
     "compile_s": run["compile_s"],
+    "compile_count": run["compile_count"],
     "kv_cache_bytes": run["kv_cache_bytes"],
     "batch": args.batch,
+    "load_average": load_average(),
     "cfg": args.cfg or "powcos:16,2.75",
     "params": checkpoint.param_count(checkpoint.abstract_params(cfg)),
     "matmul_peak_tflop_s": round(peak / 1e12, 4),
     "config": {k: v for k, v in dataclasses.asdict(cfg).items() if "dropout" not in k},
     "runs": {"full": run},
   }
+
+
+SLOT_STEPS = (32, 64, 88, 256)  # schedules whose padding the report lists (for a 16x16 grid)
+PLANS = {"fit": "default", "buckets": "buckets", "padded": None}  # --plans name -> generate(buckets=...)
+
+
+def original_numbers(path: str | None, batch: int, steps: int) -> float | None:
+  """The original's images/s at this batch and step count from a JSON file
+  ``{"randar": {"batch_1": {"images_per_s_88": 0.22}, ...}}`` (see benchmarks/original_randar_cpu.json)."""
+  if path is None:
+    return None
+  with open(path) as f:
+    table = json.load(f)["randar"]
+  return table.get(f"batch_{batch}", {}).get(f"images_per_s_{steps}")
 
 
 def main() -> None:
@@ -156,9 +199,22 @@ def main() -> None:
   )
   parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
   parser.add_argument("--steps", type=int, default=88, help="RandAR: the parallel schedule to compare with N steps")
-  parser.add_argument("--buckets", default="default", choices=["default", "padded"])
+  parser.add_argument(
+    "--plans",
+    default="fit",
+    help="comma-separated RandAR plans to time at --steps, interleaved: fit (exact-fit segments, the default), "
+    "buckets (the older monotone bucket widths), padded (one width)",
+  )
+  parser.add_argument("--no-full", action="store_true", help="RandAR: skip the N-step (one token per step) run")
   parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--profile", metavar="DIR", help="write a jax.profiler trace of one more decode call to DIR")
+  parser.add_argument(
+    "--original", metavar="JSON", help="the original PyTorch RandAR's images/s (benchmarks/original_randar_cpu.json)"
+  )
   args = parser.parse_args()
+  plans = args.plans.split(",")
+  if not set(plans) <= set(PLANS):
+    parser.error(f"--plans takes a comma-separated subset of {sorted(PLANS)}, got {args.plans!r}")
 
   with sharding.model_context() as mesh:
     labels = jax.device_put(np.arange(args.batch) % args.classes, sharding.named_sharding(mesh, ("batch",)))
@@ -179,44 +235,64 @@ def main() -> None:
     # random (non-zero) head so sampling is not degenerate
     model.output[...] = jax.random.normal(jax.random.key(1), model.output.shape) * 0.02
     guidance = Guidance.parse(args.cfg or "1,4")
-    buckets = None if args.buckets == "padded" else "default"
-    runs = {}
-    for name, steps in (("full", cfg.num_tokens), ("parallel", args.steps)):
-      runs[name] = measure(
-        generate,
-        model,
-        labels,
-        args.repeats,
-        make_plan(cfg.num_tokens, steps, 0, buckets),
-        num_steps=steps,
-        guidance=guidance,
-        sampling=Sampling.make(temperature=1.0),
-        buckets=buckets,
-      )
+    sampling = Sampling.make(temperature=1.0)
+    configs = {}
+    if not args.no_full:
+      plan = make_plan(cfg.num_tokens, cfg.num_tokens, 0, "default")
+      configs["full"] = (generate, plan, dict(num_steps=cfg.num_tokens, guidance=guidance, sampling=sampling))
+    for name in plans:
+      plan = make_plan(cfg.num_tokens, args.steps, 0, PLANS[name])
+      kwargs = dict(num_steps=args.steps, guidance=guidance, sampling=sampling, buckets=PLANS[name])
+      configs[name] = (generate, plan, kwargs)
+    runs = measure(configs, model, labels, args.repeats, args.profile)
   branches = 1 if guidance is None else 2
-  peak = matmul_peak(jnp.dtype(args.dtype))
+  peak, bandwidth = matmul_peak(jnp.dtype(args.dtype)), memory_bandwidth()
   runs = {
-    name: efficiency(r, flops_per_image(cfg, r.pop("plan"), branches), args.batch, peak) for name, r in runs.items()
+    name: efficiency(
+      r,
+      flops_per_image(cfg, configs[name][1], branches),
+      bytes_per_image(cfg, configs[name][1], branches, args.batch),
+      args.batch,
+      peak,
+      bandwidth,
+    )
+    for name, r in runs.items()
   }
-  full, fast = runs["full"], runs["parallel"]
-  report(
-    {
-      "model": "randar",
-      "images_per_s_256": full["images_per_s"],
-      f"images_per_s_{args.steps}": fast["images_per_s"],
-      "images_per_s_88": fast["images_per_s"] if args.steps == 88 else None,
-      "speedup_88_vs_256": round(fast["images_per_s"] / full["images_per_s"], 3),
-      "compile_s": max(full["compile_s"], fast["compile_s"]),
-      "kv_cache_bytes": fast["kv_cache_bytes"],
-      "batch": args.batch,
-      "cfg": args.cfg or "1,4",
-      "buckets": args.buckets,
-      "params": checkpoint.param_count(checkpoint.abstract_params(cfg)),
-      "matmul_peak_tflop_s": round(peak / 1e12, 4),
-      "config": {k: v for k, v in dataclasses.asdict(cfg).items() if "dropout" not in k},
-      "runs": runs,
-    }
-  )
+  fast = runs[plans[0]]
+  slots = {
+    steps: make_plan(cfg.num_tokens, steps, 0, PLANS[plans[0]]) for steps in SLOT_STEPS if steps <= cfg.num_tokens
+  }
+  original = original_numbers(args.original, args.batch, args.steps)
+  results = {
+    "model": "randar",
+    "plan": plans[0],
+    f"images_per_s_{args.steps}": fast["images_per_s"],
+    "images_per_s_256": runs["full"]["images_per_s"] if "full" in runs else None,
+    "speedup_vs_256": round(fast["images_per_s"] / runs["full"]["images_per_s"], 3) if "full" in runs else None,
+    f"slots_fed_{args.steps}": fast["slots_fed"],
+    f"slots_min_{args.steps}": fast["slots_min"],
+    "slots_fed_min": {steps: [p.slots_fed, p.slots_min] for steps, p in slots.items()},
+    f"gflop_per_image_{args.steps}": fast["gflop_per_image"],
+    f"mb_per_image_{args.steps}": fast["mb_per_image"],
+    "fraction_of_matmul_peak": fast["fraction_of_matmul_peak"],
+    "fraction_of_bandwidth": fast["fraction_of_bandwidth"],
+    "compile_s": fast["compile_s"],
+    "compile_count": fast["compile_count"],
+    "recompiles": fast["recompiles"],
+    "kv_cache_bytes": fast["kv_cache_bytes"],
+    "batch": args.batch,
+    "cfg": args.cfg or "1,4",
+    "load_average": load_average(),
+    "params": checkpoint.param_count(checkpoint.abstract_params(cfg)),
+    "matmul_peak_tflop_s": round(peak / 1e12, 4),
+    "bandwidth_gb_s": round(bandwidth / 1e9, 2),
+    "config": {k: v for k, v in dataclasses.asdict(cfg).items() if "dropout" not in k},
+    "runs": runs,
+  }
+  if original is not None:
+    results[f"original_images_per_s_{args.steps}"] = original
+    results[f"vs_original_{args.steps}"] = round(fast["images_per_s"] / original, 3)
+  report(results)
 
 
 if __name__ == "__main__":

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime
 import json
+import os
 import time
 from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 
 
 def environment() -> dict[str, Any]:
@@ -22,6 +25,43 @@ def environment() -> dict[str, Any]:
     "devices": jax.device_count(),
     "jax": jax.__version__,
   }
+
+
+def matmul_peak(dtype) -> float:
+  """FLOP/s of a large square matmul on this device (a realistic ceiling), best of 3."""
+  n = 2048 if jax.default_backend() == "cpu" else 8192
+  a = jnp.ones((n, n), dtype)
+  f = jax.jit(lambda a: a @ a)
+  _, times = timed(lambda: f(a), 3)
+  return 2 * n**3 / min(times)
+
+
+def memory_bandwidth() -> float:
+  """Bytes/s of a large elementwise update (read + write; 256 MB on CPU, 4 GB elsewhere), best of 3."""
+  n = 2**25 if jax.default_backend() == "cpu" else 2**30
+  a = jnp.ones((n,), jnp.float32)
+  f = jax.jit(lambda a: a * 1.5)
+  _, times = timed(lambda: f(a), 3)
+  return 2 * a.nbytes / min(times)
+
+
+def load_average() -> float | None:
+  """The 1-minute load average (other jobs sharing the machine make timings noisy), None where unknown."""
+  try:
+    return round(os.getloadavg()[0], 2)
+  except OSError:
+    return None
+
+
+@contextlib.contextmanager
+def maybe_profile(directory: str | None):
+  """A ``jax.profiler`` trace of the block into ``directory`` (TensorBoard's xplane and a Perfetto JSON), or
+  nothing."""
+  if directory is None:
+    yield
+    return
+  with jax.profiler.trace(directory, create_perfetto_trace=True):
+    yield
 
 
 def timed(fn: Callable[[], Any], repeats: int) -> tuple[float, list[float]]:

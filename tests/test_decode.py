@@ -85,6 +85,23 @@ def test_bucketed_plan_for_88_steps():
   assert [seg.window for seg in plan.segments] == sorted(seg.window for seg in plan.segments)
 
 
+def test_fit_plan_pads_at_most_five_percent(fixtures):
+  """The default plan: <= 5 % padding for every fixture schedule, each token sampled once, every chunk inside
+  its segment's attention window, windows non-decreasing."""
+  schedules = [
+    (c["block_size"], c["num_inference_steps"])
+    for c in json.loads(fixture_file(fixtures, "parallel_schedule.json").read_text())["cases"]
+  ]
+  for n, steps in schedules + [(256, 88)]:
+    plan = plan_lib.fit_plan(n, steps)
+    assert plan.slots_fed <= 1.05 * plan.slots_min, (n, steps, plan.slots_fed, plan.slots_min)
+    assert plan.slots_min == sum(f.length for f in plan_lib.forwards(n, list(plan.counts)))
+    sampled = sorted(g for seg in plan.segments for row in seg.out_gen for g in row if g < n)
+    assert sampled == list(range(n)), (n, steps)
+    assert all(s + seg.width <= seg.window <= plan.cache_slots for seg in plan.segments for s in seg.start)
+    assert [seg.window for seg in plan.segments] == sorted(seg.window for seg in plan.segments)
+
+
 def test_one_token_per_step_equals_teacher_forcing(randar_tiny, golden):
   """With one token per forward, every cached-decode logit equals the full forward on the decoded tokens."""
   model, config = randar_tiny
@@ -231,6 +248,22 @@ def test_filters_match_numpy_reference():
     np.testing.assert_array_equal(np.isfinite(out[ranked]), keep)
   scaled = filter_logits(logits, Sampling.make(temperature=2.0))
   np.testing.assert_allclose(scaled, logits / 2.0, rtol=1e-6)
+
+
+def test_filters_without_sorting_match_sorted_reference():
+  """Top-k then top-p by bisection equal the sort-based rule on a realistic vocabulary; ties at the k-th kept."""
+  logits = np.asarray(jax.random.normal(jax.random.key(1), (8, 4096)) * 4, np.float32)
+  for top_k, top_p in ((0, 0.9), (64, 0.95), (300, 0.5), (7, 1.0)):
+    kept = np.isfinite(np.asarray(filter_logits(jnp.asarray(logits), Sampling.make(1.0, top_k, top_p))))
+    for row, out in zip(logits.astype(np.float64), kept):
+      ranked = np.argsort(-row)
+      keep = np.arange(row.size) < (top_k or row.size)
+      probs = np.where(keep, np.exp(row[ranked] - row.max()), 0.0)
+      probs /= probs.sum()
+      keep &= np.concatenate([[True], np.cumsum(probs)[:-1] <= top_p])
+      np.testing.assert_array_equal(out[ranked], keep, err_msg=f"top_k {top_k}, top_p {top_p}")
+  tied = jnp.asarray([[3.0, 1.0, 2.0, 2.0, 0.0]])
+  np.testing.assert_array_equal(np.isfinite(filter_logits(tied, Sampling.make(top_k=2))), [[1, 0, 1, 1, 0]])
 
 
 def test_guidance_schedules():

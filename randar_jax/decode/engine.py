@@ -7,8 +7,8 @@ forward can see); the engine does the rest, identically for every model:
     guidance over branches -> sampling -> forced tokens -> scatter into ``tokens`` (generation order)
 
 Everything here runs inside one ``jit``: one scan per plan segment (rows of equal chunk width), no Python
-loop over steps at run time, no host synchronisation. Keys are ``fold_in(key, forward_index)``, so results
-do not depend on how forwards are grouped into segments.
+loop over steps at run time, no host synchronisation. Keys are ``fold_in(key, generation_index)`` per sampled
+token, so results do not depend on how forwards are padded or grouped into segments.
 
 A model family's ``generate`` validates on the host (:func:`validate`), builds its plan and calls
 :func:`decode` with an *adapter* ``adapter(model, labels (B, branches), order (B, N), *extras) ->
@@ -63,6 +63,13 @@ class DecodeOutput:
   cache: KVCache | None = None  # the cache buffer, to pass (donated) to the next call
 
 
+def sample_queries(logits: jax.Array, sampling: Sampling, key: jax.Array, gens: jax.Array) -> jax.Array:
+  """Samples logits (B, K, V) -> (B, K) with the key of query k folded with its generation index gens[k], so
+  a token's draw depends only on (key, its generation index): not on how forwards are padded or grouped."""
+  draw = lambda logits, gen: sample(logits, sampling, jax.random.fold_in(key, gen))  # noqa: E731
+  return jax.vmap(draw, in_axes=(1, 0), out_axes=1)(logits, gens)
+
+
 def run(
   plan: Plan,
   chunk_logits: ChunkLogits,
@@ -76,18 +83,15 @@ def run(
 ):
   """Runs every forward of ``plan``. tokens (B, N + 1) int32 in generation order; column N is a write sink
   for padded query slots. Returns (tokens, cache, Trace | None)."""
-  forward_index = 0
   traces = []
   for segment in plan.segments:
     rows = {name: jnp.asarray(value) for name, value in segment.arrays().items()}
-    rows["index"] = forward_index + jnp.arange(len(segment.start), dtype=jnp.int32)
-    forward_index += len(segment.start)
 
     def body(carry, row, window=segment.window):  # the segment's static attention window
       cache, tokens = carry
       logits, cache = chunk_logits(cache, tokens, row, window)  # (B, branches, K, V)
       guided = logits[:, 0] if guidance is None else guidance.combine(logits, row["first_query"], plan.num_tokens)
-      new = sample(guided, sampling, jax.random.fold_in(key, row["index"]))  # (B, K)
+      new = sample_queries(guided, sampling, key, row["out_gen"])  # (B, K)
       if forced is not None:
         gen = jnp.minimum(row["out_gen"], plan.num_tokens - 1)
         keep = forced.mask[:, gen] & (row["out_gen"] < plan.num_tokens)
@@ -96,6 +100,9 @@ def run(
       return (cache, tokens), (Trace(guided, logits) if trace else None)
 
     (cache, tokens), ys = jax.lax.scan(body, (cache, tokens), rows)
+    if trace:  # segments sample different numbers of queries: pad each to the plan's most
+      pad = plan.max_queries - len(segment.out_pos[0])
+      ys = Trace(*(jnp.pad(y, [(0, 0)] * (y.ndim - 2) + [(0, pad), (0, 0)]) for y in ys))
     traces.append(ys)
   if not trace:
     return tokens, cache, None
@@ -107,12 +114,13 @@ def collect_trace(plan: Plan, trace: Trace) -> Trace:
 
   Tokens that were fed as known (not sampled) get zeros.
   """
-  out_gen = jnp.asarray([g for seg in plan.segments for g in seg.out_gen]).reshape(-1)  # (forwards * K,)
+  n = plan.num_tokens + 1  # the last column collects padded queries
+  out_gen = [row + (plan.num_tokens,) * (plan.max_queries - len(row)) for seg in plan.segments for row in seg.out_gen]
+  out_gen = jnp.asarray(out_gen).reshape(-1)  # (forwards * K,)
   guided = jnp.moveaxis(trace.guided, 0, 1)  # (B, F, K, V)
   guided = guided.reshape(guided.shape[0], -1, guided.shape[-1])
   raw = jnp.moveaxis(trace.raw, 0, 2)  # (B, G, F, K, V)
   raw = raw.reshape(raw.shape[:2] + (-1, raw.shape[-1]))
-  n = plan.num_tokens + 1  # the last column collects padded queries
   guided = jnp.zeros((guided.shape[0], n, guided.shape[-1]), guided.dtype).at[:, out_gen].set(guided)
   raw = jnp.zeros(raw.shape[:2] + (n, raw.shape[-1]), raw.dtype).at[:, :, out_gen].set(raw)
   return Trace(guided[:, :-1], raw[:, :, :-1])

@@ -10,11 +10,14 @@ previous one, re-fed at their training slots, followed by the next queries:
 so the queries of one forward sit side by side and the next forward overwrites them with the training layout
 (``docs/randar.md`` section 9). The number sampled per forward follows the cosine schedule
 (:func:`query_counts`), which depends only on (N, steps, m), so the whole plan is NumPy, computed once, and
-becomes static data for the compiled loop. Forwards are padded to a few widths ("buckets"); pad entries
-come after the real ones, so the causal-by-slot mask hides them and the next forward overwrites them.
+becomes static data for the compiled loop. Consecutive forwards are grouped into segments (one ``lax.scan``
+each, every forward padded to the segment's width); pad entries come after the real ones, so the
+causal-by-slot mask hides them and the next forward overwrites them. :func:`fit_plan` chooses the groups by
+dynamic programming: fewest segments and tightest attention windows with at most 5 % padding
+(:func:`build_plan` keeps the older bucket widths).
 
-    plan = build_plan(num_tokens=256, num_steps=64)            # 64 forwards, widths from the default buckets
-    plan.segments                                              # ((width, forwards...), ...) one lax.scan each
+    plan = fit_plan(num_tokens=256, num_steps=88)              # 88 forwards, 707 slots fed for 674 needed
+    plan.segments                                              # (Segment(width, window, rows...), ...)
 """
 
 from __future__ import annotations
@@ -96,7 +99,7 @@ class Segment:
   start: tuple[int, ...]
   kinds: tuple[tuple[int, ...], ...]
   gens: tuple[tuple[int, ...], ...]
-  out_pos: tuple[tuple[int, ...], ...]  # chunk positions of the queries, (forwards, max_queries)
+  out_pos: tuple[tuple[int, ...], ...]  # chunk positions of the queries, (forwards, the segment's max queries)
   out_gen: tuple[tuple[int, ...], ...]  # generation index sampled there; num_tokens (a trash column) if pad
   first_query: tuple[int, ...]  # generation index of the first query (guidance schedules use it)
 
@@ -128,8 +131,19 @@ class Plan:
     """Chunk entries actually computed, padding included."""
     return sum(seg.width * len(seg.start) for seg in self.segments)
 
+  @property
+  def slots_min(self) -> int:
+    """Chunk entries the schedule needs (no padding): the floor for ``slots_fed``."""
+    return sum(sum(kind != PAD for kind in row) for seg in self.segments for row in seg.kinds)
 
-def _segment(group: list[Forward], width: int, window: int, max_queries: int, num_tokens: int) -> Segment:
+  @property
+  def query_rows(self) -> int:
+    """Query positions run through the head and the sampler, padding included (the floor is num_tokens)."""
+    return sum(len(seg.out_pos[0]) * len(seg.start) for seg in self.segments)
+
+
+def _segment(group: list[Forward], width: int, window: int, num_tokens: int) -> Segment:
+  max_queries = max(len(f.samples) for f in group)  # per segment: the head runs on no more than it must
   kinds, gens, out_pos, out_gen = [], [], [], []
   for f in group:
     pad = width - f.length
@@ -148,6 +162,12 @@ def _segment(group: list[Forward], width: int, window: int, max_queries: int, nu
     tuple(out_gen),
     tuple(f.samples[0] for f in group),
   )
+
+
+def schedule(num_tokens: int, num_steps: int, known: int, lagging: bool) -> tuple[list[int], list[Forward]]:
+  """Per-forward sample counts and the unpadded forwards (``known`` and ``lagging`` as in :func:`build_plan`)."""
+  counts = query_counts(num_tokens, num_steps, known) if lagging else query_counts(num_tokens - known, num_steps)
+  return counts, forwards(num_tokens, counts, known)
 
 
 def build_plan(
@@ -172,8 +192,7 @@ def build_plan(
   a static window of the cache (``windows`` steps of cache_slots / windows): early forwards read fewer
   slots. The prefill forward (with ``known`` tokens) is its own segment.
   """
-  counts = query_counts(num_tokens, num_steps, known) if lagging else query_counts(num_tokens - known, num_steps)
-  passes = forwards(num_tokens, counts, known)
+  counts, passes = schedule(num_tokens, num_steps, known, lagging)
   head, body = ([passes[0]], passes[1:]) if known else ([], passes)
   widths = [passes[0].length] if head else []
   if body:
@@ -220,7 +239,7 @@ def pack(
       groups[-1][1].append(f)
     else:
       groups.append((key, [f]))
-  segments = tuple(_segment(g, w, win, max(counts), num_tokens) for (w, win), g in groups)
+  segments = tuple(_segment(g, w, win, num_tokens) for (w, win), g in groups)
   return Plan(num_tokens, num_steps, known, tuple(counts), max(counts), segments, slots)
 
 
@@ -228,3 +247,77 @@ def default_buckets(num_tokens: int, num_steps: int) -> tuple[int, ...]:
   """Bucket widths for the fast path: 2 (single-token forwards) plus two wider buckets (see bench_decode)."""
   longest = max(f.length for f in forwards(num_tokens, query_counts(num_tokens, num_steps)))
   return tuple(sorted({2, max(2, (longest + 1) // 2 + 1), longest}))
+
+
+def fit_groups(
+  passes: Sequence[Forward],
+  slack: float = 0.05,
+  window_cost: float = 1 / 128,
+  segment_cost: float = 8.0,
+  slot_multiple: int = 8,
+) -> list[tuple[int, int]]:
+  """Consecutive groups [i, j) of forwards, each padded to its longest and attending to the slots its last
+  chunk can reach (rounded up to ``slot_multiple``), minimising an estimated cost (in fed slots)
+
+      slots fed + window_cost * cache slots read + segment_cost * segments
+
+  subject to slots fed <= (1 + slack) * the unpadded total. A segment is one more scan body to compile (and a
+  few more kernel launches); a window slot is a key and a value read by every fed slot (``window_cost``: its
+  price relative to a fed slot's matmuls, about 1/128 for a 512-wide model). Dynamic programming over
+  (forwards covered, padding spent): exact, O(forwards^2 * budget) with early exit once a group's padding
+  exceeds the budget.
+  """
+  lengths = [f.length for f in passes]
+  budget = int(slack * sum(lengths))
+  n = len(passes)
+  best = np.full((n + 1, budget + 1), np.inf)
+  best[0, 0] = 0.0
+  back: dict[tuple[int, int], tuple[int, int]] = {}
+  for j in range(1, n + 1):
+    width = fed = 0
+    for i in range(j - 1, -1, -1):  # the group [i, j), grown backwards
+      width = max(width, lengths[i])
+      fed += lengths[i]
+      pad = width * (j - i) - fed
+      if pad > budget:
+        break
+      window = -(-(passes[j - 1].start + width) // slot_multiple) * slot_multiple  # starts grow: the last reaches
+
+      cost = segment_cost + (j - i) * (width + window_cost * window)
+      candidate = best[i, : budget + 1 - pad] + cost
+      better = candidate < best[j, pad:]
+      if better.any():
+        best[j, pad:][better] = candidate[better]
+        for p in np.flatnonzero(better):
+          back[j, int(p) + pad] = (i, int(p))
+  pad = int(np.argmin(best[n]))
+  assert np.isfinite(best[n, pad]), "one forward per group is always feasible"
+  groups, j = [], n
+  while j:
+    i, pad = back[j, pad]
+    groups.append((i, j))
+    j = i
+  return groups[::-1]
+
+
+def fit_plan(
+  num_tokens: int,
+  num_steps: int,
+  known: int = 0,
+  lagging: bool = False,
+  slack: float = 0.05,
+  slot_multiple: int = 8,
+) -> Plan:
+  """The schedule's forwards grouped by :func:`fit_groups`: at most ``slack`` padding (exact widths where the
+  lengths vary too much), each segment attending to the cache slots it can reach. See :func:`build_plan` for
+  ``known`` and ``lagging``."""
+  counts, passes = schedule(num_tokens, num_steps, known, lagging)
+  groups = fit_groups(passes, slack, slot_multiple=slot_multiple)
+  widths = [max(f.length for f in passes[i:j]) for i, j in groups for _ in range(i, j)]
+  ends = [f.start + w for f, w in zip(passes, widths)]
+  slots = -(-max(ends) // slot_multiple) * slot_multiple
+  segments = []
+  for i, j in groups:
+    window = min(slots, -(-max(ends[i:j]) // slot_multiple) * slot_multiple)
+    segments.append(_segment(list(passes[i:j]), widths[i], window, num_tokens))
+  return Plan(num_tokens, num_steps, known, tuple(counts), max(counts), tuple(segments), slots)

@@ -14,6 +14,7 @@ that share every sampled token.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import jax
@@ -22,7 +23,7 @@ import numpy as np
 
 from randar_jax.decode import engine
 from randar_jax.decode.engine import DecodeOutput
-from randar_jax.decode.plan import CLS, QUERY, TOKEN, Plan, build_plan, default_buckets
+from randar_jax.decode.plan import CLS, QUERY, TOKEN, Plan, build_plan, default_buckets, fit_plan
 from randar_jax.decode.sampling import DecodeSettings, Guidance, Sampling
 from randar_jax.models.attention import KVCache
 from randar_jax.models.randar import RandAR, RandARConfig
@@ -41,6 +42,7 @@ def default_settings(config: RandARConfig) -> DecodeSettings:
   )
 
 
+@functools.lru_cache(maxsize=32)
 def make_plan(
   num_tokens: int,
   num_steps: int,
@@ -48,8 +50,11 @@ def make_plan(
   buckets: str | Sequence[int] | None = "default",
   lagging: bool = False,
 ) -> Plan:
-  """``buckets``: 'default' (monotone buckets, the fast path), None (one width), or explicit widths."""
+  """``buckets``: 'default' (exact-fit segments, the fast path: :func:`fit_plan`), 'buckets' (the older monotone
+  bucket widths), None (one width), or explicit widths."""
   if buckets == "default":
+    return fit_plan(num_tokens, num_steps, known, lagging)
+  if buckets == "buckets":
     buckets = default_buckets(num_tokens, num_steps) if known == 0 else None
   return build_plan(num_tokens, num_steps, known, buckets, lagging=lagging)
 
@@ -131,7 +136,9 @@ def generate(
   if num_steps is None:  # the default, capped by the forwards this canvas and prefix allow
     num_steps = min(defaults.num_steps, n if lagging else n - known)
   engine.validate(model.config, labels_np, num_steps, order_np, guidance, known, n, lagging)
-  plan = make_plan(n, num_steps, known, buckets, lagging)
+  plan = make_plan(
+    n, num_steps, known, buckets if buckets is None or isinstance(buckets, str) else tuple(buckets), lagging
+  )
   order_key, sample_key = jax.random.split(key)
   orders = engine.make_orders(order if order_np is None else order_np, order_key, labels_np.shape[0], n)
   extras = (

@@ -1,0 +1,81 @@
+"""Times the original PyTorch RandAR's ``generate`` on this machine, for ``bench_decode --original``.
+
+    python -m benchmarks.compare_original --randar-checkout ~/src/RandAR --batch 1 --out /tmp/original.json
+    python -m benchmarks.compare_original --randar-checkout ~/src/RandAR --batch 16 --out /tmp/original.json
+    python -m benchmarks.bench_decode --batch 1 --original /tmp/original.json     # prints vs_original_88
+
+Same shape as bench_decode's default (12x512, 8 heads, 16x16 grid, V 16384), random weights, CFG 1 -> 4,
+temperature 1, ``--num-steps`` forwards; one untimed warm-up call, then the median of ``--steps`` calls. Adds (or
+replaces) the ``batch_B`` entry of ``--out`` (the format of benchmarks/original_randar_cpu.json). Needs torch
+and a RandAR checkout (``RandAR/model/randar_gpt.py``); nothing in the tests needs either.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+from benchmarks.common import add_model_args, environment, load_average
+
+
+def time_original(checkout: str, args: argparse.Namespace) -> float:
+  """images/s of the original's generate at the benchmark's shape."""
+  import torch  # noqa: PLC0415 - optional: only this script needs it
+
+  sys.path.insert(0, os.path.abspath(checkout))
+  from RandAR.model.randar_gpt import RandARTransformer  # noqa: PLC0415
+
+  torch.manual_seed(0)
+  model = RandARTransformer(
+    dim=args.dim,
+    n_layer=args.layers,
+    n_head=args.heads,
+    vocab_size=args.vocab,
+    block_size=args.grid**2,
+    num_classes=args.classes,
+    cls_token_num=1,
+    model_type="c2i",
+    num_inference_steps=args.num_steps,
+  ).eval()
+  cond = torch.arange(args.batch) % args.classes
+  times = []
+  with torch.no_grad():
+    for i in range(args.steps + 1):
+      start = time.perf_counter()
+      model.generate(cond, cfg_scales=(1.0, 4.0), num_inference_steps=args.num_steps, temperature=1.0)
+      if i:  # the first call warms up
+        times.append(time.perf_counter() - start)
+  return args.batch / statistics.median(times)
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--randar-checkout", required=True, help="a RandAR git checkout (holding RandAR/model)")
+  parser.add_argument("--out", required=True, help="JSON file to add this batch's numbers to")
+  add_model_args(parser, batch=16)  # --steps: timed calls (after one warm-up)
+  parser.add_argument("--num-steps", type=int, default=88, help="decode forwards (the parallel schedule)")
+  args = parser.parse_args()
+  try:
+    import torch  # noqa: F401, PLC0415
+  except ImportError:
+    parser.error("needs torch (pip install torch) to run the original")
+  if not os.path.isfile(os.path.join(args.randar_checkout, "RandAR", "model", "randar_gpt.py")):
+    parser.error(f"{args.randar_checkout} holds no RandAR/model/randar_gpt.py (clone the RandAR repository there)")
+  rate = time_original(args.randar_checkout, args)
+  table = {"randar": {}}
+  if os.path.exists(args.out):
+    with open(args.out) as f:
+      table = json.load(f)
+  entry = {f"images_per_s_{args.num_steps}": round(rate, 4), "load_average": load_average(), **environment()}
+  table.setdefault("randar", {})[f"batch_{args.batch}"] = entry
+  with open(args.out, "w") as f:
+    json.dump(table, f, indent=2)
+  print(json.dumps({"original": entry, "batch": args.batch}), flush=True)
+
+
+if __name__ == "__main__":
+  main()
