@@ -1,0 +1,180 @@
+"""The editing page (``randar-jax app``) driven in a real headless Chromium: sample a digit, brush a mask, inpaint,
+and check the picture the page shows; a bad setting shows the CLI's message on the page; repeated requests with
+the same settings compile nothing. A tiny untrained digits-shaped RandAR stands in for the trained demo run (the
+page's code path is the same; training would take minutes).
+
+Needs the app extra (gradio), selenium and Debian's chromium + chromium-driver; skips with the reason otherwise.
+"""
+
+import io
+import shutil
+import threading
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+
+gr = pytest.importorskip("gradio", reason="the app extra is not installed: pip install '.[app]'")
+webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (requirements-app.txt)")
+
+from PIL import Image  # noqa: E402
+from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+from randar_jax import families, sharding  # noqa: E402
+from randar_jax.app import page as page_lib  # noqa: E402
+from randar_jax.app.studio import Studio  # noqa: E402
+from randar_jax.demo import digits_config  # noqa: E402
+from randar_jax.tokenizers.pixels import PixelTokenizer  # noqa: E402
+from randar_jax.utils.compiles import compile_events  # noqa: E402
+
+STEPS = 8  # forwards per decode: small, for speed
+WAIT = 90  # seconds for a request (the first one compiles)
+CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+
+
+class CountingStudio(Studio):
+  """Counts finished requests, so the test knows when the server is done with one (compiles included)."""
+
+  def __init__(self, *args, **kwargs):
+    super().__init__(*args, **kwargs)
+    self.done = {"sample": 0, "edit": 0}
+    self.lock = threading.Lock()
+
+  def _count(self, name, result):
+    with self.lock:
+      self.done[name] += 1
+    return result
+
+  def sample(self, *args, **kwargs):
+    return self._count("sample", super().sample(*args, **kwargs))
+
+  def edit(self, *args, **kwargs):
+    return self._count("edit", super().edit(*args, **kwargs))
+
+
+@pytest.fixture(scope="module")
+def studio():
+  config = families.config_from_dict(digits_config().model.to_dict())
+  with sharding.model_context():
+    model = families.build(config, 0)
+  return CountingStudio(model, PixelTokenizer(config.vocab_size))
+
+
+@pytest.fixture(scope="module")
+def browser(studio):
+  if not (CHROMIUM and DRIVER):
+    pytest.skip("no headless browser: apt-get install chromium chromium-driver (Debian) to run the page tests")
+  page = page_lib.build(studio)
+  page.queue(default_concurrency_limit=1)
+  _, url, _ = page.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True)
+  options = webdriver.ChromeOptions()
+  for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1800"):
+    options.add_argument(flag)
+  options.binary_location = CHROMIUM
+  driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(DRIVER))
+  driver.get(url)
+  WebDriverWait(driver, WAIT).until(lambda d: d.find_elements(By.ID, "sample"))
+  yield driver
+  driver.quit()
+  page.close()
+
+
+def _type(driver, elem_id: str, value) -> None:
+  field = driver.find_element(By.CSS_SELECTOR, f"#{elem_id} input[type=number]")
+  field.send_keys(Keys.CONTROL, "a")
+  field.send_keys(str(value), Keys.TAB)
+
+
+def _pick_class(driver, name: str) -> None:
+  field = driver.find_element(By.CSS_SELECTOR, "#class input")
+  field.click()
+  field.send_keys(Keys.CONTROL, "a")
+  field.send_keys(name, Keys.ENTER)
+  WebDriverWait(driver, 10).until(
+    lambda d: d.find_element(By.CSS_SELECTOR, "#class input").get_attribute("value") == name
+  )
+
+
+def _picture(src: str) -> np.ndarray:
+  with urllib.request.urlopen(src) as response:
+    return np.asarray(Image.open(io.BytesIO(response.read())).convert("RGB"))
+
+
+def _srcs(driver, selector: str) -> list[str]:
+  return [img.get_attribute("src") for img in driver.find_elements(By.CSS_SELECTOR, selector)]
+
+
+def _click_and_wait(driver, studio, button: str, name: str, selector: str, count: int = 1) -> list[str]:
+  """Clicks ``button``, waits until the server finished the request and the page shows new pictures."""
+  before, done = _srcs(driver, selector), studio.done[name]
+  driver.find_element(By.ID, button).click()
+  WebDriverWait(driver, WAIT).until(lambda d: studio.done[name] > done)
+  WebDriverWait(driver, WAIT).until(lambda d: len(_srcs(d, selector)) >= count and _srcs(d, selector) != before)
+  return _srcs(driver, selector)
+
+
+def test_sample_brush_inpaint_in_the_browser(browser, studio):
+  grid = studio.model.config.grid_size
+  _pick_class(browser, studio.names[3])
+  _type(browser, "steps", STEPS)
+  _type(browser, "count", 2)
+  shown = _click_and_wait(browser, studio, "sample", "sample", "#gallery img", count=2)
+  assert len(shown) == 2
+  sample = _picture(shown[0])
+  assert sample.shape == (studio.size * studio.scale,) * 2 + (3,)
+
+  browser.find_element(By.ID, "send").click()
+  canvas = WebDriverWait(browser, 30).until(lambda d: d.find_element(By.CSS_SELECTOR, "#editor canvas"))
+  WebDriverWait(browser, 30).until(lambda d: d.find_element(By.ID, "editor").is_displayed())
+  time.sleep(1)  # the editor draws the picture
+  # A stroke across the lower part of the picture (the picture sits at the canvas centre).
+  shown_side = min(canvas.size["width"], canvas.size["height"]) * 0.8
+  y = int(shown_side * 0.3)
+  ActionChains(browser).move_to_element_with_offset(canvas, -int(shown_side * 0.3), y).click_and_hold().pause(
+    0.2
+  ).move_by_offset(int(shown_side * 0.3), 0).pause(0.2).move_by_offset(int(shown_side * 0.3), 0).release().perform()
+  (result_src,) = _click_and_wait(browser, studio, "edit_button", "edit", "#result img")
+  result = _picture(result_src)
+  assert result.shape == sample.shape
+  cells = result.reshape(grid, studio.scale, grid, studio.scale, 3)[:, 0, :, 0, 0]
+  known = sample.reshape(grid, studio.scale, grid, studio.scale, 3)[:, 0, :, 0, 0]
+  # Every pixel is a whole model pixel, the unbrushed upper half is kept exactly, the brushed band was redrawn.
+  np.testing.assert_array_equal(result[..., 0], cells.repeat(studio.scale, axis=0).repeat(studio.scale, axis=1))
+  np.testing.assert_array_equal(cells[: grid // 2], known[: grid // 2])
+  assert (cells[grid // 2 :] != known[grid // 2 :]).any()
+
+  # The same request again (another seed, same settings): the compiled programs are reused.
+  _type(browser, "seed", 1)
+  with compile_events() as compiles:
+    _click_and_wait(browser, studio, "edit_button", "edit", "#result img")
+  assert compiles.count == 0
+
+
+def test_same_settings_sample_again_without_compiling(browser, studio):
+  browser.find_element(By.XPATH, "//button[@role='tab' and contains(., 'Sample')]").click()
+  _type(browser, "steps", STEPS)
+  _type(browser, "count", 2)
+  _type(browser, "seed", 2)
+  _click_and_wait(browser, studio, "sample", "sample", "#gallery img", count=2)  # compiles if not done before
+  _type(browser, "seed", 3)
+  with compile_events() as compiles:
+    _click_and_wait(browser, studio, "sample", "sample", "#gallery img", count=2)
+  assert compiles.count == 0
+
+
+def test_invalid_setting_shows_the_cli_message_and_the_page_keeps_working(browser, studio):
+  bad = studio.model.config.num_tokens + 1
+  with pytest.raises(ValueError) as expected:  # the CLI's check, whose message the page must show
+    studio.settings(steps=bad, cfg=None, temperature=None, top_k=None, top_p=None)
+  _type(browser, "steps", bad)
+  done = studio.done["sample"]
+  browser.find_element(By.ID, "sample").click()
+  WebDriverWait(browser, WAIT).until(lambda d: str(expected.value) in d.find_element(By.TAG_NAME, "body").text)
+  assert studio.done["sample"] == done
+  _type(browser, "steps", STEPS)
+  _type(browser, "seed", 4)
+  assert len(_click_and_wait(browser, studio, "sample", "sample", "#gallery img", count=2)) == 2
