@@ -3,7 +3,8 @@ and check the picture the page shows; a bad setting shows the CLI's message on t
 the same settings compile nothing. A tiny untrained digits-shaped RandAR stands in for the trained demo run (the
 page's code path is the same; training would take minutes).
 
-Needs the app extra (gradio), selenium and Debian's chromium + chromium-driver; skips with the reason otherwise.
+The browser tests need the app extra (gradio), selenium and Debian's chromium + chromium-driver, and skip with the
+reason otherwise; the back-end tests (outpainting, canvas extension, features, bad input) need none of them.
 """
 
 import io
@@ -14,22 +15,22 @@ import urllib.request
 
 import numpy as np
 import pytest
+from PIL import Image
 
-gr = pytest.importorskip("gradio", reason="the app extra is not installed: pip install '.[app]'")
-webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (requirements-app.txt)")
+from randar_jax import families, sharding
+from randar_jax.app.studio import Studio
+from randar_jax.demo import digits_config
+from randar_jax.tokenizers.pixels import PixelTokenizer
+from randar_jax.utils.compiles import compile_events
 
-from PIL import Image  # noqa: E402
-from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
-from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.common.keys import Keys  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
-
-from randar_jax import families, sharding  # noqa: E402
-from randar_jax.app import page as page_lib  # noqa: E402
-from randar_jax.app.studio import Studio  # noqa: E402
-from randar_jax.demo import digits_config  # noqa: E402
-from randar_jax.tokenizers.pixels import PixelTokenizer  # noqa: E402
-from randar_jax.utils.compiles import compile_events  # noqa: E402
+try:
+  from selenium import webdriver
+  from selenium.webdriver.common.action_chains import ActionChains
+  from selenium.webdriver.common.by import By
+  from selenium.webdriver.common.keys import Keys
+  from selenium.webdriver.support.ui import WebDriverWait
+except ImportError:  # the browser tests skip, saying why
+  webdriver = None
 
 STEPS = 8  # forwards per decode: small, for speed
 WAIT = 90  # seconds for a request (the first one compiles)
@@ -66,8 +67,13 @@ def studio():
 
 @pytest.fixture(scope="module")
 def browser(studio):
+  pytest.importorskip("gradio", reason="the app extra is not installed: pip install '.[app]'")
+  if webdriver is None:
+    pytest.skip("selenium is not installed: pip install -r requirements-app.txt")
   if not (CHROMIUM and DRIVER):
     pytest.skip("no headless browser: apt-get install chromium chromium-driver (Debian) to run the page tests")
+  from randar_jax.app import page as page_lib
+
   page = page_lib.build(studio)
   page.queue(default_concurrency_limit=1)
   _, url, _ = page.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True)
@@ -178,3 +184,41 @@ def test_invalid_setting_shows_the_cli_message_and_the_page_keeps_working(browse
   _type(browser, "steps", STEPS)
   _type(browser, "seed", 4)
   assert len(_click_and_wait(browser, studio, "sample", "sample", "#gallery img", count=2)) == 2
+
+
+def test_outpaint_extend_and_features_keep_what_they_must(studio):
+  settings = studio.settings(steps=STEPS, cfg=None, temperature=None, top_k=None, top_p=None)
+  size, scale, grid = studio.size, studio.scale, studio.model.config.grid_size
+  rng = np.random.default_rng(0)
+  levels = rng.integers(0, studio.tokenizer.levels, (1, grid, grid))
+  picture = studio.show(np.asarray(studio.tokenizer.decode(levels)))[0]  # as the page shows it
+  image, _ = studio.to_model(picture)
+  np.testing.assert_array_equal(image, np.asarray(studio.tokenizer.decode(levels))[0])  # exact round trip
+  keep = np.zeros(picture.shape[:2], bool)
+  keep[:, : picture.shape[1] // 2] = True  # brushed: the left half, to keep
+  result = studio.edit(picture, keep, "outpaint", 1, 0, settings)
+  np.testing.assert_array_equal(result[:, : picture.shape[1] // 2], picture[:, : picture.shape[1] // 2])
+  wider = studio.extend(picture, {"right": 2}, 1, 0, settings)
+  assert wider.shape == (size * scale, (size + 2 * studio.tokenizer.downsample) * scale, 3)
+  np.testing.assert_array_equal(wider[:, : picture.shape[1]], picture)
+  pca = studio.features(picture, None)
+  assert pca.shape == picture.shape and pca.dtype == np.uint8
+
+
+@pytest.mark.parametrize(
+  "call, message",
+  [
+    (lambda s, p, st: s.edit(p, np.zeros(p.shape[:2], bool), "inpaint", 0, 0, st), "selects nothing"),
+    (lambda s, p, st: s.edit(p, np.ones(p.shape[:2], bool), "outpaint", 0, 0, st), "nothing to outpaint"),
+    (lambda s, p, st: s.edit(p, np.ones(p.shape[:2], bool), "erase", 0, 0, st), "mode must be one of"),
+    (lambda s, p, st: s.extend(p, {"left": -1}, 0, 0, st), "non-negative"),
+    (lambda s, p, st: s.sample(0, 0, 0, st), "number of images"),
+    (lambda s, p, st: s.label("11"), "class ids must be in"),
+  ],
+)
+def test_bad_requests_are_refused_before_compiling(studio, call, message):
+  settings = studio.settings(steps=STEPS, cfg=None, temperature=None, top_k=None, top_p=None)
+  picture = np.zeros((studio.size * studio.scale,) * 2 + (3,), np.uint8)
+  with compile_events() as compiles, pytest.raises(ValueError, match=message):
+    call(studio, picture, settings)
+  assert compiles.count == 0
