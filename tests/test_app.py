@@ -222,3 +222,20 @@ def test_bad_requests_are_refused_before_compiling(studio, call, message):
   with compile_events() as compiles, pytest.raises(ValueError, match=message):
     call(studio, picture, settings)
   assert compiles.count == 0
+
+
+@pytest.mark.parametrize(
+  "argv, message",
+  [
+    (["--port", "0"], "--port must be in [1, 65535], got 0"),
+    (["--model", "{tmp}"], "--model needs its --tokenizer"),
+    (["--model", "{tmp}/missing", "--tokenizer", "pixels:17"], "no checkpoint directory at {tmp}/missing"),
+  ],
+)
+def test_app_command_refuses_bad_flags_in_one_line(tmp_path, capsys, argv, message):
+  pytest.importorskip("gradio", reason="the app extra is not installed: pip install '.[app]'")
+  from randar_jax import cli
+
+  assert cli.main(["app", *(a.format(tmp=tmp_path) for a in argv)]) == 2
+  err = capsys.readouterr().err
+  assert err.startswith(f"randar-jax app: error: {message.format(tmp=tmp_path)}") and err.count("\n") == 1
