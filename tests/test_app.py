@@ -18,9 +18,11 @@ import pytest
 from PIL import Image
 
 from randar_jax import families, sharding
-from randar_jax.app.studio import Studio
+from randar_jax.app.studio import HIDDEN, Studio
+from randar_jax.decode.plan import query_counts
 from randar_jax.demo import digits_config
 from randar_jax.tokenizers.pixels import PixelTokenizer
+from randar_jax.utils import images as images_lib
 from randar_jax.utils.compiles import compile_events
 
 try:
@@ -239,3 +241,18 @@ def test_app_command_refuses_bad_flags_in_one_line(tmp_path, capsys, argv, messa
   assert cli.main(["app", *(a.format(tmp=tmp_path) for a in argv)]) == 2
   err = capsys.readouterr().err
   assert err.startswith(f"randar-jax app: error: {message.format(tmp=tmp_path)}") and err.count("\n") == 1
+
+
+def test_decoding_order_frames_reveal_the_schedule(studio):
+  settings = studio.settings(steps=STEPS, cfg=None, temperature=None, top_k=None, top_p=None)
+  shown = studio.sample(label=2, count=2, seed=0, settings=settings)
+  counts = query_counts(studio.model.config.num_tokens, STEPS)
+  assert shown.num_frames == len(counts) == STEPS
+  pictures = np.stack(shown.images)
+  for k in range(STEPS):
+    revealed = shown.rank < sum(counts[: k + 1])  # (B, h, w): the cells decoded by forward k
+    assert (revealed.sum(axis=(1, 2)) == sum(counts[: k + 1])).all()
+    block = np.ones((shown.cell, shown.cell), bool)
+    mask = np.stack([np.kron(r, block) for r in revealed])[..., None]
+    np.testing.assert_array_equal(shown.frame(k), images_lib.grid(np.where(mask, pictures, HIDDEN), fill=255))
+  np.testing.assert_array_equal(shown.frame(STEPS - 1), images_lib.grid(pictures, fill=255))

@@ -81,11 +81,11 @@ def build(studio: Studio, title: str = "randar-jax") -> gr.Blocks:
   @_user_errors
   def sample(label, count, seed, *knobs):
     shown = studio.sample(studio.label(label), int(count), int(seed), settings(*knobs))
-    last = len(shown.frames) - 1
-    return shown.images, shown.frames, gr.Slider(minimum=0, maximum=last, value=last, step=1), shown.frames[-1]
+    last = shown.num_frames - 1
+    return shown.images, shown, gr.Slider(minimum=0, maximum=last, value=last, step=1), shown.frame(last)
 
-  def frame(frames, index):
-    return frames[int(index)] if frames else None
+  def frame(shown, index):
+    return None if shown is None else shown.frame(index)
 
   def pick(event: gr.SelectData):
     return event.index
@@ -170,10 +170,10 @@ def build(studio: Studio, title: str = "randar-jax") -> gr.Blocks:
           layer = gr.Number(-1, precision=0, label="block (-1: the middle one)", elem_id="layer")
           features_button = gr.Button("Bidirectional features (PCA colours)", elem_id="features_button")
           pca = gr.Image(label="features", format="png", interactive=False, elem_id="pca")
-    frames = gr.State([])
+    shown = gr.State(None)  # the last Samples, for the decoding-order slider
 
-    sample_button.click(sample, [label, count, seed, *knobs], [gallery, frames, order_step, order_image])
-    order_step.change(frame, [frames, order_step], order_image, queue=False)
+    sample_button.click(sample, [label, count, seed, *knobs], [gallery, shown, order_step, order_image])
+    order_step.change(frame, [shown, order_step], order_image, queue=False)
     gallery.select(pick, None, selected, queue=False)
     send.click(to_editor, [gallery, selected], [editor, tabs], queue=False)
     edit_button.click(edit, [editor, mode, label, seed, *knobs], result)

@@ -8,7 +8,7 @@ own), and bad ones raise ValueError with the CLI's message; the page shows it.
 
     studio = Studio(model, tokenizer)
     settings = studio.settings(steps=16, cfg="4", temperature=1.0, top_k=0, top_p=1.0)
-    shown = studio.sample(label=3, count=4, seed=0, settings=settings)     # .images, .frames (decoding order)
+    shown = studio.sample(label=3, count=4, seed=0, settings=settings)     # .images, .frame(k) (decoding order)
     result = studio.edit(picture, brushed, "inpaint", label=3, seed=0, settings=settings)
     pca = studio.features(picture, layer=None)
 """
@@ -48,8 +48,23 @@ def class_names(num_classes: int) -> list[str]:
 
 @dataclasses.dataclass(frozen=True)
 class Samples:
+  """Sampled pictures and how they were decoded; ``frame(k)`` draws the canvases after forward k on demand (a
+  state of a few arrays per page session instead of every frame)."""
+
   images: list[np.ndarray]  # uint8 (S, S, 3) per sample, upscaled for the page
-  frames: list[np.ndarray]  # uint8 grids of every sample after each forward (cells not yet decoded in grey)
+  rank: np.ndarray  # (B, h, w) generation index of every token cell
+  ends: np.ndarray  # (forwards,) tokens decoded after each forward
+  cell: int  # page pixels per token cell
+
+  @property
+  def num_frames(self) -> int:
+    return len(self.ends)
+
+  def frame(self, k: int) -> np.ndarray:
+    """Every sample side by side after forward ``k`` (0-based): cells decoded so far, the rest grey."""
+    k = min(max(int(k), 0), self.num_frames - 1)
+    done = (self.rank < self.ends[k]).repeat(self.cell, axis=1).repeat(self.cell, axis=2)
+    return images_lib.grid(np.where(done[..., None], np.stack(self.images), np.uint8(HIDDEN)), fill=255)
 
 
 class Studio:
@@ -137,20 +152,9 @@ class Studio:
     grid = cfg.grid_size
     tokens = np.asarray(out.tokens).reshape(count, grid, grid)
     images = np.asarray(self.tokenizer.decode(tokens))
-    return Samples(self.show(images), self._frames(images, np.asarray(out.order), settings.num_steps))
-
-  def _frames(self, images: np.ndarray, order: np.ndarray, steps: int) -> list[np.ndarray]:
-    """The canvas after each forward: cells decoded so far, the rest grey (RandAR's random order made visible)."""
-    n, grid, f = order.shape[1], self.model.config.grid_size, self.tokenizer.downsample
-    counts = query_counts(n, steps) if self.family.parallel else [1] * n
-    shown = np.stack(self.show(images))  # (B, S, S, 3)
-    rank = np.argsort(order, axis=1).reshape(-1, grid, grid)  # generation index of every cell
-    ends = np.cumsum(counts)
-    frames = []
-    for end in ends:
-      done = (rank < end).repeat(f * self.scale, axis=1).repeat(f * self.scale, axis=2)
-      frames.append(images_lib.grid(np.where(done[..., None], shown, np.uint8(HIDDEN)), fill=255))
-    return frames
+    counts = query_counts(grid * grid, settings.num_steps) if self.family.parallel else [1] * grid * grid
+    rank = np.argsort(np.asarray(out.order), axis=1).reshape(count, grid, grid)
+    return Samples(self.show(images), rank, np.cumsum(counts), self.tokenizer.downsample * self.scale)
 
   def edit(
     self, picture: np.ndarray, brushed: np.ndarray, mode: str, label: int, seed: int, settings: DecodeSettings
