@@ -76,8 +76,7 @@ def browser(studio):
     pytest.skip("no headless browser: apt-get install chromium chromium-driver (Debian) to run the page tests")
   from randar_jax.app import page as page_lib
 
-  page = page_lib.build(studio)
-  page.queue(default_concurrency_limit=1)
+  page = page_lib.queued(studio)
   _, url, _ = page.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True)
   options = webdriver.ChromeOptions()
   for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1800"):
@@ -256,3 +255,16 @@ def test_decoding_order_frames_reveal_the_schedule(studio):
     mask = np.stack([np.kron(r, block) for r in revealed])[..., None]
     np.testing.assert_array_equal(shown.frame(k), images_lib.grid(np.where(mask, pictures, HIDDEN), fill=255))
   np.testing.assert_array_equal(shown.frame(STEPS - 1), images_lib.grid(pictures, fill=255))
+
+
+def test_load_studio_from_a_checkpoint_directory(tmp_path, studio):
+  from randar_jax import checkpoint
+  from randar_jax.app import load_studio
+
+  cfg = studio.model.config
+  directory = checkpoint.save_params(tmp_path / "digits", checkpoint.model_params(studio.model), cfg.to_dict())
+  loaded = load_studio(directory, f"pixels:{cfg.vocab_size}")
+  assert loaded.model.config == cfg and loaded.names == [f"digit {i}" for i in range(cfg.num_classes)]
+  other = cfg.vocab_size - 1
+  with pytest.raises(ValueError, match=f"the tokenizer has {other} codes but the model {cfg.vocab_size}"):
+    load_studio(directory, f"pixels:{other}")

@@ -2,8 +2,8 @@
 decoding order as a step slider), to edit with a brush (inpaint, class-conditional edit, outpaint), to extend the
 canvas and to show the bidirectional features.
 
-    page = build(studio)
-    page.queue(default_concurrency_limit=1).launch()      # one request on the device at a time; others wait
+    page = queued(studio)           # build(studio) with its queue: one request on the device at a time
+    page.launch()
 
 Bad settings raise ``gr.Error`` with the CLI's message (shown on the page, which keeps working); bugs keep their
 traceback in the server log.
@@ -34,6 +34,13 @@ def guidance_spec(schedule: str, scale: float | None, power: float | None) -> st
   if scale is None or (schedule == "powcos" and power is None):
     raise ValueError("give a guidance scale (and a power for powcos)")
   return {"constant": f"{scale}", "linear": f"1,{scale}", "powcos": f"powcos:{scale},{power}"}[schedule]
+
+
+def _whole(value, name: str) -> int:
+  """A whole number from a page field (an empty field is a user error, not a crash)."""
+  if value is None or float(value) != int(value):
+    raise ValueError(f"{name} must be a whole number, got {value!r}")
+  return int(value)
 
 
 def _user_errors(fn):
@@ -71,16 +78,18 @@ def build(studio: Studio, title: str = "randar-jax") -> gr.Blocks:
 
   def settings(steps, schedule, scale, power, temperature, top_k, top_p):
     return studio.settings(
-      steps=None if steps is None else int(steps),
+      steps=None if steps is None else _whole(steps, "steps"),
       cfg=guidance_spec(schedule, scale, power),
       temperature=temperature,
-      top_k=None if top_k is None else int(top_k),
+      top_k=None if top_k is None else _whole(top_k, "top-k"),
       top_p=top_p,
     )
 
   @_user_errors
   def sample(label, count, seed, *knobs):
-    shown = studio.sample(studio.label(label), int(count), int(seed), settings(*knobs))
+    shown = studio.sample(
+      studio.label(label), _whole(count, "number of images"), _whole(seed, "seed"), settings(*knobs)
+    )
     last = shown.num_frames - 1
     return shown.images, shown, gr.Slider(minimum=0, maximum=last, value=last, step=1), shown.frame(last)
 
@@ -99,18 +108,19 @@ def build(studio: Studio, title: str = "randar-jax") -> gr.Blocks:
   @_user_errors
   def edit(value, mode, label, seed, *knobs):
     picture, brushed = _brushed(value)
-    return studio.edit(picture, brushed, mode, studio.label(label), int(seed), settings(*knobs))
+    return studio.edit(picture, brushed, mode, studio.label(label), _whole(seed, "seed"), settings(*knobs))
 
   @_user_errors
   def extend(value, label, seed, top, bottom, left, right, *knobs):
     picture, _ = _brushed(value)
-    sides = dict(zip(SIDES, (int(v or 0) for v in (top, bottom, left, right)), strict=True))
-    return studio.extend(picture, sides, studio.label(label), int(seed), settings(*knobs))
+    sides = {side: _whole(v or 0, f"extend {side}") for side, v in zip(SIDES, (top, bottom, left, right), strict=True)}
+    return studio.extend(picture, sides, studio.label(label), _whole(seed, "seed"), settings(*knobs))
 
   @_user_errors
   def features(value, layer):
     picture, _ = _brushed(value)
-    return studio.features(picture, None if layer is None or layer < 0 else int(layer))
+    layer = _whole(layer, "block")
+    return studio.features(picture, None if layer < 0 else layer)
 
   with gr.Blocks(title=title) as page:
     gr.Markdown(
@@ -182,7 +192,11 @@ def build(studio: Studio, title: str = "randar-jax") -> gr.Blocks:
   return page
 
 
+def queued(studio: Studio) -> gr.Blocks:
+  """The page with its request queue: one request on the device at a time, the others wait their turn."""
+  return build(studio).queue(default_concurrency_limit=1)
+
+
 def launch(studio: Studio, *, host: str = "127.0.0.1", port: int = 7860, share: bool = False, **kwargs) -> None:
-  """Serves the page; requests queue and run one at a time (the device holds one decode)."""
-  page = build(studio)
-  page.queue(default_concurrency_limit=1).launch(server_name=host, server_port=port, share=share, **kwargs)
+  """Serves the page (blocks until interrupted)."""
+  queued(studio).launch(server_name=host, server_port=port, share=share, **kwargs)
