@@ -148,7 +148,7 @@ def build(studio: Studio, title: str = "randar-jax") -> gr.Blocks:
           sample_button = gr.Button("Sample", variant="primary", elem_id="sample")
           gallery = gr.Gallery(label="samples", columns=4, format="png", elem_id="gallery", interactive=False)
           order_step = gr.Slider(0, 1, value=1, step=1, label="decoding order: canvas after forward", elem_id="step")
-          order_image = gr.Image(label="decoding order", format="png", interactive=False, elem_id="order")
+          order_image = gr.Image(label="decoding order", format="png", interactive=False, height=300, elem_id="order")
           selected = gr.Number(0, precision=0, label="sample to edit (0 = first)", elem_id="selected")
           send = gr.Button("Edit this sample", elem_id="send")
         with gr.Tab("Edit", id="edit"):

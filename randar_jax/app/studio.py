@@ -33,6 +33,7 @@ DISPLAY = 256  # pixels per side shown on the page (smaller images are upscaled 
 MAX_IMAGES = 16  # per sampling request
 MODES = ("inpaint", "outpaint")  # brushed region: regenerate it / keep it and regenerate the rest
 HIDDEN = 200  # grey level of cells not yet decoded in the decoding-order frames
+FRAME_COLUMNS = 4  # samples per row in the decoding-order frames
 
 
 def class_names(num_classes: int) -> list[str]:
@@ -64,7 +65,8 @@ class Samples:
     """Every sample side by side after forward ``k`` (0-based): cells decoded so far, the rest grey."""
     k = min(max(int(k), 0), self.num_frames - 1)
     done = (self.rank < self.ends[k]).repeat(self.cell, axis=1).repeat(self.cell, axis=2)
-    return images_lib.grid(np.where(done[..., None], np.stack(self.images), np.uint8(HIDDEN)), fill=255)
+    canvases = np.where(done[..., None], np.stack(self.images), np.uint8(HIDDEN))
+    return images_lib.grid(canvases, columns=min(len(self.images), FRAME_COLUMNS), fill=255)
 
 
 class Studio:
