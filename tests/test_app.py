@@ -271,3 +271,14 @@ def test_load_studio_from_a_checkpoint_directory(tmp_path, studio):
   other = cfg.vocab_size - 1
   with pytest.raises(ValueError, match=f"the tokenizer has {other} codes but the model {cfg.vocab_size}"):
     load_studio(directory, f"pixels:{other}")
+
+
+def test_every_model_request_shares_one_queue_of_one(studio):
+  pytest.importorskip("gradio", reason="the app extra is not installed: pip install '.[app]'")
+  from randar_jax.app import page as page_lib
+
+  page = page_lib.queued(studio)
+  queued = [fn for fn in page.fns.values() if fn.queue]
+  names = {fn.name for fn in queued}
+  assert {"sample", "edit", "extend", "features"} <= names
+  assert {(fn.concurrency_id, fn.concurrency_limit) for fn in queued} == {("device", 1)}

@@ -182,18 +182,20 @@ def build(studio: Studio, title: str = "randar-jax") -> gr.Blocks:
           pca = gr.Image(label="features", format="png", interactive=False, elem_id="pca")
     shown = gr.State(None)  # the last Samples, for the decoding-order slider
 
-    sample_button.click(sample, [label, count, seed, *knobs], [gallery, shown, order_step, order_image])
+    device = dict(concurrency_id="device", concurrency_limit=1)  # one queue for every event that runs the model
+    sample_button.click(sample, [label, count, seed, *knobs], [gallery, shown, order_step, order_image], **device)
     order_step.change(frame, [shown, order_step], order_image, queue=False)
     gallery.select(pick, None, selected, queue=False)
     send.click(to_editor, [gallery, selected], [editor, tabs], queue=False)
-    edit_button.click(edit, [editor, mode, label, seed, *knobs], result)
-    extend_button.click(extend, [editor, label, seed, *sides, *knobs], result)
-    features_button.click(features, [editor, layer], pca)
+    edit_button.click(edit, [editor, mode, label, seed, *knobs], result, **device)
+    extend_button.click(extend, [editor, label, seed, *sides, *knobs], result, **device)
+    features_button.click(features, [editor, layer], pca, **device)
   return page
 
 
 def queued(studio: Studio) -> gr.Blocks:
-  """The page with its request queue: one request on the device at a time, the others wait their turn."""
+  """The page with its request queue: one request on the device at a time (every model event shares the
+  'device' queue), the others wait their turn."""
   return build(studio).queue(default_concurrency_limit=1)
 
 
