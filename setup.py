@@ -43,6 +43,10 @@ setup(
   python_requires=">=3.11",
   packages=find_packages(include=["randar_jax", "randar_jax.*"]),
   install_requires=INSTALL_REQUIRES,
-  extras_require={"torch": ["torch>=2.13,<3"], "test": TEST_REQUIRES},
+  extras_require={
+    "torch": ["torch>=2.13,<3"],
+    "test": TEST_REQUIRES,
+    "app": ["gradio>=6.31,<7"],  # the editing page (exact pins, with the browser-test driver: requirements-app.txt)
+  },
   entry_points={"console_scripts": ["randar-jax=randar_jax.cli:main"]},
 )

@@ -263,13 +263,13 @@ def main(argv: list[str] | None = None) -> int:
   commands.add_parser("train", help="train from a recipe (randar_jax/configs) or config file; --help for flags")
 
   # Each package owns its subcommands (tokenize, extract, inpaint, eval, ...).
-  from randar_jax import demo
+  from randar_jax import app, demo
   from randar_jax.data import commands as data_commands
   from randar_jax.eval import commands as eval_commands
   from randar_jax.tokenizers import commands as tokenizer_commands
   from randar_jax.zeroshot import commands as zeroshot_commands
 
-  for group in (demo, tokenizer_commands, data_commands, zeroshot_commands, eval_commands):
+  for group in (demo, app, tokenizer_commands, data_commands, zeroshot_commands, eval_commands):
     group.register(commands)
 
   args = parser.parse_args(argv)
