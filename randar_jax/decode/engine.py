@@ -33,7 +33,7 @@ from flax import nnx, struct
 
 from randar_jax import sharding
 from randar_jax.decode.plan import Plan
-from randar_jax.decode.sampling import Guidance, Sampling, sample
+from randar_jax.decode.sampling import Guidance, Sampling, fold_in, per_row, sample, split
 from randar_jax.models import attention
 from randar_jax.models.attention import KVCache
 
@@ -87,7 +87,7 @@ def run(
       cache, tokens = carry
       logits, cache = chunk_logits(cache, tokens, row, window)  # (B, branches, K, V)
       guided = logits[:, 0] if guidance is None else guidance.combine(logits, row["first_query"], plan.num_tokens)
-      new = sample(guided, sampling, jax.random.fold_in(key, row["index"]))  # (B, K)
+      new = sample(guided, sampling, fold_in(key, row["index"]))  # (B, K)
       if forced is not None:
         gen = jnp.minimum(row["out_gen"], plan.num_tokens - 1)
         keep = forced.mask[:, gen] & (row["out_gen"] < plan.num_tokens)
@@ -164,8 +164,11 @@ def check_order(order) -> np.ndarray | None:
 
 
 def make_orders(order, key: jax.Array, batch: int, num_tokens: int) -> jax.Array:
-  """(B, N) int32 orders: 'random' (independent permutations drawn from ``key``), 'raster', or the array given."""
+  """(B, N) int32 orders: 'random' (independent permutations drawn from ``key``, or row b from ``key[b]`` when
+  given a key per sample), 'raster', or the array given."""
   if isinstance(order, str) and order == "random":
+    if per_row(key):
+      return jax.vmap(lambda k: jax.random.permutation(k, num_tokens))(key).astype(jnp.int32)
     return jax.vmap(lambda k: jax.random.permutation(k, num_tokens))(jax.random.split(key, batch)).astype(jnp.int32)
   if isinstance(order, str):
     return jnp.broadcast_to(jnp.arange(num_tokens, dtype=jnp.int32), (batch, num_tokens))
@@ -301,7 +304,7 @@ def generate_one_per_step(
   labels_np = np.asarray(labels)
   order_np = check_order(order)
   validate(cfg, labels_np, n, order_np, guidance)
-  order_key, sample_key = jax.random.split(key)
+  order_key, sample_key = split(key)
   orders = make_orders(order if order_np is None else order_np, order_key, labels_np.shape[0], n)
   return decode(
     adapter,

@@ -132,7 +132,7 @@ def generate(
     num_steps = min(defaults.num_steps, n if lagging else n - known)
   engine.validate(model.config, labels_np, num_steps, order_np, guidance, known, n, lagging)
   plan = make_plan(n, num_steps, known, buckets, lagging)
-  order_key, sample_key = jax.random.split(key)
+  order_key, sample_key = engine.split(key)
   orders = engine.make_orders(order if order_np is None else order_np, order_key, labels_np.shape[0], n)
   extras = (
     None if table is None else jnp.asarray(table),

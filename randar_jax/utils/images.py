@@ -29,14 +29,17 @@ def grid(images: np.ndarray, columns: int | None = None, pad: int = 2, fill: int
   return out
 
 
-def save_grid(images: np.ndarray, path: str | os.PathLike, columns: int | None = None, scale: int = 1) -> str:
-  """Saves a tiled grid as PNG (nearest-neighbour upscaled by ``scale``, for tiny images)."""
+def save_grid(
+  images: np.ndarray, path: str | os.PathLike, columns: int | None = None, scale: int = 1, format: str | None = None
+) -> str:
+  """Saves a tiled grid as PNG (nearest-neighbour upscaled by ``scale``, for tiny images); ``format`` for a path
+  without the .png extension (a temporary name)."""
   tiled = grid(images, columns)
   picture = Image.fromarray(tiled[..., 0] if tiled.shape[-1] == 1 else tiled)
   if scale > 1:
     picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  picture.save(path)
+  picture.save(path, format=format)
   return os.fspath(path)
 
 
