@@ -62,8 +62,10 @@ class Job:
   png: bool = False
 
   def __post_init__(self):
-    if self.shard_size < 1 or len(self.labels) < 1:
-      raise ValueError(f"need --shard-size >= 1 and at least one sample, got {self.shard_size}, {len(self.labels)}")
+    if self.shard_size < 1:
+      raise ValueError(f"--shard-size must be >= 1, got {self.shard_size}")
+    if len(self.labels) < 1:
+      raise ValueError("nothing to sample: no labels")
 
   @property
   def num_shards(self) -> int:
