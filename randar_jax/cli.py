@@ -92,6 +92,9 @@ def _sample(args: argparse.Namespace) -> None:
   from randar_jax import checkpoint, sample, sharding, tokenizers
   from randar_jax.decode import batched
 
+  if args.distributed:  # every process runs this same command; the cluster (TPU slice, SLURM) is auto-detected
+    jax.distributed.initialize()
+
   # Validate everything that can be checked before loading weights or compiling.
   config = families.config_from_dict(checkpoint.read_config(args.checkpoint))
   if args.model and args.model != config.FAMILY:
@@ -170,6 +173,12 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--grid-scale", type=int, default=1, help="upscale grid.png (e.g. 8 for tiny images)")
   p.add_argument(
     "--shard-size", type=int, default=256, help="samples per shard: a killed run resumes from its last finished shard"
+  )
+  p.add_argument(
+    "--distributed",
+    action="store_true",
+    help="call jax.distributed.initialize() first (TPU pod slice, SLURM): each process samples its shards "
+    "into the shared --out, process 0 assembles",
   )
   p.set_defaults(run=_sample)
 
