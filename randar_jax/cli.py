@@ -8,6 +8,7 @@ randar-jax info OUT_DIR
 randar-jax tokenize IMAGE... --tokenizer ckpt/vq_llamagen --out codes.npy [--image-size 256 --crop adm]
 randar-jax detokenize codes.npy --tokenizer ckpt/vq_llamagen --out images/
 randar-jax sample CKPT_DIR --out DIR --classes 1,2,3 --num-per-class 4 [--tokenizer TOK]  (the family's defaults)
+randar-jax sample CKPT_DIR --out DIR --num-per-class 50 --tokenizer TOK [--png]   (FID: 50k, resumable, multi-host)
 randar-jax sample RANDAR_CKPT --out DIR --classes 1,2,3 --steps 32 --cfg 1,3      (RandAR: parallel, any order)
 randar-jax sample RAR_CKPT --out DIR --classes 1,2,3 [--cfg powcos:16,2.75 --temperature 1.0]   (RAR, raster)
 randar-jax sample LLAMAGEN_CKPT --out DIR --classes 1,2,3 [--cfg 2.0 --cfg-interval 100 --top-k 2000]
@@ -172,11 +173,14 @@ def add_sampling_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _sample(args: argparse.Namespace) -> None:
-  import numpy as np
+  import jax
 
-  from randar_jax import checkpoint, tokenizers
+  from randar_jax import checkpoint, sample, sharding, tokenizers
   from randar_jax.decode import batched
-  from randar_jax.utils import files, images
+  from randar_jax.utils import files
+
+  if args.distributed:  # every process runs this same command; the cluster (TPU slice, SLURM) is auto-detected
+    jax.distributed.initialize()
 
   # Validate everything that can be checked before loading weights or compiling.
   config = generator_config(args.checkpoint)
@@ -184,22 +188,40 @@ def _sample(args: argparse.Namespace) -> None:
     raise ValueError(f"{args.checkpoint} holds a {config.FAMILY!r} model, not {args.model!r} (drop --model or fix it)")
   settings = decode_settings(args, config)
   labels = batched.parse_labels(args.classes, args.num_per_class, config.num_classes, args.num_samples, args.seed)
-  check_positive(batch_size=args.batch_size)
+  check_positive(batch_size=args.batch_size, grid_rows=args.grid_rows, grid_scale=args.grid_scale)
   files.check_output_dir(args.out)
   check_sample_memory(config, settings, args.batch_size, check_tokenizer(args.tokenizer, config))
-  tokenizer = tokenizers.load(args.tokenizer) if args.tokenizer else None
-  model = checkpoint.load_model(args.checkpoint, **({"dtype": args.dtype} if args.dtype else {}))
-  tokens, orders = batched.sample_labels(model, labels, batch_size=args.batch_size, seed=args.seed, **settings.kwargs())
-  os.makedirs(args.out, exist_ok=True)
-  np.savez(os.path.join(args.out, "tokens.npz"), tokens=tokens, labels=labels, orders=orders)
-  print(f"wrote {len(tokens)} token grids to {os.path.join(args.out, 'tokens.npz')}")
-  if tokenizer is None:
-    images.save_grid(images.token_map(tokens[:64], config.vocab_size), os.path.join(args.out, "tokens.png"))
-    return
-  pictures = np.concatenate(list(tokenizers.batches(tokenizer.decode, tokens, args.batch_size, desc="decoding")))
-  images.save_grid(pictures[:64], os.path.join(args.out, "grid.png"))
-  images.save_adm_npz(pictures, os.path.join(args.out, "samples.npz"), labels=labels)
-  print(f"wrote {os.path.join(args.out, 'grid.png')} and samples.npz (ADM format, {pictures.shape})")
+  job = sample.Job(labels, seed=args.seed, shard_size=args.shard_size, png=args.png and bool(args.tokenizer))
+  if args.png and not args.tokenizer:
+    raise ValueError("--png needs --tokenizer (token grids have no pixels)")
+  tokenizer_id = None
+  if args.tokenizer:
+    tokenizer_id = args.tokenizer if args.tokenizer.startswith("pixels:") else os.path.abspath(args.tokenizer)
+  record = {
+    "checkpoint": os.path.abspath(args.checkpoint),
+    "tokenizer": tokenizer_id,
+    "dtype": args.dtype,
+    "settings": sample.settings_record(settings),
+  }
+  sample.check_manifest(args.out, {**record, **job.record()})  # another run's folder: refused before any work
+  mesh = sharding.build_mesh(devices=jax.local_devices())  # each process samples its shards on its own devices
+  tokenizer = tokenizers.load(args.tokenizer, mesh=mesh) if args.tokenizer else None
+  model = checkpoint.load_model(args.checkpoint, mesh=mesh, **({"dtype": args.dtype} if args.dtype else {}))
+  start = time.time()
+  with sharding.model_context(mesh):
+    sample.run(
+      model,
+      tokenizer,
+      args.out,
+      job,
+      batch_size=args.batch_size,
+      record=record,
+      grid_rows=args.grid_rows,
+      grid_scale=args.grid_scale,
+      **settings.kwargs(),
+    )
+  if jax.process_index() == 0:
+    print(f"sample: {len(labels)} samples in {args.out} ({time.time() - start:.1f} s)")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -256,7 +278,19 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--batch-size", type=int, default=32)
   p.add_argument("--dtype", choices=["float32", "bfloat16"], help="compute dtype (default: the checkpoint's)")
-  p.add_argument("--tokenizer", help="tokenizer checkpoint directory: also write images")
+  p.add_argument("--tokenizer", help="tokenizer checkpoint directory (or pixels:N): also write images")
+  p.add_argument("--png", action="store_true", help="also write one PNG per sample (OUT/png/CLASS/INDEX.png)")
+  p.add_argument("--grid-rows", type=int, default=10, help="classes shown in grid.png (one row each)")
+  p.add_argument("--grid-scale", type=int, default=1, help="upscale grid.png (e.g. 8 for tiny images)")
+  p.add_argument(
+    "--shard-size", type=int, default=256, help="samples per shard: a killed run resumes from its last finished shard"
+  )
+  p.add_argument(
+    "--distributed",
+    action="store_true",
+    help="call jax.distributed.initialize() first (TPU pod slice, SLURM): each process samples its shards "
+    "into the shared --out, process 0 assembles",
+  )
   p.add_argument("--profile", metavar="DIR", help="write a jax.profiler trace of the command to DIR (TensorBoard)")
   p.set_defaults(run=_sample)
 

@@ -26,13 +26,26 @@ def finished(tmp_path_factory):
 
 def test_writes_pictures_and_metrics(finished):
   out, metrics = finished
-  for name in ("samples_64_steps.png", "samples_16_steps.png", "inpaint.png", "outpaint.png", "loss.png"):
+  for name in (
+    "samples.npz",
+    "samples_64_steps.png",
+    "samples_16_steps.png",
+    "inpaint.png",
+    "outpaint.png",
+    "loss.png",
+  ):
     assert os.path.getsize(os.path.join(out, name)) > 0, name
   with open(os.path.join(out, "metrics.json")) as f:
     assert json.load(f) == metrics
   assert metrics["train_steps"] == SHORT_STEPS and metrics["train_seconds"] > 0
   assert metrics["ceiling_test_accuracy"] > 0.98  # the judge itself, on real test digits
   assert 0.0 <= metrics["memorised_64_steps"] <= 1.0
+  with np.load(os.path.join(out, "samples.npz")) as saved:  # for re-scoring with another classifier
+    assert saved["images"].shape == (digits.NUM_CLASSES * PER_CLASS, digits.GRID, digits.GRID)
+    assert saved["images"].max() < digits.LEVELS
+    np.testing.assert_array_equal(saved["labels"], np.repeat(np.arange(digits.NUM_CLASSES), PER_CLASS))
+    expected = demo.within_class_diversity(saved["images"], saved["labels"])
+  assert metrics["within_class_diversity_64_steps"] == round(expected, 3) > 0
 
 
 def test_samples_have_the_asked_class(finished):

@@ -33,7 +33,7 @@ from flax import nnx, struct
 
 from randar_jax import sharding
 from randar_jax.decode.plan import Plan
-from randar_jax.decode.sampling import Guidance, Sampling, sample
+from randar_jax.decode.sampling import Guidance, Sampling, fold_in, per_row, sample, split
 from randar_jax.models import attention
 from randar_jax.models.attention import KVCache
 
@@ -65,8 +65,9 @@ class DecodeOutput:
 
 def sample_queries(logits: jax.Array, sampling: Sampling, key: jax.Array, gens: jax.Array) -> jax.Array:
   """Samples logits (B, K, V) -> (B, K) with the key of query k folded with its generation index gens[k], so
-  a token's draw depends only on (key, its generation index): not on how forwards are padded or grouped."""
-  draw = lambda logits, gen: sample(logits, sampling, jax.random.fold_in(key, gen))  # noqa: E731
+  a token's draw depends only on (key, its generation index): not on how forwards are padded or grouped. ``key``:
+  one key, or one per sample (B,) (then sample b's draws depend on its own key only)."""
+  draw = lambda logits, gen: sample(logits, sampling, fold_in(key, gen))  # noqa: E731
   return jax.vmap(draw, in_axes=(1, 0), out_axes=1)(logits, gens)
 
 
@@ -172,8 +173,11 @@ def check_order(order) -> np.ndarray | None:
 
 
 def make_orders(order, key: jax.Array, batch: int, num_tokens: int) -> jax.Array:
-  """(B, N) int32 orders: 'random' (independent permutations drawn from ``key``), 'raster', or the array given."""
+  """(B, N) int32 orders: 'random' (independent permutations drawn from ``key``, or row b from ``key[b]`` when
+  given a key per sample), 'raster', or the array given."""
   if isinstance(order, str) and order == "random":
+    if per_row(key):
+      return jax.vmap(lambda k: jax.random.permutation(k, num_tokens))(key).astype(jnp.int32)
     return jax.vmap(lambda k: jax.random.permutation(k, num_tokens))(jax.random.split(key, batch)).astype(jnp.int32)
   if isinstance(order, str):
     return jnp.broadcast_to(jnp.arange(num_tokens, dtype=jnp.int32), (batch, num_tokens))
@@ -309,7 +313,7 @@ def generate_one_per_step(
   labels_np = np.asarray(labels)
   order_np = check_order(order)
   validate(cfg, labels_np, n, order_np, guidance)
-  order_key, sample_key = jax.random.split(key)
+  order_key, sample_key = split(key)
   orders = make_orders(order if order_np is None else order_np, order_key, labels_np.shape[0], n)
   return decode(
     adapter,

@@ -139,7 +139,7 @@ def generate(
   plan = make_plan(
     n, num_steps, known, buckets if buckets is None or isinstance(buckets, str) else tuple(buckets), lagging
   )
-  order_key, sample_key = jax.random.split(key)
+  order_key, sample_key = engine.split(key)
   orders = engine.make_orders(order if order_np is None else order_np, order_key, labels_np.shape[0], n)
   extras = (
     None if table is None else jnp.asarray(table),

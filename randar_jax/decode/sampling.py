@@ -82,10 +82,35 @@ def filter_logits(logits: jax.Array, sampling: Sampling) -> jax.Array:
 
 
 def sample(logits: jax.Array, sampling: Sampling, key: jax.Array) -> jax.Array:
-  """Draws one token per row of logits (..., V) -> int32 (...). Top-k 1 (greedy) is an argmax: no draw."""
+  """Draws one token per row of logits (B, ..., V) -> int32 (B, ...). Top-k 1 (greedy) is an argmax: no draw.
+  ``key``: one key, or a key per sample (B,) so that sample b's draws depend on its own key only (not on the batch
+  it shares)."""
   if sampling.top_k == 1:
     return jnp.argmax(logits, axis=-1).astype(jnp.int32)
-  return jax.random.categorical(key, filter_logits(logits, sampling), axis=-1).astype(jnp.int32)
+  logits = filter_logits(logits, sampling)
+  if per_row(key):
+    return jax.vmap(lambda k, lg: jax.random.categorical(k, lg, axis=-1))(key, logits).astype(jnp.int32)
+  return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
+
+
+def per_row(key: jax.Array) -> bool:
+  """Whether ``key`` is a batch of keys (B,) rather than one key (typed, or a raw uint32 (2,))."""
+  typed = jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
+  return key.ndim > (0 if typed else 1)
+
+
+def fold_in(key: jax.Array, data) -> jax.Array:
+  """``jax.random.fold_in`` for one key or for each key of a batch (B,)."""
+  return jax.vmap(jax.random.fold_in, (0, None))(key, data) if per_row(key) else jax.random.fold_in(key, data)
+
+
+def split(key: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Two keys from one key, or two batches of keys (B,) from a batch (each sample's own pair)."""
+  if per_row(key):
+    pairs = jax.vmap(jax.random.split)(key)
+    return pairs[:, 0], pairs[:, 1]
+  first, second = jax.random.split(key)
+  return first, second
 
 
 @struct.dataclass

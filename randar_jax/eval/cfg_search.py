@@ -20,9 +20,10 @@ not scored on the samples that chose it. Guidance for scale s: RandAR's linear r
 fraction (``schedule='linear'``), a constant s, or RAR's ``powcos:P`` (s with power P).
 
 Multi-host: the class labels (uniformly random, the same for every scale) are split into one contiguous share per
-process; process p samples its share with seed ``seed * P + p`` (RandAR's per-rank seed), decodes it and extracts
-features on its own devices; the features are then gathered (``process_allgather``) and process 0 computes the
-metrics and writes the files.
+process; sample i is drawn with the key ``fold_in(key(seed), i)`` as ``randar-jax sample`` draws it
+(:func:`randar_jax.decode.batched.decode_batches`), so the samples do not depend on the process count; each process
+decodes its share and extracts features on its own devices; the features are then gathered
+(``process_allgather``) and process 0 computes the metrics and writes the files.
 """
 
 from __future__ import annotations
@@ -161,8 +162,8 @@ def sample_statistics(
 ) -> Statistics | None:
   """Samples this process's share of ``labels`` at one scale, decodes and extracts features batch by batch;
   returns the statistics of every process's samples on process 0 (None elsewhere)."""
-  share = labels[_share(len(labels))]
-  seed = search.seed * jax.process_count() + jax.process_index()
+  indices = np.arange(len(labels))[_share(len(labels))]
+  share = labels[indices]
   sampling = Sampling.make(search.temperature, search.top_k, search.top_p)
   mesh = mesh if mesh is not None else sharding.build_mesh(devices=jax.local_devices())
   with sharding.model_context(mesh):
@@ -170,7 +171,8 @@ def sample_statistics(
       model,
       share,
       batch_size=search.batch_size,
-      seed=seed,
+      seed=search.seed,
+      indices=indices,
       num_steps=search.steps,
       sampling=sampling,
       guidance=guidance(search.schedule, scale),

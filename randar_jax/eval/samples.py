@@ -14,14 +14,16 @@ Reading streams the ``arr_0.npy`` member out of the zip (stored or deflated), so
 
 from __future__ import annotations
 
+import contextlib
 import os
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 from PIL import Image
 
 from randar_jax.data.extract import IMAGE_EXTENSIONS, _is_image
+from randar_jax.utils.files import atomic_path, remove
 
 
 class NpzImages:
@@ -145,24 +147,88 @@ def open_images(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> Image
   return ImageSets(parts)
 
 
+class NpzWriter:
+  """An ``.npz`` written member by member, each member streamed in parts (stored, zip64), so no array has to be in
+  memory whole. Members carry a fixed timestamp: the same arrays always give the same bytes (a resumed run
+  reproduces an uninterrupted one exactly). The file appears under its name only once closed (``atomic_path``);
+  ``abort`` (or an error inside ``with``) leaves nothing behind.
+
+      with NpzWriter('tokens.npz') as out:
+        with out.member('tokens', (n, 16, 16), np.int32) as write:
+          for part in parts:
+            write(part)                      # rows of the array, in order
+        out.array('labels', labels)
+  """
+
+  DATE = (1980, 1, 1, 0, 0, 0)  # the earliest zip date: no wall-clock time in the file
+
+  def __init__(self, path: str | os.PathLike):
+    self.path = os.fspath(path)
+    os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+    self._atomic = atomic_path(self.path)
+    self._atomic_tmp = self._atomic.__enter__()
+    self._zip = zipfile.ZipFile(self._atomic_tmp, "w", zipfile.ZIP_STORED, allowZip64=True)
+
+  @contextlib.contextmanager
+  def member(self, name: str, shape: Sequence[int], dtype) -> Iterator[Callable[[np.ndarray], None]]:
+    """Yields ``write(part)``: parts are rows of the (shape, dtype) array, in order; all of them must come."""
+    shape, dtype = tuple(int(d) for d in shape), np.dtype(dtype)
+    expected, written = shape[0], 0
+    info = zipfile.ZipInfo(f"{name}.npy", date_time=self.DATE)
+    with self._zip.open(info, "w", force_zip64=True) as f:
+      header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}
+      np.lib.format.write_array_header_1_0(f, header)
+
+      def write(part: np.ndarray) -> None:
+        nonlocal written
+        part = np.ascontiguousarray(part, dtype)
+        if part.shape[1:] != shape[1:] or written + len(part) > expected:
+          raise ValueError(f"{name}: expected rows {shape[1:]} (at most {expected - written} more), got {part.shape}")
+        f.write(part.tobytes())
+        written += len(part)
+
+      yield write
+      if written != expected:
+        raise ValueError(f"{self.path}: {written} of the announced {expected} rows of {name!r} were written")
+
+  def array(self, name: str, value: np.ndarray) -> None:
+    value = np.asarray(value)
+    with self.member(name, value.shape if value.ndim else (1,), value.dtype) as write:
+      write(value.reshape(-1, *value.shape[1:]) if value.ndim else value.reshape(1))
+
+  def close(self) -> str:
+    self._zip.close()
+    self._atomic.__exit__(None, None, None)
+    return self.path
+
+  def abort(self) -> None:
+    """Drops the partial file (idempotent)."""
+    if self._zip.fp is None and not os.path.exists(self._atomic_tmp):
+      return
+    self._zip.close()
+    remove(self._atomic_tmp)
+
+  def __enter__(self) -> NpzWriter:
+    return self
+
+  def __exit__(self, kind, value, traceback) -> None:
+    if kind is None:
+      self.close()
+    else:
+      self.abort()
+
+
 class AdmNpzWriter:
-  """Writes ``arr_0`` = uint8 (count, H, W, C) batch by batch into an ``.npz`` (stored, zip64), plus ``extra``
-  arrays at the end. The file appears under its name only once all ``count`` images are in: an interrupted run
-  leaves no half-written sample file behind (it writes ``PATH.partial`` and renames)."""
+  """Writes ``arr_0`` = uint8 (count, H, W, C) batch by batch into an ``.npz`` (:class:`NpzWriter`), plus
+  ``extra`` arrays at the end. The file appears under its name only once all ``count`` images are in: an
+  interrupted run leaves no half-written sample file behind."""
 
   def __init__(self, path: str | os.PathLike, count: int, shape: Sequence[int], **extra: np.ndarray):
     self.path, self.count, self.shape, self.extra = os.fspath(path), int(count), tuple(shape), extra
     self.written = 0
-    self._partial = self.path + ".partial"
-    os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-    self._zip = zipfile.ZipFile(self._partial, "w", zipfile.ZIP_STORED, allowZip64=True)
-    self._member = self._zip.open("arr_0.npy", "w", force_zip64=True)
-    header = {
-      "descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)),
-      "fortran_order": False,
-      "shape": (self.count,) + self.shape,
-    }
-    np.lib.format.write_array_header_1_0(self._member, header)
+    self._npz = NpzWriter(self.path)
+    self._member = self._npz.member("arr_0", (self.count,) + self.shape, np.uint8)
+    self._write = self._member.__enter__()
 
   def write(self, images) -> None:
     images = np.asarray(images)
@@ -172,20 +238,18 @@ class AdmNpzWriter:
       )
     if self.written + len(images) > self.count:
       raise ValueError(f"more than the announced {self.count} images")
-    self._member.write(np.ascontiguousarray(images).tobytes())
+    self._write(images)
     self.written += len(images)
 
   def close(self) -> str:
-    self._member.close()
-    for name, value in self.extra.items():
-      with self._zip.open(f"{name}.npy", "w", force_zip64=True) as f:
-        np.lib.format.write_array(f, np.asarray(value), allow_pickle=False)
-    self._zip.close()
-    if self.written != self.count:
-      os.remove(self._partial)
-      raise ValueError(f"{self.path}: {self.written} of the announced {self.count} images were written")
-    os.replace(self._partial, self.path)
-    return self.path
+    try:
+      self._member.__exit__(None, None, None)
+      for name, value in self.extra.items():
+        self._npz.array(name, value)
+    except BaseException:
+      self._npz.abort()
+      raise
+    return self._npz.close()
 
   def __enter__(self) -> AdmNpzWriter:
     return self
@@ -194,6 +258,6 @@ class AdmNpzWriter:
     if kind is None:
       self.close()
     else:  # an error mid-way: drop the partial file
-      self._member.close()
-      self._zip.close()
-      os.remove(self._partial)
+      with contextlib.suppress(Exception):
+        self._member.__exit__(kind, value, traceback)
+      self._npz.abort()

@@ -33,7 +33,7 @@ def grid(images: np.ndarray, columns: int | None = None, pad: int = 2, fill: int
 
 
 def save_grid(images: np.ndarray, path: str | os.PathLike, columns: int | None = None, scale: int = 1) -> str:
-  """Saves a tiled grid as PNG (nearest-neighbour upscaled by ``scale``, for tiny images)."""
+  """Saves a tiled grid as PNG, atomically (nearest-neighbour upscaled by ``scale``, for tiny images)."""
   tiled = grid(images, columns)
   picture = Image.fromarray(tiled[..., 0] if tiled.shape[-1] == 1 else tiled)
   if scale > 1:
