@@ -1,7 +1,7 @@
 """``randar-jax sample`` at FID scale: samples keyed by index (batch size and process count change nothing), shards
 streamed to disk, a killed run resumed to byte-identical files, another run's folder refused, files ``eval`` reads.
 
-The tiny RandAR fixture with the pixel tokenizer (its 64 codes as grey levels) gives 4 x 4 one-channel images.
+The tiny RandAR fixture with the pixel tokenizer (its 64 codes as grey levels) gives 4 x 4 grey images (written to samples.npz as RGB, the ADM format).
 """
 
 import json
@@ -85,7 +85,12 @@ def test_batch_size_changes_nothing_and_eval_reads_the_files(model, reference, t
     np.testing.assert_array_equal(tokens["labels"], np.repeat(np.arange(3), PER_CLASS))  # class-major
     np.testing.assert_array_equal(images["labels"], tokens["labels"])
     assert tokens["tokens"].shape == (count, g, g) and tokens["orders"].shape == (count, g * g)
-    assert images["arr_0"].dtype == np.uint8 and images["arr_0"].shape == (count, g, g, 1)  # grey: one channel
+    assert images["arr_0"].dtype == np.uint8 and images["arr_0"].shape == (
+      count,
+      g,
+      g,
+      3,
+    )  # grey, repeated: ADM files are RGB
     assert len(np.unique(tokens["tokens"].reshape(count, -1), axis=0)) == count  # every sample its own stream
   assert not (out / "shards").exists() and (out / "grid.png").read_bytes()[:4] == b"\x89PNG"
   pngs = sorted(os.path.relpath(os.path.join(d, f), out / "png") for d, _, fs in os.walk(out / "png") for f in fs)

@@ -219,12 +219,16 @@ class NpzWriter:
 
 
 class AdmNpzWriter:
-  """Writes ``arr_0`` = uint8 (count, H, W, C) batch by batch into an ``.npz`` (:class:`NpzWriter`), plus
-  ``extra`` arrays at the end. The file appears under its name only once all ``count`` images are in: an
-  interrupted run leaves no half-written sample file behind."""
+  """Writes ``arr_0`` = uint8 (count, H, W, 3) batch by batch into an ``.npz`` (:class:`NpzWriter`), plus
+  ``extra`` arrays at the end. Grey images (shape (H, W, 1)) are written as RGB, as the ADM evaluator and the
+  Inception read them. The file appears under its name only once all ``count`` images are in: an interrupted run
+  leaves no half-written sample file behind."""
 
   def __init__(self, path: str | os.PathLike, count: int, shape: Sequence[int], **extra: np.ndarray):
-    self.path, self.count, self.shape, self.extra = os.fspath(path), int(count), tuple(shape), extra
+    shape = tuple(shape)
+    self.grey = shape[-1:] == (1,)
+    self.shape = shape[:-1] + (3,) if self.grey else shape
+    self.path, self.count, self.extra = os.fspath(path), int(count), extra
     self.written = 0
     self._npz = NpzWriter(self.path)
     self._member = self._npz.member("arr_0", (self.count,) + self.shape, np.uint8)
@@ -232,6 +236,8 @@ class AdmNpzWriter:
 
   def write(self, images) -> None:
     images = np.asarray(images)
+    if self.grey and images.shape[-1:] == (1,):
+      images = np.repeat(images, 3, axis=-1)
     if images.dtype != np.uint8 or images.shape[1:] != self.shape:
       raise ValueError(
         f"expected uint8 images (n, {', '.join(map(str, self.shape))}), got {images.dtype} {images.shape}"
