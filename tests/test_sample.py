@@ -1,7 +1,8 @@
 """``randar-jax sample`` at FID scale: samples keyed by index (batch size and process count change nothing), shards
 streamed to disk, a killed run resumed to byte-identical files, another run's folder refused, files ``eval`` reads.
 
-The tiny RandAR fixture with the pixel tokenizer (its 64 codes as grey levels) gives 4 x 4 grey images (written to samples.npz as RGB, the ADM format).
+The tiny RandAR fixture with the pixel tokenizer (its 64 codes as grey levels) gives 4 x 4 grey images (written to
+samples.npz as RGB, the ADM format).
 """
 
 import json
