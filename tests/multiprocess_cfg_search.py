@@ -24,7 +24,8 @@ def _tiny_features(images, w):
 
 
 class TinyFeatures:
-  """uint8 (N, 4, 4, 1) -> 8 features (a fixed random projection of the pixels); 5-way logits on them."""
+  """uint8 (N, 4, 4, 1) grey images (or (N, 4, 4, 3) with the grey level repeated, as ADM files hold them) -> 8
+  features (a fixed random projection of the pixels); 5-way logits on them."""
 
   name = "tiny"
 
@@ -34,8 +35,10 @@ class TinyFeatures:
     self.w2 = jnp.asarray(rng.normal(size=(8, 5)) * 2.0, jnp.float32)
 
   def features(self, images):
+    if images.shape[1:] == (4, 4, 3):
+      images = images[..., :1]
     if images.shape[1:] != (4, 4, 1):
-      raise ValueError(f"TinyFeatures takes (N, 4, 4, 1) images, got {images.shape}")
+      raise ValueError(f"TinyFeatures takes (N, 4, 4, 1) or (N, 4, 4, 3) images, got {images.shape}")
     return _tiny_features(jnp.asarray(images), self.w1)
 
   def logits(self, features):
