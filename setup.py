@@ -32,7 +32,14 @@ INSTALL_REQUIRES = [
   "tensorboardX>=2.6,<3",
   "scikit-learn>=1.5,<2",
 ]
-TEST_REQUIRES = ["pytest>=9,<10", "scipy>=1.13,<2", "nbclient>=0.10,<1", "nbformat>=5.10,<6", "ipykernel>=6,<8"]
+TEST_REQUIRES = [
+  "pytest>=9,<10",
+  "pytest-xdist>=3.6,<4",
+  "scipy>=1.13,<2",
+  "nbclient>=0.10,<1",
+  "nbformat>=5.10,<6",
+  "ipykernel>=6,<8",
+]
 
 setup(
   name="randar_jax",
