@@ -202,6 +202,11 @@ CASES: list[Case] = [
   ("sample/batch-size-int", lambda w, o: _sample(w, o, "--batch-size", "abc"), "--batch-size", True),
   ("sample/memory", lambda w, o: _sample(w, o, "--batch-size", str(10**9)), "--batch-size", True),
   ("sample/out-is-file", lambda w, o: ["sample", w.model, "--out", w.p("afile"), "--classes", "1"], "afile", True),
+  ("sample/shard-size", lambda w, o: _sample(w, o, "--shard-size", "0"), "--shard-size", True),
+  ("sample/grid-rows", lambda w, o: _sample(w, o, "--grid-rows", "0"), "--grid-rows", True),
+  ("sample/grid-scale", lambda w, o: _sample(w, o, "--grid-scale", "-1"), "--grid-scale", True),
+  ("sample/png-without-tokenizer", lambda w, o: _sample(w, o, "--png"), "--png", True),
+  ("sample/profile-is-file", lambda w, o: _sample(w, o, "--profile", w.p("afile")), "--profile", True),
   # inpaint / edit / outpaint / extrapolate / features
   ("inpaint/box-negative", lambda w, o: _zs("inpaint", w, o, "--box", "0,0,-1,-1"), "--box", True),
   ("inpaint/box-outside", lambda w, o: _zs("inpaint", w, o, "--box", f"0,0,{w.size + 1},{w.size}"), "--box", True),

@@ -38,6 +38,9 @@ def trace(logdir: str | os.PathLike | None) -> Iterator[None]:
   if not logdir:
     yield
     return
+  from randar_jax.utils.files import check_output_dir
+
+  check_output_dir(logdir, "--profile")  # before any work: a file in the way would fail only at the end
   jax.profiler.start_trace(os.fspath(logdir))
   try:
     yield
