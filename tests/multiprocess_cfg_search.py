@@ -24,22 +24,22 @@ def _tiny_features(images, w):
 
 
 class TinyFeatures:
-  """uint8 (N, 4, 4, 1) grey images (or (N, 4, 4, 3) with the grey level repeated, as ADM files hold them) -> 8
-  features (a fixed random projection of the pixels); 5-way logits on them."""
+  """uint8 (N, H, W, 1) grey images (or (N, H, W, 3) with the grey level repeated, as ADM files hold them) -> 8
+  features (a fixed random projection of the H*W pixels, whatever the fixture's grid); 5-way logits on them."""
 
   name = "tiny"
 
   def __init__(self, arg: str = ""):
-    rng = np.random.default_rng(int(arg or 0))
-    self.w1 = jnp.asarray(rng.normal(size=(16, 8)) * 0.8, jnp.float32)
-    self.w2 = jnp.asarray(rng.normal(size=(8, 5)) * 2.0, jnp.float32)
+    self.seed = int(arg or 0)
+    self.w2 = jnp.asarray(np.random.default_rng(self.seed).normal(size=(8, 5)) * 2.0, jnp.float32)
 
   def features(self, images):
-    if images.shape[1:] == (4, 4, 3):
-      images = images[..., :1]
-    if images.shape[1:] != (4, 4, 1):
-      raise ValueError(f"TinyFeatures takes (N, 4, 4, 1) or (N, 4, 4, 3) images, got {images.shape}")
-    return _tiny_features(jnp.asarray(images), self.w1)
+    if images.ndim != 4 or images.shape[-1] not in (1, 3):
+      raise ValueError(f"TinyFeatures takes (N, H, W, 1) or (N, H, W, 3) images, got {images.shape}")
+    grey = images[..., :1]
+    pixels = grey.shape[1] * grey.shape[2]
+    w1 = np.random.default_rng((self.seed, pixels)).normal(size=(pixels, 8)) * 0.8
+    return _tiny_features(jnp.asarray(grey), jnp.asarray(w1, jnp.float32))
 
   def logits(self, features):
     return jnp.asarray(features) @ self.w2
