@@ -82,6 +82,27 @@ def test_one_token_per_forward_equals_teacher_forcing(tiny):
   np.testing.assert_allclose(guided, teacher, atol=1e-5 * max(1.0, float(np.abs(teacher).max())), rtol=0)
 
 
+def test_layer_loop_equals_the_scan(tiny):
+  """``scan_layers=False`` (a Python loop over per-layer slices of the same stacked weights) computes the
+  scanned model's training loss and gradients, dropout included (the same key per layer)."""
+  _, _, model, config = tiny
+  rng = np.random.default_rng(0)
+  tokens = jnp.asarray(rng.integers(0, config.vocab_size, (2, config.num_tokens)), jnp.int32)
+  labels = jnp.arange(2) % config.num_classes
+  order = jnp.asarray(np.stack([rng.permutation(config.num_tokens) for _ in range(2)]), jnp.int32)
+
+  def loss_and_grads(scan: bool):
+    m = nnx.clone(model)
+    m.config = dataclasses.replace(config, scan_layers=scan)
+    loss = lambda m: m.loss(tokens, labels, order, dropout_rng=jax.random.key(7))[0]  # noqa: E731
+    return nnx.value_and_grad(loss)(m)
+
+  (scanned, grads), (looped, loop_grads) = loss_and_grads(True), loss_and_grads(False)
+  np.testing.assert_allclose(looped, scanned, rtol=1e-6)
+  for a, b in zip(jax.tree.leaves(loop_grads), jax.tree.leaves(grads), strict=True):
+    np.testing.assert_allclose(a, b, atol=1e-5 * float(np.abs(b).max()), rtol=1e-5)  # float32 order noise
+
+
 def test_conversion_round_trip(tiny, fixtures, tmp_path):
   """The golden state dict converts to exactly the parameters of the model built from it, through an Orbax
   checkpoint that load_model restores."""

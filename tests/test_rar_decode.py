@@ -128,7 +128,7 @@ def test_decode_compiles_once_per_shape_and_reuses_the_cache(rar_tiny):
     )
     generate(model, labels, jax.random.key(2), guidance=Guidance.from_rar(2.0, 0.0), cache=out.cache)
   assert compiles.count == 0, "same (batch, guidance mode) must reuse the compiled loop"
-  assert out.cache.k.shape == (
+  assert out.cache.v.shape == (
     config.n_layer,
     6,
     config.n_head,

@@ -34,7 +34,6 @@ from flax import nnx, struct
 from randar_jax import sharding
 from randar_jax.decode.plan import Plan
 from randar_jax.decode.sampling import Guidance, Sampling, fold_in, per_row, sample, split
-from randar_jax.models import attention
 from randar_jax.models.attention import KVCache
 
 ChunkLogits = Callable[..., tuple[jax.Array, object]]
@@ -230,10 +229,11 @@ class Program:
 
   def _run(self, graphdef, state, inputs: Inputs, sampling: Sampling, guidance, cache: KVCache):
     model, plan = nnx.merge(graphdef, state), self.plan
+    model.unstack_layers()  # each forward then reads every layer's weights in place (see layers.unstack)
     labels = inputs.labels
     null = jnp.full_like(labels, model.config.null_class) if guidance is not None else None
     branch_labels = labels[:, None] if guidance is None else guidance.branch_labels(labels, null)
-    cache = KVCache(*(sharding.constrain(c, attention.AXES) for c in cache))
+    cache = cache.constrain()
     tokens = jnp.zeros((labels.shape[0], plan.num_tokens + 1), jnp.int32)
     if inputs.prefix is not None:
       tokens = tokens.at[:, : inputs.prefix.shape[1]].set(inputs.prefix)
@@ -275,7 +275,7 @@ def decode(
   cfg = model.config
   rows = labels.shape[0] * (1 if guidance is None else guidance.branches)
   shape = (cfg.n_layer, rows, cfg.kv_heads, plan.cache_slots, cfg.head_dim)
-  if cache is None or cache.k.shape != shape or cache.k.dtype != jnp.dtype(cfg.dtype):
+  if cache is None or cache.v.shape != shape or cache.v.dtype != jnp.dtype(cfg.dtype):
     cache = new_cache(cfg, rows, plan)
   inputs = Inputs(jnp.asarray(labels, jnp.int32), orders, key, forced, prefix, tuple(extras))
   tokens, cache, logits = Program.get(adapter, plan, trace)(model, inputs, sampling, guidance, cache)

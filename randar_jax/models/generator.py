@@ -25,7 +25,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from randar_jax.config_io import FamilyConfig
-from randar_jax.models.layers import cross_entropy
+from randar_jax.models.layers import cross_entropy, unstack
 
 
 class GeneratorConfig(FamilyConfig):
@@ -66,6 +66,11 @@ class Generator:
     logits = self(tokens, labels, order, dropout_rng=dropout_rng, ordered=ordered)
     targets = tokens if ordered else jnp.take_along_axis(tokens, order, axis=1)
     return cross_entropy(logits, targets), logits
+
+  def unstack_layers(self) -> None:
+    """Replaces the stacked blocks by per-layer copies (``layers.unstack``), in place; for the decode program,
+    which calls it inside its trace, before the loop over forwards."""
+    setattr(self, self.STACKED, unstack(getattr(self, self.STACKED), self.config.n_layer))
 
   def decays(self, name: str, rank: int) -> bool:
     """Whether the parameter ``name`` ('a.b.c' path) of rank ``rank`` (without a layer axis) gets decay."""

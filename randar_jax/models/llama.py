@@ -245,6 +245,7 @@ class LlamaBackbone(Generator):
       remat=cfg.remat,
       remat_policy=cfg.remat_policy,
       return_hidden=return_hidden,
+      scan=cfg.scan_layers,
     )
 
   def head(self, h: jax.Array) -> jax.Array:

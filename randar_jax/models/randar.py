@@ -68,6 +68,7 @@ class RandARConfig(LlamaConfig):
   dtype: str = "float32"  # compute dtype; parameters, norms, RoPE, logits stay float32
   remat: bool = True  # rematerialise each block in the backward pass
   remat_policy: str = "nothing_saveable"  # a jax.checkpoint_policies name
+  scan_layers: bool = True  # training: one lax.scan over the blocks (False: a Python loop, faster for small models)
   attention_impl: str | None = "xla"  # 'xla' | 'cudnn' | None (JAX picks)
 
   def __post_init__(self):

@@ -83,6 +83,7 @@ class RARConfig(GeneratorConfig):
   dtype: str = "float32"  # compute dtype; parameters, norms, residual stream, logits stay float32
   remat: bool = True
   remat_policy: str = "nothing_saveable"
+  scan_layers: bool = True  # training: one lax.scan over the blocks (False: a Python loop, faster for small models)
   attention_impl: str | None = "xla"  # 'xla' | 'cudnn' | None (JAX picks); training with attn dropout uses XLA
 
   def __post_init__(self):
@@ -329,6 +330,7 @@ class RAR(Generator, nnx.Module):
       remat=cfg.remat,
       remat_policy=cfg.remat_policy,
       return_hidden=return_hidden,
+      scan=cfg.scan_layers,
     )
 
   def head(self, h: jax.Array, c: jax.Array) -> jax.Array:
