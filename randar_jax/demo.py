@@ -66,6 +66,7 @@ def digits_config(order: str = "random", total_steps: int = 700, seed: int = 0) 
     resid_dropout=0.0,
     ffn_dropout=0.0,
     remat=False,
+    scan_layers=False,  # a Python loop over the 2 blocks: 1.3x faster steps than the scan on a CPU
   )
   config = recipe(
     model.to_dict(),

@@ -88,11 +88,30 @@ def constrain(x: jax.Array, names: Sequence[str | None], rules=RULES) -> jax.Arr
   mesh = jax.sharding.get_abstract_mesh()
   if mesh.empty:
     return x
+  return jax.lax.with_sharding_constraint(x, fitted_spec(x.shape, names, mesh, rules))
+
+
+def fitted_spec(shape: Sequence[int], names: Sequence[str | None], mesh, rules=RULES) -> PartitionSpec:
+  """The PartitionSpec of logical ``names`` for an array of ``shape`` on ``mesh`` (concrete or abstract), with
+  every dimension its mesh axes do not divide left replicated."""
   spec = []
-  for size, axes in zip(x.shape, logical_spec(names, rules)):
+  for size, axes in zip(shape, logical_spec(names, rules)):
     parts = math.prod(mesh.shape[a] for a in ((axes,) if isinstance(axes, str) else axes or ()))
     spec.append(axes if size % parts == 0 else None)
-  return jax.lax.with_sharding_constraint(x, PartitionSpec(*spec))
+  return PartitionSpec(*spec)
+
+
+def place_like_outputs(x: jax.Array, names: Sequence[str | None], like: jax.Array, rules=RULES) -> jax.Array:
+  """``x`` committed to the sharding a jitted program's output constrained to ``names`` gets when its inputs
+  live on ``like``'s mesh: the logical spec under an active mesh (as :func:`constrain`), else replicated. A
+  buffer created outside the program (a fresh KV cache) then matches the one it returns and donates back, so
+  the second call reuses the first call's executable instead of compiling again for another input sharding."""
+  mesh = getattr(like.sharding, "mesh", None)
+  if not isinstance(mesh, Mesh):
+    return x
+  active = jax.sharding.get_abstract_mesh()
+  spec = PartitionSpec() if active.empty else fitted_spec(x.shape, names, mesh, rules)
+  return jax.device_put(x, NamedSharding(mesh, spec))
 
 
 def state_shardings(state: nnx.State, mesh: Mesh, rules=RULES) -> nnx.State:

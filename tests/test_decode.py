@@ -1,5 +1,6 @@
 """The compiled RandAR decode loop: parity with the original generate(), schedules, consistency, sharding."""
 
+import contextlib
 import dataclasses
 import json
 
@@ -9,7 +10,8 @@ import numpy as np
 import pytest
 
 from conftest import fixture_file, float32_atol
-from randar_jax import sharding
+from randar_jax import families, sharding
+from randar_jax.decode import batched
 from randar_jax.decode import plan as plan_lib
 from randar_jax.decode.engine import Forced
 from randar_jax.decode.randar import generate
@@ -168,6 +170,26 @@ def test_decode_compiles_once_per_shape(randar_tiny):
     )
     generate(model, labels, jax.random.key(2), num_steps=5, guidance=Guidance.constant(3.0), cache=out.cache)
   assert compiles.count == 0, "same (batch, steps, guidance mode) must reuse the compiled loop"
+
+
+@pytest.mark.parametrize("devices", [1, 8])
+def test_batches_compile_once(randar_tiny, devices):
+  """A model whose parameters live on a mesh: the fresh KV cache of the first batch is committed where the
+  program returns it, so the batches after the first (given the donated cache) reuse its executable, with the
+  mesh active (data-sharded decode) or not (a model built on a mesh, sampled outside it)."""
+  _, config = randar_tiny
+  mesh = sharding.build_mesh({"data": devices}, devices=jax.devices()[:devices])
+  with sharding.model_context(mesh):
+    model = families.build(config)
+  labels = np.arange(4 * devices) % config.num_classes
+  kwargs = dict(batch_size=2 * devices, num_steps=5, guidance=Guidance.linear(1.0, 4.0))
+  context = sharding.model_context(mesh) if devices > 1 else contextlib.nullcontext()
+  with context:
+    batches = batched.decode_batches(model, labels, **kwargs)
+    jax.block_until_ready(next(batches).tokens)
+    with compile_events() as compiles:
+      jax.block_until_ready([b.tokens for b in batches])
+  assert compiles.count == 0, "the second batch must reuse the first batch's compiled decode"
 
 
 def test_prefix_continuation_equals_sequential_decode(randar_tiny):

@@ -276,7 +276,7 @@ def decode(
   rows = labels.shape[0] * (1 if guidance is None else guidance.branches)
   shape = (cfg.n_layer, rows, cfg.kv_heads, plan.cache_slots, cfg.head_dim)
   if cache is None or cache.v.shape != shape or cache.v.dtype != jnp.dtype(cfg.dtype):
-    cache = new_cache(cfg, rows, plan)
+    cache = new_cache(cfg, rows, plan).place_like(jax.tree.leaves(nnx.state(model, nnx.Param))[0])
   inputs = Inputs(jnp.asarray(labels, jnp.int32), orders, key, forced, prefix, tuple(extras))
   tokens, cache, logits = Program.get(adapter, plan, trace)(model, inputs, sampling, guidance, cache)
   raster = jnp.take_along_axis(tokens, jnp.argsort(orders, axis=1), axis=1)

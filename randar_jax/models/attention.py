@@ -45,6 +45,11 @@ class KVCache(NamedTuple):
   def slots(self) -> int:
     return self.v.shape[3]
 
+  def place_like(self, like: jax.Array) -> KVCache:
+    """Committed where the decode program returns its cache (``sharding.place_like_outputs``) for parameters
+    on ``like``'s mesh."""
+    return KVCache(sharding.place_like_outputs(self.k, K_AXES, like), sharding.place_like_outputs(self.v, AXES, like))
+
   def constrain(self) -> KVCache:
     """Both buffers constrained to their logical axes (for a sharded decode)."""
     return KVCache(sharding.constrain(self.k, K_AXES), sharding.constrain(self.v, AXES))
