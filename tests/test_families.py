@@ -99,8 +99,9 @@ def test_layer_loop_equals_the_scan(tiny):
 
   (scanned, grads), (looped, loop_grads) = loss_and_grads(True), loss_and_grads(False)
   np.testing.assert_allclose(looped, scanned, rtol=1e-6)
+  scale = max(float(np.abs(g).max()) for g in jax.tree.leaves(grads))  # float32 order noise, relative to it
   for a, b in zip(jax.tree.leaves(loop_grads), jax.tree.leaves(grads), strict=True):
-    np.testing.assert_allclose(a, b, atol=1e-5 * float(np.abs(b).max()), rtol=1e-5)  # float32 order noise
+    np.testing.assert_allclose(a, b, atol=1e-5 * scale, rtol=1e-5)
 
 
 def test_conversion_round_trip(tiny, fixtures, tmp_path):

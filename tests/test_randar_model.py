@@ -11,6 +11,7 @@ from flax import nnx
 from randar_jax import checkpoint, families, sharding
 from randar_jax.config_io import load_config, parse_arg
 from randar_jax.convert import convert_checkpoint
+from randar_jax.models.layers import silu_gate
 from randar_jax.models.randar import RandARConfig
 
 SMALL = RandARConfig(
@@ -176,3 +177,13 @@ def test_weight_decay_mask_follows_ndim_rule():
   assert mask["pos_instruct_embeddings"] and mask["cls_embedding"] and mask["output"]
   assert mask["layers"]["attention"]["wq"] and not mask["layers"]["attention_norm"]["scale"]
   assert not mask["norm"]["scale"]
+
+
+def test_silu_gate_gradient_is_the_autodiff_one():
+  """The SwiGLU gate's hand-written derivative equals autodiff's of silu(a) * b (float32 rounding)."""
+  a, b, g = (jax.random.normal(jax.random.key(i), (64, 48)) * 3 for i in range(3))
+  plain = jax.vjp(lambda a, b: jax.nn.silu(a) * b, a, b)
+  mine = jax.vjp(silu_gate, a, b)
+  np.testing.assert_array_equal(mine[0], plain[0])
+  for got, want in zip(mine[1](g), plain[1](g), strict=True):
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(np.abs(want).max()))

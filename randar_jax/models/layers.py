@@ -123,8 +123,29 @@ class SwiGLU(nnx.Module):
 
   def __call__(self, x: jax.Array, dtype: jnp.dtype) -> jax.Array:
     x = x.astype(dtype)
-    gate = jax.nn.silu(x @ self.w1[...].astype(dtype))
-    return (gate * (x @ self.w3[...].astype(dtype))) @ self.w2[...].astype(dtype)
+    return silu_gate(x @ self.w1[...].astype(dtype), x @ self.w3[...].astype(dtype)) @ self.w2[...].astype(dtype)
+
+
+@jax.custom_vjp
+def silu_gate(a: jax.Array, b: jax.Array) -> jax.Array:
+  """``silu(a) * b``, with its derivative written out: XLA's CPU backend fused the autodiff form of the
+  derivative into the transposing copy that feeds the weight-gradient matmul (strided writes; 16 % of the
+  digits demo's train step), the explicit form it does not (the step 1.1x faster; same values to float32
+  rounding)."""
+  return jax.nn.silu(a) * b
+
+
+def _silu_gate_fwd(a, b):
+  return silu_gate(a, b), (a, b)
+
+
+def _silu_gate_bwd(saved, g):
+  a, b = saved
+  s = jax.nn.sigmoid(a)
+  return g * b * (s * (1 + a * (1 - s))), g * a * s
+
+
+silu_gate.defvjp(_silu_gate_fwd, _silu_gate_bwd)
 
 
 def replicated(ndim: int) -> tuple[None, ...]:

@@ -36,7 +36,7 @@ from randar_jax.utils import profiling
 # Run-config keys that must not change when a workdir resumes (they change the data stream or the math), and
 # model-config keys that may (compute settings, not architecture).
 FROZEN_KEYS = ("seed", "batch_size", "data.source", "data.seed", "data.order", "data.split")
-COMPUTE_KEYS = ("dtype", "remat", "remat_policy", "attention_impl")
+COMPUTE_KEYS = ("dtype", "remat", "remat_policy", "scan_layers", "attention_impl")
 
 
 def make_source(data: Mapping[str, Any], model_config, split: str | None = None):
