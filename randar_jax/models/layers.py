@@ -239,8 +239,11 @@ def scan_blocks(
   Returns (h (B, S, D), cache, per-layer h (count, B, S, D) if ``return_hidden`` else None).
   """
   keys = jax.random.split(dropout_rng, count) if dropout_rng is not None else None
-  layers = blocks if isinstance(blocks, tuple) else None
-  graphdef, state = nnx.split(blocks if layers is None else layers[0])
+  if isinstance(blocks, tuple):  # already unstacked (the decode program)
+    graphdef, states = nnx.graphdef(blocks[0]), [nnx.state(b) for b in blocks]
+  else:
+    graphdef, stacked = nnx.split(blocks)
+    states = None if scan else [_layer(stacked, i) for i in range(count)]
 
   def body(carry, xs):
     h, cache = carry
@@ -252,10 +255,9 @@ def scan_blocks(
   if remat:
     body = jax.checkpoint(body, policy=getattr(jax.checkpoint_policies, remat_policy), prevent_cse=False)
   x = sharding.constrain(x.astype(jnp.float32), ("batch", None, None))
-  if layers is None and scan:
-    (h, cache), hidden = jax.lax.scan(body, (x, cache), (state, jnp.arange(count), keys))
+  if states is None:
+    (h, cache), hidden = jax.lax.scan(body, (x, cache), (stacked, jnp.arange(count), keys))
     return h, cache, hidden
-  states = [nnx.state(b) for b in layers] if layers is not None else [_layer(state, i) for i in range(count)]
   carry, hidden = (x, cache), []
   for i, layer_state in enumerate(states):
     carry, h = body(carry, (layer_state, i, None if keys is None else keys[i]))
