@@ -9,6 +9,7 @@
 
     python -m benchmarks.bench_decode --plans fit,buckets --no-full    # before/after, interleaved in one run
     python -m benchmarks.bench_decode --original benchmarks/original_randar_cpu.json   # ratio to the original
+    python -m benchmarks.bench_decode --original-checkout ~/src/RandAR   # the original timed in the same run
     python -m benchmarks.bench_decode --profile /tmp/trace           # + a jax.profiler trace of one decode
 
 Prints one JSON line: images/s (RandAR: at 256 and 88 steps and the speed-up; RAR: at 256 steps), compile
@@ -19,21 +20,29 @@ attention counted over each segment's cache window, as the masked kernel compute
 of a measured matmul rate and memory bandwidth, and the 1-minute load average (the machine may be shared).
 Timed runs of several plans are interleaved. Images/s exclude the VQ decoder. ``--original`` reads the
 original PyTorch RandAR's images/s measured on the same machine (benchmarks/compare_original.py measures
-them where torch and a RandAR checkout are available) and prints the ratio.
+them where torch and a RandAR checkout are available) and prints the ratio; ``--original-checkout`` times the
+original in the same run instead (before and after ours, each in a subprocess of its own, so the two never
+share the cores), and the ratio is to the mean of the two.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import json
+import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks import compare_original
 from benchmarks.common import load_average, matmul_peak, maybe_profile, memory_bandwidth, report
 from randar_jax import checkpoint, families, sharding
 from randar_jax.decode import rar as rar_decode
@@ -184,6 +193,36 @@ def original_numbers(path: str | None, batch: int, steps: int) -> float | None:
   return table.get(f"batch_{batch}", {}).get(f"images_per_s_{steps}")
 
 
+def time_original(checkout: str, args: argparse.Namespace, cfg: tuple[float, float]) -> float:
+  """The original PyTorch RandAR's images/s at this shape, timed now by benchmarks/compare_original.py in a
+  subprocess (its own torch threads; ``args.repeats`` timed calls after one warm-up)."""
+  with tempfile.TemporaryDirectory() as tmp:
+    out = os.path.join(tmp, "original.json")
+    shape = ["--layers", args.layers, "--dim", args.dim, "--heads", args.heads, "--vocab", args.vocab or 16384]
+    shape += ["--grid", args.grid, "--classes", args.classes, "--batch", args.batch, "--steps", args.repeats]
+    shape += ["--num-steps", args.steps, "--cfg", f"{cfg[0]},{cfg[1]}"]
+    command = [sys.executable, "-m", "benchmarks.compare_original", "--randar-checkout", checkout, "--out", out]
+    subprocess.run(command + [str(v) for v in shape], check=True, stdout=subprocess.DEVNULL)
+    rate = original_numbers(out, args.batch, args.steps)
+  assert rate is not None, "compare_original writes the batch's entry"
+  return rate
+
+
+def original_cfg(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[float, float]:
+  """Checks that ``--original-checkout`` can run (torch, the checkout, a guidance the original has) and returns
+  the original's cfg_scales, before anything is compiled."""
+  if args.model != "randar":
+    parser.error("--original-checkout times the original RandAR; use it with --model randar")
+  if importlib.util.find_spec("torch") is None:
+    parser.error("--original-checkout needs torch in this environment (pip install torch==2.13.0)")
+  if not os.path.isfile(os.path.join(args.original_checkout, "RandAR", "model", "randar_gpt.py")):
+    parser.error(f"{args.original_checkout} holds no RandAR/model/randar_gpt.py (a RandAR checkout)")
+  try:
+    return compare_original.cfg_scales(args.cfg or "1,4")
+  except argparse.ArgumentTypeError:
+    parser.error(f"the original has only linear guidance 'start,end'; --cfg {args.cfg!r} has no counterpart there")
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--model", default="randar", choices=["randar", "rar"])
@@ -211,7 +250,15 @@ def main() -> None:
   parser.add_argument(
     "--original", metavar="JSON", help="the original PyTorch RandAR's images/s (benchmarks/original_randar_cpu.json)"
   )
+  parser.add_argument(
+    "--original-checkout",
+    metavar="DIR",
+    help="a RandAR checkout: time the original PyTorch generate before and after ours (needs torch)",
+  )
   args = parser.parse_args()
+  if args.original and args.original_checkout:
+    parser.error("give --original (numbers from a file) or --original-checkout (timed now), not both")
+  cfg_scales = original_cfg(parser, args) if args.original_checkout else None
   plans = args.plans.split(",")
   if not set(plans) <= set(PLANS):
     parser.error(f"--plans takes a comma-separated subset of {sorted(PLANS)}, got {args.plans!r}")
@@ -244,7 +291,10 @@ def main() -> None:
       plan = make_plan(cfg.num_tokens, args.steps, 0, PLANS[name])
       kwargs = dict(num_steps=args.steps, guidance=guidance, sampling=sampling, buckets=PLANS[name])
       configs[name] = (generate, plan, kwargs)
+    originals = [time_original(args.original_checkout, args, cfg_scales)] if cfg_scales else []
     runs = measure(configs, model, labels, args.repeats, args.profile)
+    if cfg_scales:
+      originals.append(time_original(args.original_checkout, args, cfg_scales))
   branches = 1 if guidance is None else 2
   peak, bandwidth = matmul_peak(jnp.dtype(args.dtype)), memory_bandwidth()
   runs = {
@@ -262,7 +312,7 @@ def main() -> None:
   slots = {
     steps: make_plan(cfg.num_tokens, steps, 0, PLANS[plans[0]]) for steps in SLOT_STEPS if steps <= cfg.num_tokens
   }
-  original = original_numbers(args.original, args.batch, args.steps)
+  original = statistics.mean(originals) if originals else original_numbers(args.original, args.batch, args.steps)
   results = {
     "model": "randar",
     "plan": plans[0],
@@ -292,6 +342,9 @@ def main() -> None:
   if original is not None:
     results[f"original_images_per_s_{args.steps}"] = original
     results[f"vs_original_{args.steps}"] = round(fast["images_per_s"] / original, 3)
+    results["original_source"] = "timed before and after ours" if originals else args.original
+    if originals:
+      results[f"original_images_per_s_{args.steps}_runs"] = originals
   report(results)
 
 

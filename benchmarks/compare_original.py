@@ -4,10 +4,12 @@
     python -m benchmarks.compare_original --randar-checkout ~/src/RandAR --batch 16 --out /tmp/original.json
     python -m benchmarks.bench_decode --batch 1 --original /tmp/original.json     # prints vs_original_88
 
-Same shape as bench_decode's default (12x512, 8 heads, 16x16 grid, V 16384), random weights, CFG 1 -> 4,
-temperature 1, ``--num-steps`` forwards; one untimed warm-up call, then the median of ``--steps`` calls. Adds (or
-replaces) the ``batch_B`` entry of ``--out`` (the format of benchmarks/original_randar_cpu.json). Needs torch
-and a RandAR checkout (``RandAR/model/randar_gpt.py``); nothing in the tests needs either.
+Same shape as bench_decode's default (12x512, 8 heads, 16x16 grid, V 16384), random weights, ``--cfg`` (default
+1 -> 4), temperature 1, ``--num-steps`` forwards, the original drawing a random order per image; one untimed
+warm-up call, then the median of ``--steps`` calls. Adds (or replaces) the ``batch_B`` entry of ``--out`` (the
+format of benchmarks/original_randar_cpu.json). Needs torch and a RandAR checkout (``RandAR/model/randar_gpt.py``);
+nothing in the tests needs either. ``bench_decode --original-checkout`` runs this script itself, before and after
+its own timing.
 """
 
 from __future__ import annotations
@@ -46,10 +48,20 @@ def time_original(checkout: str, args: argparse.Namespace) -> float:
   with torch.no_grad():
     for i in range(args.steps + 1):
       start = time.perf_counter()
-      model.generate(cond, cfg_scales=(1.0, 4.0), num_inference_steps=args.num_steps, temperature=1.0)
+      # token_order None: the original draws a random order per image, as it does when sampling for FID
+      model.generate(cond, None, cfg_scales=args.cfg, num_inference_steps=args.num_steps, temperature=1.0)
       if i:  # the first call warms up
         times.append(time.perf_counter() - start)
   return args.batch / statistics.median(times)
+
+
+def cfg_scales(text: str) -> tuple[float, float]:
+  """'1,4' -> (1.0, 4.0): the original's linear guidance ramp (start = end for a constant scale)."""
+  try:
+    start, end = (float(v) for v in text.split(","))
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"expected 'start,end' (two numbers), got {text!r}") from None
+  return start, end
 
 
 def main() -> None:
@@ -58,6 +70,7 @@ def main() -> None:
   parser.add_argument("--out", required=True, help="JSON file to add this batch's numbers to")
   add_model_args(parser, batch=16)  # --steps: timed calls (after one warm-up)
   parser.add_argument("--num-steps", type=int, default=88, help="decode forwards (the parallel schedule)")
+  parser.add_argument("--cfg", type=cfg_scales, default=(1.0, 4.0), help="the original's cfg_scales 'start,end'")
   args = parser.parse_args()
   try:
     import torch  # noqa: F401, PLC0415
@@ -70,7 +83,15 @@ def main() -> None:
   if os.path.exists(args.out):
     with open(args.out) as f:
       table = json.load(f)
-  entry = {f"images_per_s_{args.num_steps}": round(rate, 4), "load_average": load_average(), **environment()}
+  import torch  # noqa: PLC0415
+
+  entry = {
+    f"images_per_s_{args.num_steps}": round(rate, 4),
+    "load_average": load_average(),
+    "torch": torch.__version__,
+    "torch_threads": torch.get_num_threads(),
+    **environment(),
+  }
   table.setdefault("randar", {})[f"batch_{args.batch}"] = entry
   with open(args.out, "w") as f:
     json.dump(table, f, indent=2)
