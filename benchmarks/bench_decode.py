@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.util
 import json
 import os
 import statistics
@@ -213,10 +212,7 @@ def original_cfg(parser: argparse.ArgumentParser, args: argparse.Namespace) -> t
   the original's cfg_scales, before anything is compiled."""
   if args.model != "randar":
     parser.error("--original-checkout times the original RandAR; use it with --model randar")
-  if importlib.util.find_spec("torch") is None:
-    parser.error("--original-checkout needs torch in this environment (pip install torch==2.13.0)")
-  if not os.path.isfile(os.path.join(args.original_checkout, "RandAR", "model", "randar_gpt.py")):
-    parser.error(f"{args.original_checkout} holds no RandAR/model/randar_gpt.py (a RandAR checkout)")
+  compare_original.check_original(parser, args.original_checkout)
   try:
     return compare_original.cfg_scales(args.cfg or "1,4")
   except argparse.ArgumentTypeError:

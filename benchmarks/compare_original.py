@@ -15,6 +15,7 @@ its own timing.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import statistics
@@ -22,6 +23,25 @@ import sys
 import time
 
 from benchmarks.common import add_model_args, environment, load_average
+
+
+def constructor_args(args: argparse.Namespace) -> dict:
+  """The original constructor's arguments for the benchmark shape (dropout off: inference)."""
+  return dict(
+    dim=args.dim,
+    n_layer=args.layers,
+    n_head=args.heads,
+    vocab_size=args.vocab,
+    block_size=args.grid**2,
+    num_classes=args.classes,
+    cls_token_num=1,
+    model_type="c2i",
+    num_inference_steps=args.num_steps,
+    token_dropout_p=0.0,
+    resid_dropout_p=0.0,
+    ffn_dropout_p=0.0,
+    grad_checkpointing=False,
+  )
 
 
 def time_original(checkout: str, args: argparse.Namespace) -> float:
@@ -32,17 +52,7 @@ def time_original(checkout: str, args: argparse.Namespace) -> float:
   from RandAR.model.randar_gpt import RandARTransformer  # noqa: PLC0415
 
   torch.manual_seed(0)
-  model = RandARTransformer(
-    dim=args.dim,
-    n_layer=args.layers,
-    n_head=args.heads,
-    vocab_size=args.vocab,
-    block_size=args.grid**2,
-    num_classes=args.classes,
-    cls_token_num=1,
-    model_type="c2i",
-    num_inference_steps=args.num_steps,
-  ).eval()
+  model = RandARTransformer(**constructor_args(args)).eval()
   cond = torch.arange(args.batch) % args.classes
   times = []
   with torch.no_grad():
@@ -64,6 +74,14 @@ def cfg_scales(text: str) -> tuple[float, float]:
   return start, end
 
 
+def check_original(parser: argparse.ArgumentParser, checkout: str) -> None:
+  """A clear error unless torch is importable and ``checkout`` holds the original RandAR code."""
+  if importlib.util.find_spec("torch") is None:
+    parser.error("needs torch to run the original (pip install torch==2.13.0)")
+  if not os.path.isfile(os.path.join(checkout, "RandAR", "model", "randar_gpt.py")):
+    parser.error(f"{checkout} holds no RandAR/model/randar_gpt.py (clone the RandAR repository there)")
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--randar-checkout", required=True, help="a RandAR git checkout (holding RandAR/model)")
@@ -72,12 +90,7 @@ def main() -> None:
   parser.add_argument("--num-steps", type=int, default=88, help="decode forwards (the parallel schedule)")
   parser.add_argument("--cfg", type=cfg_scales, default=(1.0, 4.0), help="the original's cfg_scales 'start,end'")
   args = parser.parse_args()
-  try:
-    import torch  # noqa: F401, PLC0415
-  except ImportError:
-    parser.error("needs torch (pip install torch) to run the original")
-  if not os.path.isfile(os.path.join(args.randar_checkout, "RandAR", "model", "randar_gpt.py")):
-    parser.error(f"{args.randar_checkout} holds no RandAR/model/randar_gpt.py (clone the RandAR repository there)")
+  check_original(parser, args.randar_checkout)
   rate = time_original(args.randar_checkout, args)
   table = {"randar": {}}
   if os.path.exists(args.out):

@@ -23,7 +23,7 @@ import jax
 import numpy as np
 
 from benchmarks.common import add_model_args, report
-from benchmarks.compare_original import cfg_scales
+from benchmarks.compare_original import cfg_scales, check_original, constructor_args
 
 
 def original_tokens(checkout: str, args: argparse.Namespace, orders: np.ndarray, state_path: str) -> np.ndarray:
@@ -43,25 +43,6 @@ def original_tokens(checkout: str, args: argparse.Namespace, orders: np.ndarray,
       cond, torch.from_numpy(orders), cfg_scales=args.cfg, num_inference_steps=args.num_steps, top_k=1
     )
   return out.numpy()
-
-
-def constructor_args(args: argparse.Namespace) -> dict:
-  """The original constructor's arguments for the benchmark shape (dropout off: inference)."""
-  return dict(
-    dim=args.dim,
-    n_layer=args.layers,
-    n_head=args.heads,
-    vocab_size=args.vocab,
-    block_size=args.grid**2,
-    num_classes=args.classes,
-    cls_token_num=1,
-    model_type="c2i",
-    num_inference_steps=args.num_steps,
-    token_dropout_p=0.0,
-    resid_dropout_p=0.0,
-    ffn_dropout_p=0.0,
-    grad_checkpointing=False,
-  )
 
 
 def our_tokens(args: argparse.Namespace, orders: np.ndarray, state_path: str) -> np.ndarray:
@@ -103,12 +84,7 @@ def main() -> None:
   parser.add_argument("--cfg", type=cfg_scales, default=(1.0, 4.0), help="cfg_scales 'start,end' (linear)")
   parser.add_argument("--seed", type=int, default=0, help="weights and generation orders")
   args = parser.parse_args()
-  try:
-    import torch  # noqa: F401, PLC0415
-  except ImportError:
-    parser.error("needs torch (pip install torch==2.13.0) to run the original")
-  if not os.path.isfile(os.path.join(args.randar_checkout, "RandAR", "model", "randar_gpt.py")):
-    parser.error(f"{args.randar_checkout} holds no RandAR/model/randar_gpt.py (clone the RandAR repository there)")
+  check_original(parser, args.randar_checkout)
   n = args.grid**2
   orders = np.stack([np.random.default_rng(args.seed + b).permutation(n) for b in range(args.batch)])
   with tempfile.TemporaryDirectory() as tmp:
