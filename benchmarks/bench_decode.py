@@ -260,7 +260,9 @@ def main() -> None:
     parser.error(f"--plans takes a comma-separated subset of {sorted(PLANS)}, got {args.plans!r}")
 
   with sharding.model_context() as mesh:
-    labels = jax.device_put(np.arange(args.batch) % args.classes, sharding.named_sharding(mesh, ("batch",)))
+    # data-sharded over the mesh's batch axes where they divide the batch (batch 1 on 2 devices: replicated)
+    spec = sharding.fitted_spec((args.batch,), ("batch",), mesh)
+    labels = jax.device_put(np.arange(args.batch) % args.classes, jax.sharding.NamedSharding(mesh, spec))
     if args.model == "rar":
       report(bench_rar(args, labels))
       return
