@@ -47,9 +47,7 @@ def original_tokens(checkout: str, args: argparse.Namespace, orders: np.ndarray,
 
 def our_tokens(args: argparse.Namespace, orders: np.ndarray, state_path: str) -> np.ndarray:
   """Our greedy tokens (B, N) in raster order from the converted state dict."""
-  from flax import nnx  # noqa: PLC0415
-
-  from randar_jax import families, sharding  # noqa: PLC0415
+  from randar_jax import checkpoint, sharding  # noqa: PLC0415
   from randar_jax.convert import convert_params  # noqa: PLC0415
   from randar_jax.decode import randar as randar_decode  # noqa: PLC0415
   from randar_jax.decode.sampling import Guidance, Sampling  # noqa: PLC0415
@@ -57,10 +55,8 @@ def our_tokens(args: argparse.Namespace, orders: np.ndarray, state_path: str) ->
 
   config = RandARConfig.from_torch_args(constructor_args(args))
   params, config = convert_params(state_path, config, progress=False)
+  model = checkpoint.model_with_params(config, params)
   with sharding.model_context():
-    graphdef, state = nnx.split(nnx.eval_shape(lambda: families.build(config)))
-    nnx.replace_by_pure_dict(state, jax.tree.map(jax.numpy.asarray, params))
-    model = nnx.merge(graphdef, state)
     start, end = args.cfg
     guidance = None if end <= 1.0 else Guidance.linear(start, end)  # the original guides only when end > 1
     with jax.default_matmul_precision("highest"):

@@ -101,6 +101,15 @@ def load_model(
   return nnx.merge(graphdef, state)
 
 
+def model_with_params(config, params: Mapping) -> nnx.Module:
+  """The model for ``config`` holding ``params`` (a nested dict of arrays, e.g. from ``convert_params``), built
+  on the default mesh without initialising weights first."""
+  with sharding.model_context():
+    graphdef, state = nnx.split(nnx.eval_shape(lambda: families.build(config)))
+  nnx.replace_by_pure_dict(state, jax.tree.map(jax.numpy.asarray, params))
+  return nnx.merge(graphdef, state)
+
+
 def model_params(model: nnx.Module) -> dict:
   """The model's parameters as a nested dict of arrays (what save_params stores)."""
   return nnx.to_pure_dict(nnx.state(model, nnx.Param))

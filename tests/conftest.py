@@ -137,14 +137,9 @@ def torch_save(path, tensors) -> pathlib.Path:
 
 def _restore(config, params):
   """A model for ``config`` holding converted ``params`` (nested dict of NumPy arrays)."""
-  from flax import nnx
+  from randar_jax import checkpoint
 
-  from randar_jax import families, sharding
-
-  with sharding.model_context():
-    graphdef, state = nnx.split(nnx.eval_shape(lambda: families.build(config)))
-  nnx.replace_by_pure_dict(state, jax.tree.map(jax.numpy.asarray, params))
-  return nnx.merge(graphdef, state)
+  return checkpoint.model_with_params(config, params)
 
 
 @pytest.fixture(scope="session")
